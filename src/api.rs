@@ -1,0 +1,137 @@
+//! CPython's allocation semantics (SPEC §3) on top of the heaps and the fallback: which
+//! requests pools serve, the size limits, calloc's zeroing, realloc's shrink rule and the
+//! moves between pools and the fallback. The C ABI and the Rust tests both call these.
+
+use crate::geometry::{class_of, is_small, PY_SSIZE_T_MAX};
+use crate::pool::{block_size_of, pool_index};
+use crate::{fallback, heap, ownership};
+use core::ptr;
+
+/// Whether `p` is a block of one of our pools (any address; reads no memory).
+#[inline(always)]
+pub fn owns(p: *const u8) -> bool {
+    ownership::owns_arena_of(p as usize) && pool_index(p as usize) != 0
+}
+
+/// `PyObject_Malloc`: 1..=512 bytes from a pool, anything else from the fallback.
+#[inline(always)]
+pub fn malloc(n: usize) -> *mut u8 {
+    if is_small(n) {
+        heap::alloc(class_of(n))
+    } else {
+        large_malloc(n)
+    }
+}
+
+/// Requests pools do not serve: size 0 or above 512 bytes.
+#[cold]
+extern "C" fn large_malloc(n: usize) -> *mut u8 {
+    if n > PY_SSIZE_T_MAX {
+        return ptr::null_mut();
+    }
+    let fb = fallback::get();
+    // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX.
+    unsafe { (fb.malloc)(fb.ctx, n).cast() }
+}
+
+/// `PyObject_Calloc`: zeroed memory for `nelem * elsize` bytes, NULL on overflow.
+pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
+    if elsize != 0 && nelem > PY_SSIZE_T_MAX / elsize {
+        return ptr::null_mut();
+    }
+    let n = nelem * elsize;
+    if is_small(n) {
+        let p = heap::alloc(class_of(n));
+        if !p.is_null() {
+            // SAFETY: a fresh block of at least `n` bytes.
+            unsafe { ptr::write_bytes(p, 0, n) };
+        }
+        return p;
+    }
+    let fb = fallback::get();
+    // SAFETY: the product fits in PY_SSIZE_T_MAX.
+    unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() }
+}
+
+/// `PyObject_Free`: our blocks back to their pool, anything else to the fallback.
+///
+/// # Safety
+/// `p` is NULL, a live block from [`malloc`]/[`calloc`]/[`realloc`], or a pointer the
+/// fallback allocator can free.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8) {
+    if ownership::owns_arena_of(p as usize) {
+        // SAFETY: per the caller, a pointer in our arenas is a live block of ours.
+        unsafe { heap::free(p) }
+    } else {
+        // SAFETY: per the caller, the pointer belongs to the fallback.
+        unsafe { free_foreign(p) }
+    }
+}
+
+/// Frees a pointer that is not in our arenas.
+///
+/// # Safety
+/// `p` is NULL or freeable by the fallback.
+#[cold]
+unsafe extern "C" fn free_foreign(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    let fb = fallback::get();
+    // SAFETY: per the caller.
+    unsafe { (fb.free)(fb.ctx, p.cast()) }
+}
+
+/// `PyObject_Realloc`, with CPython's rules: a block shrunk to more than 3/4 of its class
+/// stays put; a pool block grown past 512 bytes moves to the fallback; a fallback block
+/// stays with the fallback whatever its new size. NULL leaves `p` untouched.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+    if n > PY_SSIZE_T_MAX {
+        return ptr::null_mut();
+    }
+    if p.is_null() {
+        return malloc(n);
+    }
+    if !ownership::owns_arena_of(p as usize) {
+        let fb = fallback::get();
+        // SAFETY: per the caller, `p` belongs to the fallback.
+        return unsafe { (fb.realloc)(fb.ctx, p.cast(), n).cast() };
+    }
+    // SAFETY: `p` is a live block of ours, so its pool header is live.
+    let size = unsafe { block_size_of(p) };
+    let keep = if n <= size {
+        // Shrinking: stay unless that would waste more than a quarter of the block.
+        if 4 * n > 3 * size {
+            return p;
+        }
+        n
+    } else {
+        size
+    };
+    let q = malloc(n);
+    if !q.is_null() {
+        // SAFETY: both blocks hold at least `keep` bytes and are distinct.
+        unsafe {
+            ptr::copy_nonoverlapping(p, q, keep);
+            heap::free(p);
+        }
+    }
+    q
+}
+
+/// Usable size of `p`: its class size for our blocks, 0 for anything else.
+///
+/// # Safety
+/// `p` is any address; if it is in our pools it is a live block.
+pub unsafe fn usable_size(p: *const u8) -> usize {
+    if owns(p) {
+        // SAFETY: per the caller, the pool is in use.
+        unsafe { block_size_of(p) }
+    } else {
+        0
+    }
+}

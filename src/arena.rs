@@ -1,0 +1,381 @@
+//! Arenas: 256 KiB aligned mappings cut into pools, and the global policy that decides
+//! which arena the next pool comes from and when an arena goes back to the OS.
+//!
+//! Like CPython's sorted `usable_arenas`, a new pool comes from the arena with the fewest
+//! free pools, so that lightly used arenas drain and can be unmapped. Arenas are kept in
+//! buckets by their number of free pools, with a bitmap of non-empty buckets, so both the
+//! choice and the move after a pool changes hands are O(1). An arena whose pools are all
+//! free is unmapped, except for one kept as a spare so that a workload hovering at an arena
+//! boundary does not map and unmap on every turn.
+
+use crate::geometry::{ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
+use crate::pool::{pool_index, Pool};
+use crate::sync::Lock;
+use crate::{os, ownership};
+use core::cell::UnsafeCell;
+use core::ptr;
+
+/// Usable pools in an arena (pool 0 holds the header).
+pub const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
+/// Bits of the usable pools in a free-pool set.
+const ALL_USABLE: u64 = !1;
+
+/// The header in pool 0 of every arena. All fields are guarded by the arena lock.
+///
+/// Invariants:
+/// - `free_pools` has bit `i` set exactly when pool `i` (1..=63) belongs to no heap;
+///   `nfree == free_pools.count_ones()`; bit 0 is never set;
+/// - `decommitted` ⊆ `free_pools`: pools whose pages were given back to the OS;
+/// - an arena with `nfree == k >= 1` is on bucket `k`'s list (`next`/`prev`), a full arena
+///   (`k == 0`) on none; every arena is on the `all` list (`all_next`/`all_prev`);
+/// - at most one arena has `nfree == USABLE_POOLS` (the spare).
+#[repr(C)]
+pub struct Arena {
+    free_pools: u64,
+    decommitted: u64,
+    nfree: u32,
+    next: *mut Arena,
+    prev: *mut Arena,
+    all_next: *mut Arena,
+    all_prev: *mut Arena,
+}
+
+/// Counters kept by the arena layer.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ArenaCounts {
+    /// Arenas mapped since the process started.
+    pub allocated_total: u64,
+    /// Arenas unmapped since the process started.
+    pub reclaimed: u64,
+    /// Most arenas mapped at once.
+    pub highwater: u64,
+    /// Arenas mapped now.
+    pub current: u64,
+    /// Pools that belong to a heap now.
+    pub pools_in_use: u64,
+    /// Free pools in mapped arenas, decommitted ones included.
+    pub pools_free: u64,
+    /// Free pools whose pages are given back to the OS.
+    pub pools_decommitted: u64,
+}
+
+struct Arenas {
+    /// `buckets[k]`: arenas with exactly `k` free pools (`buckets[0]` unused).
+    buckets: [*mut Arena; POOLS_PER_ARENA],
+    /// Bit `k` set when `buckets[k]` is non-empty.
+    nonempty: u64,
+    /// Every mapped arena.
+    all: *mut Arena,
+    counts: ArenaCounts,
+}
+
+/// The arena lock: held for every change to an arena header or to [`Arenas`].
+static LOCK: Lock = Lock::new();
+
+struct Global(UnsafeCell<Arenas>);
+// SAFETY: the contents are only touched with `LOCK` held.
+unsafe impl Sync for Global {}
+
+static ARENAS: Global = Global(UnsafeCell::new(Arenas {
+    buckets: [ptr::null_mut(); POOLS_PER_ARENA],
+    nonempty: 0,
+    all: ptr::null_mut(),
+    counts: ArenaCounts {
+        allocated_total: 0,
+        reclaimed: 0,
+        highwater: 0,
+        current: 0,
+        pools_in_use: 0,
+        pools_free: 0,
+        pools_decommitted: 0,
+    },
+}));
+
+/// Runs `f` with the arena lock held.
+fn locked<R>(f: impl FnOnce(&mut Arenas) -> R) -> R {
+    let _guard = LOCK.lock();
+    // SAFETY: the lock is held, so this is the only reference to the arena state.
+    f(unsafe { &mut *ARENAS.0.get() })
+}
+
+/// The arena containing `p`.
+fn arena_of<T>(p: *const T) -> *mut Arena {
+    (p as usize & !ARENA_MASK) as *mut Arena
+}
+
+impl Arenas {
+    /// # Safety
+    /// `a` is a mapped arena on no bucket list, with `nfree >= 1`.
+    unsafe fn bucket_push(&mut self, a: *mut Arena) {
+        // SAFETY: per the caller; links are guarded by the lock we hold.
+        unsafe {
+            let k = (*a).nfree as usize;
+            let head = self.buckets[k];
+            (*a).prev = ptr::null_mut();
+            (*a).next = head;
+            if !head.is_null() {
+                (*head).prev = a;
+            }
+            self.buckets[k] = a;
+            self.nonempty |= 1 << k;
+        }
+    }
+
+    /// # Safety
+    /// `a` is on the bucket list for its `nfree`.
+    unsafe fn bucket_remove(&mut self, a: *mut Arena) {
+        // SAFETY: per the caller.
+        unsafe {
+            let k = (*a).nfree as usize;
+            let (prev, next) = ((*a).prev, (*a).next);
+            if prev.is_null() {
+                self.buckets[k] = next;
+                if next.is_null() {
+                    self.nonempty &= !(1 << k);
+                }
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+        }
+    }
+
+    /// Maps a new arena, all pools free, and puts it on its bucket; NULL on failure.
+    fn map(&mut self) -> *mut Arena {
+        let base = os::map_arena();
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        if !ownership::in_range(base as usize) {
+            // SAFETY: just mapped, nothing refers to it.
+            unsafe { os::unmap_arena(base) };
+            return ptr::null_mut();
+        }
+        let a = base.cast::<Arena>();
+        // SAFETY: the mapping is fresh, aligned and large enough for the header.
+        unsafe {
+            a.write(Arena {
+                free_pools: ALL_USABLE,
+                decommitted: 0,
+                nfree: USABLE_POOLS,
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                all_next: self.all,
+                all_prev: ptr::null_mut(),
+            });
+            if !self.all.is_null() {
+                (*self.all).all_prev = a;
+            }
+            self.all = a;
+            self.bucket_push(a);
+        }
+        ownership::insert(base as usize);
+        let c = &mut self.counts;
+        c.allocated_total += 1;
+        c.current += 1;
+        c.highwater = c.highwater.max(c.current);
+        c.pools_free += u64::from(USABLE_POOLS);
+        a
+    }
+
+    /// Unmaps an arena whose pools are all free.
+    ///
+    /// # Safety
+    /// `a` is mapped, all its pools are free and it is on bucket `USABLE_POOLS`.
+    unsafe fn unmap(&mut self, a: *mut Arena) {
+        // SAFETY: per the caller; after unlinking nothing refers to the arena.
+        unsafe {
+            self.bucket_remove(a);
+            let (prev, next) = ((*a).all_prev, (*a).all_next);
+            if prev.is_null() {
+                self.all = next;
+            } else {
+                (*prev).all_next = next;
+            }
+            if !next.is_null() {
+                (*next).all_prev = prev;
+            }
+            let c = &mut self.counts;
+            c.pools_free -= u64::from(USABLE_POOLS);
+            c.pools_decommitted -= u64::from((*a).decommitted.count_ones());
+            c.current -= 1;
+            c.reclaimed += 1;
+            ownership::remove(a as usize);
+            os::unmap_arena(a.cast());
+        }
+    }
+}
+
+/// Takes a free pool from the fullest arena that has one, mapping an arena if none has.
+/// Returns NULL when no arena can be mapped. The pool's contents are unspecified.
+pub fn alloc_pool() -> *mut Pool {
+    locked(|s| {
+        let usable = s.nonempty & !1;
+        let a = if usable == 0 {
+            s.map()
+        } else {
+            s.buckets[usable.trailing_zeros() as usize]
+        };
+        if a.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: `a` is a mapped arena on its bucket with at least one free pool.
+        unsafe {
+            s.bucket_remove(a);
+            let i = (*a).free_pools.trailing_zeros();
+            let bit = 1u64 << i;
+            (*a).free_pools &= !bit;
+            if (*a).decommitted & bit != 0 {
+                (*a).decommitted &= !bit;
+                s.counts.pools_decommitted -= 1;
+            }
+            (*a).nfree -= 1;
+            if (*a).nfree > 0 {
+                s.bucket_push(a);
+            }
+            s.counts.pools_in_use += 1;
+            s.counts.pools_free -= 1;
+            (a as usize + i as usize * POOL_SIZE) as *mut Pool
+        }
+    })
+}
+
+/// Gives `pool` back to its arena; unmaps the arena if that leaves two arenas all free.
+///
+/// # Safety
+/// `pool` came from [`alloc_pool`], and no block of it is in use or on any list.
+pub unsafe fn release_pool(pool: *mut Pool) {
+    // SAFETY: per the caller the pool is ours and idle; clearing `heap` marks it free.
+    unsafe { (*pool).heap = ptr::null_mut() };
+    locked(|s| {
+        let a = arena_of(pool);
+        // SAFETY: `a` is the mapped arena of a pool in use; we hold the lock.
+        unsafe {
+            if (*a).nfree > 0 {
+                s.bucket_remove(a);
+            }
+            (*a).free_pools |= 1 << pool_index(pool as usize);
+            (*a).nfree += 1;
+            s.counts.pools_in_use -= 1;
+            s.counts.pools_free += 1;
+            let spare = s.buckets[USABLE_POOLS as usize];
+            s.bucket_push(a);
+            if (*a).nfree == USABLE_POOLS && !spare.is_null() {
+                s.unmap(a);
+            }
+        }
+    });
+}
+
+/// Gives every free pool's pages back to the OS and unmaps the spare arena.
+pub fn trim() {
+    locked(|s| {
+        let spare = s.buckets[USABLE_POOLS as usize];
+        if !spare.is_null() {
+            // SAFETY: the spare is mapped, all free, on bucket USABLE_POOLS.
+            unsafe { s.unmap(spare) };
+        }
+        let mut a = s.all;
+        while !a.is_null() {
+            // SAFETY: `a` is a mapped arena; its free pools hold nothing anyone reads.
+            unsafe {
+                let todo = (*a).free_pools & !(*a).decommitted;
+                decommit_runs(a, todo);
+                s.counts.pools_decommitted += u64::from(todo.count_ones());
+                (*a).decommitted |= todo;
+                a = (*a).all_next;
+            }
+        }
+    });
+}
+
+/// `madvise`s the pools of `a` in `set`, one call per run of consecutive pools.
+///
+/// # Safety
+/// Every pool in `set` is a free pool of the mapped arena `a`.
+unsafe fn decommit_runs(a: *mut Arena, mut set: u64) {
+    while set != 0 {
+        let start = set.trailing_zeros();
+        let len = (set >> start).trailing_ones();
+        // SAFETY: per the caller the run is free pools of our arena.
+        unsafe {
+            os::decommit(
+                (a as usize + start as usize * POOL_SIZE) as *mut u8,
+                len as usize * POOL_SIZE,
+            )
+        };
+        set &= !(((1u64 << len) - 1) << start);
+    }
+}
+
+/// A snapshot of the arena counters.
+pub fn counts() -> ArenaCounts {
+    locked(|s| s.counts)
+}
+
+/// Calls `f(arena_base, free_pools)` for every mapped arena, under the arena lock, and
+/// checks the bucket bookkeeping on the way. Returns a description of the first broken
+/// invariant, if any.
+pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), String> {
+    locked(|s| {
+        let mut seen = 0u64;
+        let mut all_free = 0;
+        let mut a = s.all;
+        // SAFETY: every arena on `all` is mapped; we hold the lock.
+        unsafe {
+            while !a.is_null() {
+                seen += 1;
+                let (free, nfree) = ((*a).free_pools, (*a).nfree);
+                if free & 1 != 0 || free.count_ones() != nfree {
+                    return Err(format!("arena {a:p}: free set {free:#x} vs nfree {nfree}"));
+                }
+                if (*a).decommitted & !free != 0 {
+                    return Err(format!("arena {a:p}: a decommitted pool is in use"));
+                }
+                if nfree > 0 && !on_bucket(s, a) {
+                    return Err(format!("arena {a:p}: not on bucket {nfree}"));
+                }
+                if nfree == USABLE_POOLS {
+                    all_free += 1;
+                }
+                if !ownership::owns_arena_of(a as usize) {
+                    return Err(format!("arena {a:p}: missing from the ownership map"));
+                }
+                f(a as usize, free)?;
+                a = (*a).all_next;
+            }
+        }
+        if seen != s.counts.current {
+            return Err(format!(
+                "{seen} arenas listed, {} counted",
+                s.counts.current
+            ));
+        }
+        if all_free > 1 {
+            return Err(format!(
+                "{all_free} arenas entirely free, at most one may be kept"
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Whether `a` is on the bucket list for its `nfree`.
+///
+/// # Safety
+/// The arena lock is held and `a` is mapped.
+unsafe fn on_bucket(s: &Arenas, a: *mut Arena) -> bool {
+    // SAFETY: per the caller.
+    unsafe {
+        let mut b = s.buckets[(*a).nfree as usize];
+        while !b.is_null() {
+            if b == a {
+                return true;
+            }
+            b = (*b).next;
+        }
+        false
+    }
+}

@@ -1,0 +1,205 @@
+//! The invariant walker: checks every arena, pool, free list and heap list against the
+//! invariants stated where those structures are defined, and counts what is in use.
+//! Tests call it between phases; it must run while no other thread is inside the allocator.
+
+use crate::geometry::{blocks_per_pool, NUM_CLASSES, POOLS_PER_ARENA, POOL_SIZE};
+use crate::heap::{self, empty_pool, Heap};
+use crate::pool::{is_block_start, pool_of, Block, Pool, NOTIFY};
+use crate::{arena, sync::Ordering};
+use std::collections::{HashMap, HashSet};
+
+/// What the walker counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub arenas: u64,
+    pub pools_in_use: u64,
+    /// Blocks handed out and not freed (remote and delayed frees already subtracted).
+    pub blocks_in_use: u64,
+}
+
+/// Walks every structure; returns the first broken invariant, or what is in use.
+pub fn verify() -> Result<Summary, String> {
+    // Heaps first (registry lock), then arenas (arena lock): never both at once.
+    let mut heaps = HashSet::new();
+    let mut linked = HashSet::new();
+    let mut delayed: HashMap<usize, u64> = HashMap::new();
+    let mut problem = None;
+    heap::for_each_heap(|h| {
+        heaps.insert(h as usize);
+        // SAFETY: the allocator is quiescent (caller's contract), heaps live forever.
+        if let Err(e) = unsafe { check_heap(h, &mut linked, &mut delayed) } {
+            problem.get_or_insert(e);
+        }
+    });
+    if let Some(e) = problem {
+        return Err(e);
+    }
+
+    let mut sum = Summary::default();
+    let mut seen_linked = 0usize;
+    arena::walk(|base, free_pools| {
+        sum.arenas += 1;
+        for i in 1..POOLS_PER_ARENA {
+            if free_pools >> i & 1 != 0 {
+                continue;
+            }
+            let pool = (base + i * POOL_SIZE) as *mut Pool;
+            sum.pools_in_use += 1;
+            let d = delayed.get(&(pool as usize)).copied().unwrap_or(0);
+            // SAFETY: a pool in use of a mapped arena; the allocator is quiescent.
+            let in_use = unsafe { check_pool(pool, &heaps, &linked, d) }?;
+            // SAFETY: as above.
+            if unsafe { (*pool).linked } {
+                seen_linked += 1;
+            }
+            sum.blocks_in_use += in_use;
+        }
+        Ok(())
+    })?;
+    if seen_linked != linked.len() {
+        return Err(format!(
+            "{} pools on heap lists, {seen_linked} of them found in arenas",
+            linked.len()
+        ));
+    }
+    let counts = arena::counts();
+    if counts.pools_in_use != sum.pools_in_use {
+        return Err(format!(
+            "{} pools in use counted, {} found",
+            counts.pools_in_use, sum.pools_in_use
+        ));
+    }
+    Ok(sum)
+}
+
+/// Checks one heap's class lists and records its linked pools and delayed blocks.
+///
+/// # Safety
+/// `h` is a live heap and nothing changes it meanwhile.
+unsafe fn check_heap(
+    h: *mut Heap,
+    linked: &mut HashSet<usize>,
+    delayed: &mut HashMap<usize, u64>,
+) -> Result<(), String> {
+    // SAFETY: per the caller.
+    let lists = unsafe { heap::lists_of(h) };
+    for (class, &head) in lists.iter().enumerate() {
+        let mut pool = head;
+        let mut prev: *mut Pool = core::ptr::null_mut();
+        while pool != empty_pool() && !pool.is_null() {
+            // SAFETY: pools on a live heap's lists are in use.
+            let p = unsafe { &*pool };
+            if p.class as usize != class || p.heap != h || !p.linked || p.prev != prev {
+                return Err(format!(
+                    "heap {h:p}: pool {pool:p} misfiled on class list {class}"
+                ));
+            }
+            if !linked.insert(pool as usize) {
+                return Err(format!("pool {pool:p} is on a class list twice"));
+            }
+            prev = pool;
+            pool = p.next;
+        }
+    }
+    // SAFETY: per the caller.
+    let mut b = unsafe { heap::delayed_of(h) };
+    let mut n = 0;
+    while !b.is_null() {
+        n += 1;
+        if n > 1u64 << 40 {
+            return Err(format!("heap {h:p}: delayed list loops"));
+        }
+        *delayed.entry(pool_of(b) as usize).or_default() += 1;
+        // SAFETY: delayed blocks are live blocks of our pools.
+        b = unsafe { (*b).next };
+    }
+    Ok(())
+}
+
+/// Walks a list of blocks of `pool`, checking each and collecting them in `seen`.
+///
+/// # Safety
+/// `head` is a list of blocks the allocator keeps; nothing changes it meanwhile.
+unsafe fn walk_list(
+    pool: *mut Pool,
+    class: usize,
+    mut b: *mut Block,
+    seen: &mut HashSet<usize>,
+    what: &str,
+) -> Result<u64, String> {
+    let mut n = 0;
+    while !b.is_null() {
+        if !is_block_start(pool, class, b as usize) {
+            return Err(format!(
+                "pool {pool:p}: {what} list holds {b:p}, not a block start"
+            ));
+        }
+        if !seen.insert(b as usize) {
+            return Err(format!(
+                "pool {pool:p}: block {b:p} is on the free lists twice"
+            ));
+        }
+        n += 1;
+        // SAFETY: `b` is a block of our pool.
+        b = unsafe { (*b).next };
+    }
+    Ok(n)
+}
+
+/// Checks one pool in use; returns how many of its blocks are handed out.
+///
+/// # Safety
+/// `pool` is a pool in use of a mapped arena and nothing changes it meanwhile.
+unsafe fn check_pool(
+    pool: *mut Pool,
+    heaps: &HashSet<usize>,
+    linked: &HashSet<usize>,
+    delayed: u64,
+) -> Result<u64, String> {
+    // SAFETY: per the caller.
+    let p = unsafe { &*pool };
+    let class = p.class as usize;
+    if class >= NUM_CLASSES || !heaps.contains(&(p.heap as usize)) {
+        return Err(format!(
+            "pool {pool:p}: class {class} / heap {:p} invalid",
+            p.heap
+        ));
+    }
+    let cap = blocks_per_pool(class) as u64;
+    let used = u64::from(p.used);
+    let mut seen = HashSet::new();
+    // SAFETY: the pool's lists hold blocks of it.
+    let free = unsafe { walk_list(pool, class, p.free, &mut seen, "free") }?;
+    let remote_word = p.remote.load(Ordering::Acquire);
+    // SAFETY: as above.
+    let remote = unsafe {
+        walk_list(
+            pool,
+            class,
+            (remote_word & !NOTIFY) as *mut Block,
+            &mut seen,
+            "remote",
+        )
+    }?;
+    if free + used != cap {
+        return Err(format!(
+            "pool {pool:p}: {free} free + {used} used != {cap} blocks"
+        ));
+    }
+    if remote + delayed > used {
+        return Err(format!(
+            "pool {pool:p}: {remote} remote + {delayed} delayed > {used} used"
+        ));
+    }
+    if p.linked != linked.contains(&(pool as usize)) {
+        return Err(format!(
+            "pool {pool:p}: linked flag disagrees with its heap's lists"
+        ));
+    }
+    if !p.linked && (free != 0 || (remote_word & NOTIFY == 0 && delayed == 0)) {
+        return Err(format!(
+            "pool {pool:p}: off its list but neither full nor awaiting notice"
+        ));
+    }
+    Ok(used - remote - delayed)
+}

@@ -1,0 +1,84 @@
+//! The fallback allocator: where requests we do not serve from pools go (size 0, more than
+//! 512 bytes, no arena to be had) and where frees of pointers we did not hand out go.
+//!
+//! Outside CPython it is the C library's allocator, wrapped with CPython's raw-domain rules
+//! (size 0 becomes 1, so every success is a unique non-NULL pointer). Inside CPython it is
+//! the allocator we replaced. Its shape is CPython's `PyMemAllocatorEx`.
+
+use crate::sync::{AtomicPtr, Ordering};
+use core::ffi::c_void;
+
+/// A `PyMemAllocatorEx`-shaped allocator: a context pointer passed to four functions.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AllocatorEx {
+    pub ctx: *mut c_void,
+    pub malloc: unsafe extern "C" fn(ctx: *mut c_void, size: usize) -> *mut c_void,
+    pub calloc: unsafe extern "C" fn(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void,
+    pub realloc:
+        unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -> *mut c_void,
+    pub free: unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void),
+}
+
+// SAFETY: an allocator's context is, by the PyMemAllocatorEx contract, usable from any
+// thread that may call the allocator.
+unsafe impl Sync for AllocatorEx {}
+// SAFETY: as above.
+unsafe impl Send for AllocatorEx {}
+
+unsafe extern "C" fn system_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: malloc accepts any size.
+    unsafe { libc::malloc(size.max(1)) }
+}
+
+unsafe extern "C" fn system_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    let (nelem, elsize) = if nelem == 0 || elsize == 0 {
+        (1, 1)
+    } else {
+        (nelem, elsize)
+    };
+    // SAFETY: calloc checks the product for overflow itself.
+    unsafe { libc::calloc(nelem, elsize) }
+}
+
+unsafe extern "C" fn system_realloc(
+    _ctx: *mut c_void,
+    ptr: *mut c_void,
+    size: usize,
+) -> *mut c_void {
+    // SAFETY: the caller passes NULL or a pointer from this allocator.
+    unsafe { libc::realloc(ptr, size.max(1)) }
+}
+
+unsafe extern "C" fn system_free(_ctx: *mut c_void, ptr: *mut c_void) {
+    // SAFETY: the caller passes NULL or a pointer from this allocator.
+    unsafe { libc::free(ptr) }
+}
+
+/// The C library's allocator with CPython's raw-domain rules.
+pub static SYSTEM: AllocatorEx = AllocatorEx {
+    ctx: core::ptr::null_mut(),
+    malloc: system_malloc,
+    calloc: system_calloc,
+    realloc: system_realloc,
+    free: system_free,
+};
+
+static CURRENT: AtomicPtr<AllocatorEx> =
+    AtomicPtr::new(&SYSTEM as *const AllocatorEx as *mut AllocatorEx);
+
+/// The fallback allocator in force.
+#[inline(always)]
+pub fn get() -> &'static AllocatorEx {
+    // SAFETY: `CURRENT` only ever holds pointers to 'static allocators (see `set`).
+    unsafe { &*CURRENT.load(Ordering::Acquire) }
+}
+
+/// Makes `alloc` the fallback. Blocks the previous fallback handed out must still be freed
+/// by it, so this is meant for start-up, before the first large allocation.
+pub fn set(alloc: &'static AllocatorEx) {
+    CURRENT.store(
+        alloc as *const AllocatorEx as *mut AllocatorEx,
+        Ordering::Release,
+    );
+}

@@ -1,0 +1,489 @@
+//! Per-thread heaps: the allocation and free fast paths, and everything a thread does
+//! without a lock.
+//!
+//! Each thread allocates from its own [`Heap`]: per size class, a list of pools it owns,
+//! headed by the pool it currently carves from. A free of a block whose pool the calling
+//! thread owns is a plain push on the pool's free list — no lock, no atomic read-modify-
+//! write. A free from any other thread goes through [`pool::remote_free`]. When a thread
+//! exits, its heap is abandoned whole (pools, blocks left behind and all) and the next new
+//! thread adopts it, so a thread's exit leaks nothing and memory does not grow with the
+//! number of threads that ever lived.
+//!
+//! Fast-path note: the functions the fast paths call out to (`alloc_slow`, `free_slow`,
+//! `pool::remote_free`, `fault::double_free`, and the fallback calls in `api`) are
+//! `extern "C"`, which makes them non-unwinding. Calls to them then need no landing pad, so
+//! the fast paths end in plain tail jumps and need no stack frame: four instructions fewer
+//! on every malloc/free pair.
+
+use crate::arena;
+use crate::geometry::{class_size, NUM_CLASSES};
+use crate::pool::{self, pool_of, Block, Pool};
+use crate::sync::{self, AtomicPtr, Lock, Ordering, ThreadState};
+use core::ptr;
+
+/// A thread's heap.
+///
+/// Invariants:
+/// - `lists[c]` heads a doubly linked list (through `Pool::next`/`prev`) of the pools this
+///   heap owns for class `c` that are `linked`; the empty list is [`empty_pool`], never
+///   null, so the fast path needs no null test. Owned pools that are not on the list are
+///   full and have `NOTIFY` set or a block of theirs on `delayed`.
+/// - `delayed` holds blocks freed by other threads into this heap's full pools; each is
+///   still counted in its pool's `used`.
+/// - Only the owning thread (or, for an abandoned heap, whoever holds the registry lock)
+///   touches anything but `delayed`.
+#[repr(C)]
+pub struct Heap {
+    lists: [*mut Pool; NUM_CLASSES],
+    delayed: AtomicPtr<Block>,
+    /// Next heap in the registry's list of all heaps (registry lock).
+    next_all: *mut Heap,
+    /// Next heap in the registry's list of abandoned heaps (registry lock).
+    next_abandoned: *mut Heap,
+}
+
+/// A `Sync` home for statics holding raw pointers.
+#[repr(transparent)]
+pub struct Shared<T>(T);
+// SAFETY: the wrapped statics are only ever read through raw pointers by code that follows
+// the heap and pool invariants above; the empty heap and empty pool are never written.
+unsafe impl<T> Sync for Shared<T> {}
+
+static EMPTY_POOL: Shared<Pool> = Shared(Pool::empty());
+
+/// The pool that heads every empty class list.
+#[inline(always)]
+pub fn empty_pool() -> *mut Pool {
+    &EMPTY_POOL.0 as *const Pool as *mut Pool
+}
+
+const fn blank_heap() -> Heap {
+    Heap {
+        lists: [&EMPTY_POOL.0 as *const Pool as *mut Pool; NUM_CLASSES],
+        delayed: AtomicPtr::new(ptr::null_mut()),
+        next_all: ptr::null_mut(),
+        next_abandoned: ptr::null_mut(),
+    }
+}
+
+/// Public only so that the thread-local slot in `sync` can name it as its initial value.
+#[doc(hidden)]
+pub static EMPTY_HEAP: Shared<Heap> = Shared(blank_heap());
+
+/// The heap of threads that have none: owns no pool, and every list of it is empty.
+pub const EMPTY_HEAP_PTR: *mut Heap = &EMPTY_HEAP.0 as *const Heap as *mut Heap;
+
+/// The registry of heaps: every heap ever made (heaps are never unmapped) and the
+/// abandoned ones waiting for a new thread. Guarded by `REGISTRY_LOCK`.
+struct Registry {
+    all: *mut Heap,
+    abandoned: *mut Heap,
+}
+
+static REGISTRY_LOCK: Lock = Lock::new();
+static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
+    Shared(core::cell::UnsafeCell::new(Registry {
+        all: ptr::null_mut(),
+        abandoned: ptr::null_mut(),
+    }));
+
+/// The heap serving threads whose own heap was handed back at exit (their thread-local
+/// destructors may still allocate). Guarded by `EXITED_LOCK`.
+static EXITED_LOCK: Lock = Lock::new();
+static EXITED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
+    Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
+
+impl Heap {
+    /// See [`EMPTY_HEAP_PTR`].
+    pub const EMPTY: *mut Heap = EMPTY_HEAP_PTR;
+
+    /// Pushes a block freed by another thread on `heap`'s delayed list.
+    ///
+    /// # Safety
+    /// `heap` is a live heap (heaps are never freed) and `block` a block of one of its
+    /// pools that nobody else holds.
+    pub unsafe fn push_delayed(heap: *mut Heap, block: *mut Block) {
+        // SAFETY: heaps live forever; `block` is ours to write until published.
+        unsafe {
+            let delayed = &(*heap).delayed;
+            let mut old = delayed.load(Ordering::Relaxed);
+            loop {
+                (*block).next = old;
+                match delayed.compare_exchange_weak(
+                    old,
+                    block,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return,
+                    Err(seen) => old = seen,
+                }
+            }
+        }
+    }
+}
+
+/// Allocates a block of class `class` for the calling thread. When no arena can be mapped
+/// the block comes from the fallback allocator instead; NULL only if that fails too.
+#[inline(always)]
+pub fn alloc(class: usize) -> *mut u8 {
+    // SAFETY: the calling thread owns its heap (or has the empty heap, which owns nothing).
+    unsafe { alloc_from(sync::thread_heap(), class) }
+}
+
+/// Pops a block of `class` from `heap`, or takes the slow path.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner, or `heap` is the empty heap.
+#[inline(always)]
+unsafe fn alloc_from(heap: *mut Heap, class: usize) -> *mut u8 {
+    // SAFETY: `lists[class]` is always a pool whose header is readable; a non-null `free`
+    // means the pool is one `heap` owns (the empty pool's `free` is always null).
+    unsafe {
+        let pool = (*heap).lists[class];
+        let block = (*pool).free;
+        if block.is_null() {
+            return alloc_slow(heap, class);
+        }
+        (*pool).free = (*block).next;
+        (*pool).used += 1;
+        block.cast()
+    }
+}
+
+/// Frees `p`, a block of one of our pools.
+///
+/// # Safety
+/// `p` lies in one of our arenas and is a block handed out and not yet freed.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8) {
+    let pool = pool_of(p);
+    let heap = sync::thread_heap();
+    // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;
+    // if the calling thread's heap owns it, so does the calling thread.
+    unsafe {
+        if (*pool).heap != heap {
+            return pool::remote_free(p.cast(), pool);
+        }
+        free_local(heap, pool, p.cast());
+    }
+}
+
+/// Pushes `block` back on its pool's free list: the owner's side of every free.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner, `heap` owns `pool`, and `block` is a used block of it.
+#[inline(always)]
+unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
+    // SAFETY: per the caller.
+    unsafe {
+        let next = (*pool).free;
+        // The cheap double-free check: freeing the block that was freed last.
+        if block == next {
+            return crate::fault::double_free(block.cast());
+        }
+        (*block).next = next;
+        (*pool).free = block;
+        // Two separate tests, in this order, so the decrement's flags serve the first.
+        (*pool).used -= 1;
+        if (*pool).used == 0 {
+            return free_slow(heap, pool);
+        }
+        if next.is_null() {
+            free_slow(heap, pool);
+        }
+    }
+}
+
+/// Owner: a pool that was full has a free block again, or a pool has become empty.
+///
+/// # Safety
+/// The calling thread owns `heap`, and `heap` owns `pool`.
+#[cold]
+unsafe extern "C" fn free_slow(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the caller, we own both; list links are ours to change.
+    unsafe {
+        if !(*pool).linked {
+            push_front(heap, pool);
+            pool::clear_notify(pool);
+        }
+        if (*pool).used == 0 {
+            let class = (*pool).class as usize;
+            // Keep the last pool of a class: a hot malloc/free cycle must not go to the
+            // arena lock on every turn.
+            if (*heap).lists[class] == pool && (*pool).next.is_null() {
+                return;
+            }
+            unlink(heap, pool);
+            arena::release_pool(pool);
+        }
+    }
+}
+
+/// Links `pool` at the head of its class list.
+///
+/// # Safety
+/// The caller owns `heap` and `pool`, and `pool` is not linked.
+unsafe fn push_front(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the caller.
+    unsafe {
+        let class = (*pool).class as usize;
+        let head = (*heap).lists[class];
+        (*pool).prev = ptr::null_mut();
+        if head == empty_pool() {
+            (*pool).next = ptr::null_mut();
+        } else {
+            (*pool).next = head;
+            (*head).prev = pool;
+        }
+        (*heap).lists[class] = pool;
+        (*pool).linked = true;
+    }
+}
+
+/// Takes `pool` off its class list.
+///
+/// # Safety
+/// The caller owns `heap` and `pool`, and `pool` is linked.
+unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the caller.
+    unsafe {
+        let (prev, next) = ((*pool).prev, (*pool).next);
+        if prev.is_null() {
+            (*heap).lists[(*pool).class as usize] =
+                if next.is_null() { empty_pool() } else { next };
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*pool).linked = false;
+        (*pool).next = ptr::null_mut();
+        (*pool).prev = ptr::null_mut();
+    }
+}
+
+/// The slow path of [`alloc_from`]: the head pool of `class` has no free block, or the
+/// thread has no heap yet.
+///
+/// # Safety
+/// As for [`alloc_from`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
+    if heap == Heap::EMPTY {
+        if sync::thread_state() == ThreadState::Exited || !attach() {
+            return alloc_exited(class);
+        }
+        return alloc(class);
+    }
+    // SAFETY: per the caller we act as `heap`'s owner.
+    let p = unsafe { refill(heap, class) };
+    if p.is_null() {
+        // No arena to be had: serve the request as CPython does, from the fallback.
+        let fb = crate::fallback::get();
+        // SAFETY: the fallback accepts any size.
+        return unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() };
+    }
+    p
+}
+
+/// Finds a block of `class` in `heap`'s pools, taking back delayed and remote frees, or in a
+/// fresh pool from an arena.
+///
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn refill(heap: *mut Heap, class: usize) -> *mut u8 {
+    // SAFETY: the caller owns `heap` and so every pool on its lists.
+    unsafe {
+        drain_delayed(heap);
+        loop {
+            let pool = (*heap).lists[class];
+            if pool == empty_pool() {
+                break;
+            }
+            if (*pool).free.is_null() && pool::collect_remote(pool) == 0 {
+                if !pool::try_mark_full(pool) {
+                    continue; // a remote free just arrived: collect it
+                }
+                unlink(heap, pool);
+                continue;
+            }
+            return alloc_from(heap, class);
+        }
+        let pool = arena::alloc_pool();
+        if pool.is_null() {
+            return ptr::null_mut();
+        }
+        pool::init(pool, heap, class);
+        push_front(heap, pool);
+        alloc_from(heap, class)
+    }
+}
+
+/// Takes back every block other threads freed into this heap's full pools.
+///
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn drain_delayed(heap: *mut Heap) {
+    // SAFETY: the swap hands us the list; each block is a live block of one of our pools,
+    // published by the freer's release exchange.
+    unsafe {
+        if (*heap).delayed.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        let mut block = (*heap).delayed.swap(ptr::null_mut(), Ordering::Acquire);
+        while !block.is_null() {
+            let next = (*block).next;
+            free_local(heap, pool_of(block), block);
+            block = next;
+        }
+    }
+}
+
+/// Gives the calling thread a heap: an abandoned one if any, else a new one. False when
+/// no metadata memory could be had.
+fn attach() -> bool {
+    let heap = {
+        let _guard = REGISTRY_LOCK.lock();
+        // SAFETY: the registry lock is held.
+        let reg = unsafe { &mut *REGISTRY.0.get() };
+        if reg.abandoned.is_null() {
+            let heap = crate::meta::alloc::<Heap>();
+            if heap.is_null() {
+                return false;
+            }
+            // SAFETY: fresh metadata memory, sized and aligned for a Heap.
+            unsafe {
+                heap.write(blank_heap());
+                (*heap).next_all = reg.all;
+            }
+            reg.all = heap;
+            heap
+        } else {
+            let heap = reg.abandoned;
+            // SAFETY: heaps on the abandoned list are live and ours under the lock.
+            reg.abandoned = unsafe { (*heap).next_abandoned };
+            heap
+        }
+    };
+    sync::set_thread_heap(heap);
+    sync::set_thread_state(ThreadState::Active);
+    sync::at_thread_exit(heap, on_thread_exit);
+    true
+}
+
+/// pthread key destructor: the thread is exiting; hand its heap back.
+unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
+    let heap = heap.cast::<Heap>();
+    sync::set_thread_heap(Heap::EMPTY);
+    sync::set_thread_state(ThreadState::Exited);
+    let _guard = REGISTRY_LOCK.lock();
+    // SAFETY: the exiting thread owned `heap` until now; under the registry lock nobody
+    // else can adopt it before it is on the abandoned list.
+    unsafe {
+        tidy(heap);
+        let reg = &mut *REGISTRY.0.get();
+        (*heap).next_abandoned = reg.abandoned;
+        reg.abandoned = heap;
+    }
+}
+
+/// Takes back delayed and remote frees and gives every empty pool back to its arena,
+/// the last pool of a class included.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner.
+unsafe fn tidy(heap: *mut Heap) {
+    // SAFETY: per the caller.
+    unsafe {
+        drain_delayed(heap);
+        for class in 0..NUM_CLASSES {
+            let mut pool = (*heap).lists[class];
+            while pool != empty_pool() && !pool.is_null() {
+                let next = (*pool).next;
+                pool::collect_remote(pool);
+                if (*pool).used == 0 {
+                    unlink(heap, pool);
+                    arena::release_pool(pool);
+                }
+                pool = next;
+            }
+        }
+    }
+}
+
+/// Allocation for a thread whose heap was handed back (or that could get none): one
+/// shared heap under a lock.
+fn alloc_exited(class: usize) -> *mut u8 {
+    let _guard = EXITED_LOCK.lock();
+    // SAFETY: the lock is held, so we act as the owner of the shared exited-thread heap.
+    unsafe {
+        let slot = EXITED_HEAP.0.get();
+        if (*slot).is_null() {
+            let heap = crate::meta::alloc::<Heap>();
+            if heap.is_null() {
+                return ptr::null_mut();
+            }
+            heap.write(blank_heap());
+            let _reg = REGISTRY_LOCK.lock();
+            let reg = &mut *REGISTRY.0.get();
+            (*heap).next_all = reg.all;
+            reg.all = heap;
+            *slot = heap;
+        }
+        alloc_from(*slot, class)
+    }
+}
+
+/// Returns to the arenas every empty pool of the calling thread's heap and of every
+/// abandoned heap (see `pymalloc_trim`).
+pub fn trim() {
+    let own = sync::thread_heap();
+    if own != Heap::EMPTY {
+        // SAFETY: the calling thread owns its heap.
+        unsafe { tidy(own) };
+    }
+    let _guard = REGISTRY_LOCK.lock();
+    // SAFETY: abandoned heaps are owned by the registry lock holder.
+    unsafe {
+        let mut heap = (*REGISTRY.0.get()).abandoned;
+        while !heap.is_null() {
+            tidy(heap);
+            heap = (*heap).next_abandoned;
+        }
+    }
+}
+
+/// Calls `f` on every heap ever made, under the registry lock. Callers that read a heap's
+/// lists must ensure no other thread is inside the allocator.
+pub fn for_each_heap(mut f: impl FnMut(*mut Heap)) {
+    let _guard = REGISTRY_LOCK.lock();
+    // SAFETY: the registry lock is held; heaps are never freed.
+    unsafe {
+        let mut heap = (*REGISTRY.0.get()).all;
+        while !heap.is_null() {
+            f(heap);
+            heap = (*heap).next_all;
+        }
+    }
+}
+
+/// Read-only view of a heap for the invariant walker.
+///
+/// # Safety
+/// `heap` is live and no thread is changing it.
+pub unsafe fn lists_of(heap: *mut Heap) -> [*mut Pool; NUM_CLASSES] {
+    // SAFETY: per the caller.
+    unsafe { (*heap).lists }
+}
+
+/// The delayed list of `heap`, for the invariant walker.
+///
+/// # Safety
+/// `heap` is live and no thread is changing it.
+pub unsafe fn delayed_of(heap: *mut Heap) -> *mut Block {
+    // SAFETY: per the caller.
+    unsafe { (*heap).delayed.load(Ordering::Acquire) }
+}

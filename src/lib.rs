@@ -1,0 +1,74 @@
+//! # pymalloc-rs
+//!
+//! CPython's small-object allocator ("pymalloc", `Objects/obmalloc.c`) rebuilt in Rust as a
+//! C-ABI library, thread-safe. This page is the design; read it first.
+//!
+//! ## The picture
+//!
+//! ```text
+//!  arena: 256 KiB mmap, aligned to 256 KiB                     ownership map (1 bit/arena)
+//!  +--------+--------+--------+-- ... --+--------+             addr >> 18 -> bit: ours?
+//!  | arena  | pool 1 | pool 2 |         | pool 63|
+//!  | header | cls 3  | cls 0  |         | free   |
+//!  +--------+--------+--------+-- ... --+--------+
+//!             |
+//!             v  pool: 4 KiB page, one size class at a time
+//!           +--------+-------+-------+-------+-----+
+//!           | header | block | block | block | ... |   blocks of (class + 1) * 16 bytes
+//!           | 48 B   |       |       |       |     |   free blocks linked through word 0
+//!           +--------+-------+-------+-------+-----+
+//! ```
+//!
+//! `p & !0xfff` is the pool of a block, `p & !0x3ffff` its arena, and `p >> 18` indexes the
+//! ownership map, so every lookup is arithmetic plus one load ([`ownership`]). Requests of
+//! 1..=512 bytes are served from pools; size 0 and larger requests go to the fallback
+//! allocator ([`fallback`]: the C library's, or inside CPython the allocator we replaced).
+//!
+//! ## Who owns what
+//!
+//! - **Arenas** are global, guarded by the arena lock ([`arena`]). A heap takes one free pool
+//!   at a time from the fullest arena that has one and gives it back when the pool empties.
+//!   An all-free arena is unmapped, one spare kept.
+//! - **Pools** belong to one thread heap at a time ([`pool`]). The owner pops and pushes the
+//!   pool's free list with plain loads and stores. Another thread freeing a block pushes it
+//!   on the pool's lock-free `remote` list; if the pool is full (off the owner's lists), the
+//!   first such freer puts the block on the owner heap's `delayed` list instead, so the
+//!   owner finds the pool again. The owner takes both lists back in its slow path.
+//! - **Heaps** belong to one thread ([`heap`]). A thread's first allocation gives it a heap;
+//!   at its exit (a pthread key destructor) the heap is tidied and abandoned whole, and the
+//!   next new thread adopts it, blocks left behind and all. Heaps are never unmapped.
+//!
+//! So a thread that frees its own block takes no lock and does no atomic read-modify-write;
+//! cross-thread frees cost one compare-and-swap; the arena lock is taken once per pool
+//! handed out or back (every 7 to 253 blocks), never per block.
+//!
+//! ## Invariants
+//!
+//! Each structure states its invariants where it is defined: [`arena::Arena`],
+//! [`pool::Pool`], [`heap::Heap`], [`ownership`]. [`check::verify`] (C: `pymalloc_check`)
+//! walks everything and checks them; the tests call it between phases.
+//!
+//! ## Modules
+//!
+//! [`geometry`] constants and size classes · [`os`] mmap/madvise · [`ownership`] the map ·
+//! [`arena`] arenas and their policy · [`pool`] pool headers and the remote-free protocol ·
+//! [`heap`] per-thread heaps and the fast paths · [`meta`] metadata memory ·
+//! [`fallback`] the system/replaced allocator · [`api`] CPython's semantics ·
+//! [`ffi`] the C ABI · [`check`] the invariant walker · [`fault`] misuse reports ·
+//! [`sync`] every concurrency primitive (swapped for loom's under `--cfg loom`).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod api;
+pub mod arena;
+pub mod check;
+pub mod fallback;
+pub mod fault;
+pub mod ffi;
+pub mod geometry;
+pub mod heap;
+pub mod meta;
+pub mod os;
+pub mod ownership;
+pub mod pool;
+pub mod sync;

@@ -1,0 +1,51 @@
+//! Metadata memory: a bump allocator over mmap'd chunks for the allocator's own records
+//! (thread heaps), which must not come from any malloc. Records are never freed; heaps are
+//! recycled through the heap registry instead.
+
+use crate::sync::Lock;
+use core::cell::UnsafeCell;
+use core::ptr;
+
+const CHUNK: usize = 64 * 1024;
+
+struct Bump {
+    next: usize,
+    end: usize,
+}
+
+struct Global(UnsafeCell<Bump>);
+// SAFETY: only touched with `LOCK` held.
+unsafe impl Sync for Global {}
+
+static LOCK: Lock = Lock::new();
+static BUMP: Global = Global(UnsafeCell::new(Bump { next: 0, end: 0 }));
+
+/// Zeroed, suitably aligned, never-freed memory for one `T`; NULL when the OS refuses.
+pub fn alloc<T>() -> *mut T {
+    let (size, align) = (core::mem::size_of::<T>(), core::mem::align_of::<T>());
+    debug_assert!(size <= CHUNK && align <= 4096);
+    let _guard = LOCK.lock();
+    // SAFETY: the lock is held.
+    let bump = unsafe { &mut *BUMP.0.get() };
+    let mut start = (bump.next + align - 1) & !(align - 1);
+    if bump.next == 0 || start + size > bump.end {
+        // SAFETY: an anonymous private mapping has no preconditions.
+        let chunk = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                CHUNK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if chunk == libc::MAP_FAILED {
+            return ptr::null_mut();
+        }
+        start = chunk as usize;
+        bump.end = start + CHUNK;
+    }
+    bump.next = start + size;
+    start as *mut T
+}

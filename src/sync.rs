@@ -1,0 +1,254 @@
+//! Every concurrency primitive the allocator uses: atomics, the one lock type, the
+//! thread-local heap pointer and the thread-exit hook. Nothing else in the crate names
+//! `std::sync` or `thread_local!`, so a `--cfg loom` build can swap these for loom's.
+
+#[cfg(loom)]
+pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
+pub use std::sync::atomic::Ordering;
+#[cfg(not(loom))]
+pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
+
+use crate::heap::Heap;
+use core::cell::Cell;
+
+/// A test-and-test-and-set lock. It never allocates, has a `const` constructor (it guards
+/// statics), and can be released without a guard, which `fork` handling needs.
+///
+/// Invariant: `locked` is true exactly while one thread is between `lock` and `unlock`.
+pub struct Lock {
+    locked: AtomicBool,
+}
+
+impl Lock {
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Lock {
+            locked: AtomicBool::new(false),
+        }
+    }
+
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Lock {
+            locked: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the lock and returns a guard that releases it.
+    #[inline]
+    pub fn lock(&self) -> LockGuard<'_> {
+        self.acquire();
+        LockGuard { lock: self }
+    }
+
+    /// Takes the lock with no guard; pair with [`Lock::release`].
+    pub fn acquire(&self) {
+        loop {
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return;
+            }
+            let mut spins = 0u32;
+            while self.locked.load(Ordering::Relaxed) {
+                spins += 1;
+                if spins < 64 {
+                    core::hint::spin_loop();
+                } else {
+                    yield_now();
+                }
+            }
+        }
+    }
+
+    /// Releases a lock taken with [`Lock::acquire`].
+    ///
+    /// # Safety
+    /// The calling thread holds the lock (or, in a forked child, the thread that held it
+    /// no longer exists).
+    pub unsafe fn release(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+}
+
+impl Default for Lock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Releases its [`Lock`] when dropped.
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while its thread holds the lock.
+        unsafe { self.lock.release() }
+    }
+}
+
+/// Gives the CPU away while waiting for another thread.
+pub fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    // SAFETY: sched_yield has no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+}
+
+// The calling thread's heap. It starts as the shared empty heap, whose every class list is
+// the empty pool, so the first allocation of a thread falls into the slow path without a
+// separate "no heap yet" test on the fast path.
+//
+// On x86-64 Linux the pointer lives in an initial-exec TLS slot declared in assembly: one
+// `mov` from `%fs`, where Rust's `thread_local!` in a shared library costs a call to
+// `__tls_get_addr` (about 12 instructions, a third of the whole malloc/free pair). The
+// initial-exec model needs the slot in the static TLS block: true for the executable, for
+// its DT_NEEDED libraries and for LD_PRELOAD; a dlopen'ed copy uses glibc's static TLS
+// surplus, which 8 bytes fit in. The slot's initial value is the empty heap, through a
+// relocation in `.tdata` that the loader applies before any thread copies the image.
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
+mod heap_slot {
+    use crate::heap::Heap;
+
+    core::arch::global_asm!(
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 3",
+        ".hidden pymalloc_thread_heap",
+        ".type pymalloc_thread_heap,@object",
+        ".size pymalloc_thread_heap,8",
+        "pymalloc_thread_heap:",
+        ".quad {empty}",
+        ".popsection",
+        empty = sym crate::heap::EMPTY_HEAP,
+    );
+
+    #[inline(always)]
+    pub fn get() -> *mut Heap {
+        let heap: *mut Heap;
+        // SAFETY: reads the calling thread's 8-byte slot declared above; `%fs` points at
+        // the thread control block and the GOT entry holds the slot's offset from it.
+        unsafe {
+            core::arch::asm!(
+                "mov {heap}, qword ptr [rip + pymalloc_thread_heap@GOTTPOFF]",
+                "mov {heap}, qword ptr fs:[{heap}]",
+                heap = out(reg) heap,
+                options(nostack, readonly, preserves_flags, pure),
+            );
+        }
+        heap
+    }
+
+    pub fn set(heap: *mut Heap) {
+        // SAFETY: writes the calling thread's slot declared above.
+        unsafe {
+            core::arch::asm!(
+                "mov {tmp}, qword ptr [rip + pymalloc_thread_heap@GOTTPOFF]",
+                "mov qword ptr fs:[{tmp}], {heap}",
+                tmp = out(reg) _,
+                heap = in(reg) heap,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
+mod heap_slot {
+    use crate::heap::Heap;
+    use core::cell::Cell;
+
+    #[cfg(not(loom))]
+    thread_local! {
+        static THREAD_HEAP: Cell<*mut Heap> = const { Cell::new(Heap::EMPTY) };
+    }
+    #[cfg(loom)]
+    loom::thread_local! {
+        static THREAD_HEAP: Cell<*mut Heap> = Cell::new(Heap::EMPTY);
+    }
+
+    #[inline(always)]
+    pub fn get() -> *mut Heap {
+        THREAD_HEAP.with(|h| h.get())
+    }
+
+    pub fn set(heap: *mut Heap) {
+        THREAD_HEAP.with(|h| h.set(heap));
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static THREAD_STATE: Cell<ThreadState> = const { Cell::new(ThreadState::Fresh) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static THREAD_STATE: Cell<ThreadState> = Cell::new(ThreadState::Fresh);
+}
+
+/// Where a thread stands with respect to its heap.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ThreadState {
+    /// Has not allocated yet.
+    Fresh,
+    /// Owns the heap in [`thread_heap`].
+    Active,
+    /// Its heap was handed back at thread exit; later calls use the shared locked heap.
+    Exited,
+}
+
+/// The calling thread's heap ([`Heap::EMPTY`] until it first allocates).
+#[inline(always)]
+pub fn thread_heap() -> *mut Heap {
+    heap_slot::get()
+}
+
+/// Sets the calling thread's heap.
+pub fn set_thread_heap(heap: *mut Heap) {
+    heap_slot::set(heap);
+}
+
+/// The calling thread's state.
+pub fn thread_state() -> ThreadState {
+    THREAD_STATE.with(|s| s.get())
+}
+
+/// Sets the calling thread's state.
+pub fn set_thread_state(state: ThreadState) {
+    THREAD_STATE.with(|s| s.set(state));
+}
+
+/// Arranges for `on_exit(heap)` to run when the calling thread exits. Threads created by
+/// C code are covered too: this is a pthread key destructor, not a Rust TLS destructor.
+#[cfg(not(loom))]
+pub fn at_thread_exit(heap: *mut Heap, on_exit: unsafe extern "C" fn(*mut libc::c_void)) {
+    use std::sync::atomic::AtomicU32;
+    const UNSET: u32 = u32::MAX;
+    static KEY: AtomicU32 = AtomicU32::new(UNSET);
+    static KEY_LOCK: Lock = Lock::new();
+
+    let mut key = KEY.load(Ordering::Acquire);
+    if key == UNSET {
+        let _guard = KEY_LOCK.lock();
+        key = KEY.load(Ordering::Relaxed);
+        if key == UNSET {
+            let mut k: libc::pthread_key_t = 0;
+            // SAFETY: `k` is a valid out-pointer; the destructor is a plain C function.
+            if unsafe { libc::pthread_key_create(&mut k, Some(on_exit)) } != 0 {
+                return; // no key left: the heap is simply never handed back
+            }
+            key = k;
+            KEY.store(key, Ordering::Release);
+        }
+    }
+    // SAFETY: `key` was created above; a non-NULL value makes the destructor run.
+    unsafe {
+        libc::pthread_setspecific(key, heap.cast());
+    }
+}
+
+/// Loom threads never exit through pthreads; models hand heaps back explicitly.
+#[cfg(loom)]
+pub fn at_thread_exit(_heap: *mut Heap, _on_exit: unsafe extern "C" fn(*mut libc::c_void)) {}
