@@ -116,6 +116,7 @@ mod heap_slot {
     core::arch::global_asm!(
         ".pushsection .tdata,\"awT\",@progbits",
         ".p2align 3",
+        ".globl pymalloc_thread_heap",
         ".hidden pymalloc_thread_heap",
         ".type pymalloc_thread_heap,@object",
         ".size pymalloc_thread_heap,8",

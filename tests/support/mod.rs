@@ -1,0 +1,125 @@
+//! Helpers shared by the integration tests: building the C library with the same profile
+//! as the running test, compiling C programs against it, and running them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/<profile>`: where cargo put this test binary, and so where the library goes.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Builds `libpymalloc.so` / `.a` (cargo builds only the rlib for tests) and returns the
+/// directory holding them. Runs once per test binary.
+pub fn library_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = profile_dir();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(root()).args(["build", "--lib", "--quiet"]);
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
+            None => panic!("unexpected target layout: {}", dir.display()),
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "cargo build --lib failed");
+        assert!(
+            dir.join("libpymalloc.so").exists(),
+            "no libpymalloc.so in {}",
+            dir.display()
+        );
+        dir
+    })
+}
+
+/// Where compiled C programs go.
+pub fn scratch() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ctests");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// How a C program is linked to the library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Shared,
+    Static,
+}
+
+/// Compiles the C file `src` into `out`, against `include/pymalloc.h` and the library.
+pub fn compile_c(src: &Path, out: &Path, link: Link, extra: &[&str]) {
+    let lib = library_dir();
+    let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+    cmd.args([
+        "-std=c11",
+        "-D_GNU_SOURCE",
+        "-O2",
+        "-g",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ])
+    .arg("-I")
+    .arg(root().join("include"))
+    .arg("-I")
+    .arg(root().join("ctests"))
+    .arg(src)
+    .arg("-o")
+    .arg(out);
+    match link {
+        Link::Shared => {
+            cmd.arg("-L")
+                .arg(lib)
+                .arg("-lpymalloc")
+                .arg(format!("-Wl,-rpath,{}", lib.display()));
+        }
+        Link::Static => {
+            cmd.arg(lib.join("libpymalloc.a"));
+        }
+    }
+    cmd.args(["-lpthread", "-ldl", "-lm"]).args(extra);
+    let output = cmd.output().expect("a C compiler (cc) is installed");
+    assert!(
+        output.status.success(),
+        "compiling {} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `cmd` and returns its output, printing it for the test log.
+pub fn run(cmd: &mut Command) -> Output {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// The path of a program on PATH, if any.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
