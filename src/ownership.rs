@@ -22,12 +22,30 @@ use crate::sync::{AtomicU8, Ordering};
 const ADDRESS_BITS: u32 = 47;
 const SLOTS: usize = 1 << (ADDRESS_BITS - ARENA_SHIFT);
 
-#[cfg(not(loom))]
-static MAP: [AtomicU8; SLOTS] = [const { AtomicU8::new(0) }; SLOTS];
+// The map is declared in assembly rather than as a Rust array: a 512 MiB array literal would
+// be built byte by byte by the compiler's constant evaluator (minutes and over a GiB of
+// compiler memory per build). `.bss` makes it zero-filled address space at no cost.
+core::arch::global_asm!(
+    ".pushsection .bss",
+    ".p2align 12",
+    ".globl pymalloc_ownership_map",
+    ".hidden pymalloc_ownership_map",
+    "pymalloc_ownership_map:",
+    ".zero {slots}",
+    ".popsection",
+    slots = const SLOTS,
+);
 
-#[cfg(loom)]
-loom::lazy_static! {
-    static ref MAP: Vec<AtomicU8> = (0..SLOTS).map(|_| AtomicU8::new(0)).collect();
+extern "C" {
+    static pymalloc_ownership_map: [AtomicU8; SLOTS];
+}
+
+/// The map.
+#[inline(always)]
+fn map() -> &'static [AtomicU8; SLOTS] {
+    // SAFETY: the symbol is the zero-filled, SLOTS-byte `.bss` array declared above, which
+    // is valid for the whole program; zero bytes are valid `AtomicU8`s.
+    unsafe { &pymalloc_ownership_map }
 }
 
 /// Whether `addr` lies inside one of our arenas.
@@ -37,7 +55,7 @@ pub fn owns_arena_of(addr: usize) -> bool {
     if slot >= SLOTS {
         return false;
     }
-    MAP[slot].load(Ordering::Relaxed) != 0
+    map()[slot].load(Ordering::Relaxed) != 0
 }
 
 /// Whether an arena based at `arena` can be recorded in the map.
@@ -47,12 +65,12 @@ pub fn in_range(arena: usize) -> bool {
 
 /// Records the arena based at `arena` as ours. Caller holds the arena lock.
 pub fn insert(arena: usize) {
-    MAP[arena >> ARENA_SHIFT].store(1, Ordering::Relaxed);
+    map()[arena >> ARENA_SHIFT].store(1, Ordering::Relaxed);
 }
 
 /// Forgets the arena based at `arena`. Caller holds the arena lock.
 pub fn remove(arena: usize) {
-    MAP[arena >> ARENA_SHIFT].store(0, Ordering::Relaxed);
+    map()[arena >> ARENA_SHIFT].store(0, Ordering::Relaxed);
 }
 
 #[cfg(test)]

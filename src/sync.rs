@@ -3,7 +3,7 @@
 //! `std::sync` or `thread_local!`, so a `--cfg loom` build can swap these for loom's.
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
+pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 pub use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};

@@ -1,0 +1,79 @@
+//! The arena policy: a new pool comes from the fullest arena that has a free one, so others
+//! drain; an arena whose pools are all free is unmapped, keeping at most one spare.
+//! (Its own test binary: it reasons about every arena in the process.)
+
+use pymalloc::arena::{self, USABLE_POOLS};
+use pymalloc::check;
+use pymalloc::geometry::ARENA_MASK;
+use pymalloc::pool::Pool;
+
+fn arena_of(p: *mut Pool) -> usize {
+    p as usize & !ARENA_MASK
+}
+
+#[test]
+fn fullest_arena_first_and_one_spare() {
+    let per = USABLE_POOLS as usize;
+    let start = arena::counts();
+    assert_eq!(start.current, 0, "nothing else in this process maps arenas");
+
+    // Three full arenas.
+    let pools: Vec<*mut Pool> = (0..3 * per).map(|_| arena::alloc_pool()).collect();
+    assert!(pools.iter().all(|p| !p.is_null()));
+    let bases: Vec<usize> = pools.chunks(per).map(|c| arena_of(c[0])).collect();
+    for (i, chunk) in pools.chunks(per).enumerate() {
+        assert!(
+            chunk.iter().all(|&p| arena_of(p) == bases[i]),
+            "pools fill one arena at a time"
+        );
+    }
+    assert_eq!(arena::counts().current, 3);
+
+    // Free 10 pools of arena 0, 30 of arena 1, 5 of arena 2.
+    let mut live: Vec<Vec<*mut Pool>> = pools.chunks(per).map(|c| c.to_vec()).collect();
+    for (a, n) in [(0, 10), (1, 30), (2, 5)] {
+        for p in live[a].drain(..n) {
+            // SAFETY: a pool from alloc_pool, idle.
+            unsafe { arena::release_pool(p) };
+        }
+    }
+    check::verify().unwrap();
+
+    // The next pools come from arena 2 (fewest free), then arena 0, then arena 1.
+    let next: Vec<*mut Pool> = (0..5).map(|_| arena::alloc_pool()).collect();
+    assert!(
+        next.iter().all(|&p| arena_of(p) == bases[2]),
+        "fullest arena first"
+    );
+    let then = arena::alloc_pool();
+    assert_eq!(arena_of(then), bases[0]);
+    live[2].extend(next);
+    live[0].push(then);
+
+    // Emptying arena 1 keeps it as the spare; emptying arena 0 too unmaps one of them.
+    for p in live[1].drain(..) {
+        // SAFETY: as above.
+        unsafe { arena::release_pool(p) };
+    }
+    assert_eq!(arena::counts().current, 3, "one all-free arena is kept");
+    for p in live[0].drain(..) {
+        // SAFETY: as above.
+        unsafe { arena::release_pool(p) };
+    }
+    let c = arena::counts();
+    assert_eq!(c.current, 2, "a second all-free arena is unmapped");
+    assert_eq!(c.reclaimed, start.reclaimed + 1);
+    check::verify().unwrap();
+
+    // Trim drops the spare.
+    arena::trim();
+    assert_eq!(arena::counts().current, 1);
+    for p in live[2].drain(..) {
+        // SAFETY: as above.
+        unsafe { arena::release_pool(p) };
+    }
+    arena::trim();
+    assert_eq!(arena::counts().current, 0);
+    assert!(!pymalloc::api::owns(bases[2] as *const u8));
+    check::verify().unwrap();
+}
