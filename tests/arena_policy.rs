@@ -37,7 +37,6 @@ fn fullest_arena_first_and_one_spare() {
             unsafe { arena::release_pool(p) };
         }
     }
-    check::verify().unwrap();
 
     // The next pools come from arena 2 (fewest free), then arena 0, then arena 1.
     let next: Vec<*mut Pool> = (0..5).map(|_| arena::alloc_pool()).collect();
@@ -63,7 +62,6 @@ fn fullest_arena_first_and_one_spare() {
     let c = arena::counts();
     assert_eq!(c.current, 2, "a second all-free arena is unmapped");
     assert_eq!(c.reclaimed, start.reclaimed + 1);
-    check::verify().unwrap();
 
     // Trim drops the spare.
     arena::trim();
@@ -75,5 +73,6 @@ fn fullest_arena_first_and_one_spare() {
     arena::trim();
     assert_eq!(arena::counts().current, 0);
     assert!(!pymalloc::api::owns(bases[2] as *const u8));
+    // Pools handed out here had no heap, so the walker runs only once all are back.
     check::verify().unwrap();
 }
