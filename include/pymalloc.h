@@ -19,6 +19,86 @@ typedef struct pymalloc_allocator_ex {
   void (*free)(void *ctx, void *ptr);
 } pymalloc_allocator_ex;
 
+/*
+ Per size class figures.
+ */
+typedef struct pymalloc_class_stats {
+  /*
+   Block size of the class.
+   */
+  uint64_t size;
+  /*
+   Pools serving the class.
+   */
+  uint64_t pools;
+  /*
+   Blocks handed out.
+   */
+  uint64_t blocks_in_use;
+  /*
+   Free blocks in those pools.
+   */
+  uint64_t blocks_free;
+} pymalloc_class_stats;
+
+/*
+ Everything `pymalloc_get_stats` reports.
+ */
+typedef struct pymalloc_stats {
+  /*
+   Arenas mapped since start.
+   */
+  uint64_t arenas_allocated_total;
+  /*
+   Arenas unmapped since start.
+   */
+  uint64_t arenas_reclaimed;
+  /*
+   Most arenas mapped at once.
+   */
+  uint64_t arenas_highwater;
+  /*
+   Arenas mapped now.
+   */
+  uint64_t arenas_current;
+  /*
+   Pools owned by a heap.
+   */
+  uint64_t pools_in_use;
+  /*
+   Free pools in mapped arenas (returned ones included).
+   */
+  uint64_t pools_free;
+  /*
+   Free pools whose memory was returned to the OS.
+   */
+  uint64_t pools_returned;
+  /*
+   Bytes in blocks handed out (class sizes).
+   */
+  uint64_t bytes_in_use;
+  /*
+   Bytes of address space in arenas.
+   */
+  uint64_t bytes_mapped;
+  /*
+   Requests delegated to the fallback allocator and not yet freed.
+   */
+  uint64_t large_in_use;
+  /*
+   Thread heaps ever made (each is reused after its thread exits).
+   */
+  uint64_t heaps;
+  /*
+   Heaps whose thread exited, waiting for a new thread.
+   */
+  uint64_t heaps_abandoned;
+  /*
+   Per size class (32, `NUM_CLASSES`; a literal so that the C header spells it).
+   */
+  struct pymalloc_class_stats classes[32];
+} pymalloc_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -85,17 +165,18 @@ int pymalloc_check(void);
 struct pymalloc_allocator_ex pymalloc_allocator(void);
 
 /*
- `PyObject_Malloc` for C programs linked against this library.
+ `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
+ interpreter's own (which dispatches to the installed allocator).
  */
 void *PyObject_Malloc(size_t size);
 
 /*
- `PyObject_Calloc` for C programs linked against this library.
+ `PyObject_Calloc`: see [`PyObject_Malloc`].
  */
 void *PyObject_Calloc(size_t nelem, size_t elsize);
 
 /*
- `PyObject_Realloc` for C programs linked against this library.
+ `PyObject_Realloc`: see [`PyObject_Malloc`].
 
  # Safety
  As for [`pymalloc_realloc`].
@@ -103,12 +184,33 @@ void *PyObject_Calloc(size_t nelem, size_t elsize);
 void *PyObject_Realloc(void *ptr, size_t size);
 
 /*
- `PyObject_Free` for C programs linked against this library.
+ `PyObject_Free`: see [`PyObject_Malloc`].
 
  # Safety
  As for [`pymalloc_free`].
  */
 void PyObject_Free(void *ptr);
+
+/*
+ Installs this allocator into the running CPython (OBJ and MEM domains, or those
+ `PYMALLOC_DOMAINS` names), e.g. after `Py_Initialize` restored the defaults. The
+ allocator it replaces receives frees of blocks we did not hand out. Returns 0 on
+ success (also when already installed), -1 outside CPython. Call with the GIL held.
+ */
+int pymalloc_install(void);
+
+/*
+ Fills `out` with the allocator's counters (see `pymalloc_stats`).
+
+ # Safety
+ `out` is NULL or points to writable memory for one `pymalloc_stats`.
+ */
+void pymalloc_get_stats(struct pymalloc_stats *out);
+
+/*
+ Writes the statistics as text laid out like `sys._debugmallocstats()` to `fd`.
+ */
+void pymalloc_print_stats(int fd);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -4,7 +4,7 @@
 
 use crate::geometry::{class_of, is_small, PY_SSIZE_T_MAX};
 use crate::pool::{block_size_of, pool_index};
-use crate::{fallback, heap, ownership};
+use crate::{fallback, heap, ownership, stats};
 use core::ptr;
 
 /// Whether `p` is a block of one of our pools (any address; reads no memory).
@@ -31,7 +31,16 @@ extern "C" fn large_malloc(n: usize) -> *mut u8 {
     }
     let fb = fallback::get();
     // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX.
-    unsafe { (fb.malloc)(fb.ctx, n).cast() }
+    counted(unsafe { (fb.malloc)(fb.ctx, n).cast() })
+}
+
+/// Counts a block the fallback handed out (see `stats`).
+#[inline]
+pub fn counted(p: *mut u8) -> *mut u8 {
+    if !p.is_null() {
+        stats::large_allocated();
+    }
+    p
 }
 
 /// `PyObject_Calloc`: zeroed memory for `nelem * elsize` bytes, NULL on overflow.
@@ -50,7 +59,7 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
     }
     let fb = fallback::get();
     // SAFETY: the product fits in PY_SSIZE_T_MAX.
-    unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() }
+    counted(unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() })
 }
 
 /// `PyObject_Free`: our blocks back to their pool, anything else to the fallback.
@@ -78,6 +87,7 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
     if p.is_null() {
         return;
     }
+    stats::large_freed();
     let fb = fallback::get();
     // SAFETY: per the caller.
     unsafe { (fb.free)(fb.ctx, p.cast()) }

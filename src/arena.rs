@@ -247,12 +247,12 @@ pub fn alloc_pool() -> *mut Pool {
 /// # Safety
 /// `pool` came from [`alloc_pool`], and no block of it is in use or on any list.
 pub unsafe fn release_pool(pool: *mut Pool) {
-    // SAFETY: per the caller the pool is ours and idle; clearing `heap` marks it free.
-    unsafe { (*pool).heap = ptr::null_mut() };
     locked(|s| {
         let a = arena_of(pool);
-        // SAFETY: `a` is the mapped arena of a pool in use; we hold the lock.
+        // SAFETY: `a` is the mapped arena of a pool in use; we hold the lock. Clearing
+        // `heap` under the lock keeps the pool header and the free set in step for walkers.
         unsafe {
+            (*pool).heap = ptr::null_mut();
             if (*a).nfree > 0 {
                 s.bucket_remove(a);
             }

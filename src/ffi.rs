@@ -2,7 +2,8 @@
 //! no logic lives here.
 
 use crate::fallback::AllocatorEx;
-use crate::{api, arena, check, heap};
+use crate::stats::{self, Stats};
+use crate::{api, arena, check, cpython, heap};
 use core::ffi::{c_int, c_void};
 
 /// Allocates `size` bytes (CPython's `PyObject_Malloc` semantics): 1..=512 bytes from a
@@ -106,34 +107,144 @@ pub extern "C" fn pymalloc_allocator() -> AllocatorEx {
     }
 }
 
-/// `PyObject_Malloc` for C programs linked against this library.
+/// Loads a forwarding slot: the interpreter's function of type `F`, or `None` outside CPython.
+#[inline(always)]
+fn forward<F: Copy>(slot: &crate::sync::AtomicPtr<c_void>) -> Option<F> {
+    let p = slot.load(crate::sync::Ordering::Relaxed);
+    // SAFETY: a non-null slot holds the interpreter's function of the matching signature
+    // (see `cpython::resolve_forwarding`); `F` is that function pointer type.
+    (!p.is_null()).then(|| unsafe { core::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
+/// interpreter's own (which dispatches to the installed allocator).
 #[no_mangle]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    api::malloc(size).cast()
+    match forward::<unsafe extern "C" fn(usize) -> *mut c_void>(&cpython::FORWARD_MALLOC) {
+        // SAFETY: the interpreter's PyObject_Malloc.
+        Some(f) => unsafe { f(size) },
+        None => api::malloc(size).cast(),
+    }
 }
 
-/// `PyObject_Calloc` for C programs linked against this library.
+/// `PyObject_Calloc`: see [`PyObject_Malloc`].
 #[no_mangle]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    pymalloc_calloc(nelem, elsize)
+    match forward::<unsafe extern "C" fn(usize, usize) -> *mut c_void>(&cpython::FORWARD_CALLOC) {
+        // SAFETY: the interpreter's PyObject_Calloc.
+        Some(f) => unsafe { f(nelem, elsize) },
+        None => api::calloc(nelem, elsize).cast(),
+    }
 }
 
-/// `PyObject_Realloc` for C programs linked against this library.
+/// `PyObject_Realloc`: see [`PyObject_Malloc`].
 ///
 /// # Safety
 /// As for [`pymalloc_realloc`].
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: forwarded caller contract.
-    unsafe { pymalloc_realloc(ptr, size) }
+    match forward::<unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void>(
+        &cpython::FORWARD_REALLOC,
+    ) {
+        // SAFETY: the interpreter's PyObject_Realloc, with the caller's contract.
+        Some(f) => unsafe { f(ptr, size) },
+        // SAFETY: forwarded caller contract.
+        None => unsafe { api::realloc(ptr.cast(), size).cast() },
+    }
 }
 
-/// `PyObject_Free` for C programs linked against this library.
+/// `PyObject_Free`: see [`PyObject_Malloc`].
 ///
 /// # Safety
 /// As for [`pymalloc_free`].
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    // SAFETY: forwarded caller contract.
-    unsafe { api::free(ptr.cast()) }
+    match forward::<unsafe extern "C" fn(*mut c_void)>(&cpython::FORWARD_FREE) {
+        // SAFETY: the interpreter's PyObject_Free, with the caller's contract.
+        Some(f) => unsafe { f(ptr) },
+        // SAFETY: forwarded caller contract.
+        None => unsafe { api::free(ptr.cast()) },
+    }
+}
+
+/// Installs this allocator into the running CPython (OBJ and MEM domains, or those
+/// `PYMALLOC_DOMAINS` names), e.g. after `Py_Initialize` restored the defaults. The
+/// allocator it replaces receives frees of blocks we did not hand out. Returns 0 on
+/// success (also when already installed), -1 outside CPython. Call with the GIL held.
+#[no_mangle]
+pub extern "C" fn pymalloc_install() -> c_int {
+    match cpython::install(crate::config::Config::from_env().domains) {
+        cpython::Outcome::Installed(_) => 0,
+        cpython::Outcome::NoCPython => -1,
+    }
+}
+
+/// Fills `out` with the allocator's counters (see `pymalloc_stats`).
+///
+/// # Safety
+/// `out` is NULL or points to writable memory for one `pymalloc_stats`.
+#[no_mangle]
+pub unsafe extern "C" fn pymalloc_get_stats(out: *mut Stats) {
+    if !out.is_null() {
+        // SAFETY: per the caller.
+        unsafe { out.write(stats::collect()) };
+    }
+}
+
+/// Writes the statistics as text laid out like `sys._debugmallocstats()` to `fd`.
+#[no_mangle]
+pub extern "C" fn pymalloc_print_stats(fd: c_int) {
+    stats::print(fd);
+}
+
+/// CPython's `sys._debugmallocstats()` hook (reached where symbol interposition reaches):
+/// our statistics while we are installed, the interpreter's own otherwise.
+///
+/// # Safety
+/// `out` is a valid `FILE*`.
+#[no_mangle]
+pub unsafe extern "C" fn _PyObject_DebugMallocStats(out: *mut libc::FILE) -> c_int {
+    if cpython::installed() {
+        // SAFETY: `out` is a valid stream; flush it so our text lands after its own.
+        unsafe {
+            libc::fflush(out);
+            stats::print(libc::fileno(out));
+        }
+        return 1;
+    }
+    let theirs = cpython::interpreter_symbol(
+        c"_PyObject_DebugMallocStats",
+        _PyObject_DebugMallocStats as *const () as usize,
+    );
+    if theirs.is_null() {
+        return 0;
+    }
+    // SAFETY: the interpreter's function of this signature.
+    unsafe {
+        core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut libc::FILE) -> c_int>(theirs)(
+            out,
+        )
+    }
+}
+
+/// CPython's `sys.getallocatedblocks()` hook (up to 3.11, where interposition reaches):
+/// the blocks in our pools plus those in the interpreter's own.
+#[no_mangle]
+pub extern "C" fn _Py_GetAllocatedBlocks() -> isize {
+    let theirs = cpython::interpreter_symbol(
+        c"_Py_GetAllocatedBlocks",
+        _Py_GetAllocatedBlocks as *const () as usize,
+    );
+    let theirs = if theirs.is_null() {
+        0
+    } else {
+        // SAFETY: the interpreter's function of this signature.
+        unsafe { core::mem::transmute::<*mut c_void, extern "C" fn() -> isize>(theirs)() }
+    };
+    let ours = if cpython::installed() {
+        stats::blocks_in_use() as isize
+    } else {
+        0
+    };
+    theirs + ours
 }

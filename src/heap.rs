@@ -284,7 +284,7 @@ unsafe extern "C" fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
         // No arena to be had: serve the request as CPython does, from the fallback.
         let fb = crate::fallback::get();
         // SAFETY: the fallback accepts any size.
-        return unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() };
+        return crate::api::counted(unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() });
     }
     p
 }
@@ -453,6 +453,27 @@ pub fn trim() {
             tidy(heap);
             heap = (*heap).next_abandoned;
         }
+    }
+}
+
+/// `(heaps ever made, heaps abandoned now)`.
+pub fn heap_counts() -> (u64, u64) {
+    let _guard = REGISTRY_LOCK.lock();
+    // SAFETY: the registry lock is held; heaps are never freed.
+    unsafe {
+        let reg = &*REGISTRY.0.get();
+        let count = |mut h: *mut Heap, next: fn(*mut Heap) -> *mut Heap| {
+            let mut n = 0;
+            while !h.is_null() {
+                n += 1;
+                h = next(h);
+            }
+            n
+        };
+        (
+            count(reg.all, |h| (*h).next_all),
+            count(reg.abandoned, |h| (*h).next_abandoned),
+        )
     }
 }
 

@@ -62,6 +62,8 @@
 pub mod api;
 pub mod arena;
 pub mod check;
+pub mod config;
+pub mod cpython;
 pub mod fallback;
 pub mod fault;
 pub mod ffi;
@@ -71,4 +73,5 @@ pub mod meta;
 pub mod os;
 pub mod ownership;
 pub mod pool;
+pub mod stats;
 pub mod sync;

@@ -7,8 +7,14 @@ use pymalloc::{api, check};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// The walker needs the allocator quiet: tests in this binary take turns.
+/// The walker needs the allocator quiet: tests in this binary take turns, each in a thread
+/// of its own that is joined (so its heap is handed back) before the next one starts.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial(f: impl FnOnce() + Send + 'static) {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::spawn(f).join().expect("test body panicked");
+}
 
 struct Rng(u64);
 impl Rng {
@@ -169,21 +175,24 @@ fn no_overlap(live: &[Live], seed: u64) {
 
 #[test]
 fn random_sequences_match_the_model() {
-    let _serial = SERIAL.lock().unwrap();
-    for seed in 1..=24 {
-        run(seed * 0x9E37_79B9_7F4A_7C15, 20_000);
-    }
+    serial(|| {
+        for seed in 1..=24 {
+            run(seed * 0x9E37_79B9_7F4A_7C15, 20_000);
+        }
+    });
 }
 
 #[test]
 fn long_sequence_matches_the_model() {
-    let _serial = SERIAL.lock().unwrap();
-    run(0xDEAD_BEEF, 300_000);
+    serial(|| run(0xDEAD_BEEF, 300_000));
 }
 
 #[test]
 fn walker_counts_blocks_in_use() {
-    let _serial = SERIAL.lock().unwrap();
+    serial(walker_counts);
+}
+
+fn walker_counts() {
     let before = check::verify().unwrap().blocks_in_use;
     let blocks: Vec<_> = (1..=512).map(api::malloc).collect();
     assert_eq!(check::verify().unwrap().blocks_in_use, before + 512);

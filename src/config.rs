@@ -1,0 +1,163 @@
+//! The environment variables (SPEC §5): `PYMALLOC_INSTALL`, `PYMALLOC_DOMAINS`,
+//! `PYMALLOC_STATS`, `PYMALLOC_DEBUG`, `PYMALLOC_VERBOSE`. All optional; a malformed value
+//! gets one clear line on stderr and the default.
+
+/// Which CPython allocator domains to take over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Domains {
+    pub obj: bool,
+    pub mem: bool,
+}
+
+/// The settings read from the environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Install into CPython (default yes).
+    pub install: bool,
+    /// Domains to install for (default both).
+    pub domains: Domains,
+    /// Print statistics to stderr at exit.
+    pub stats: bool,
+    /// Debug checks.
+    pub debug: bool,
+    /// Say what was installed or skipped, and why.
+    pub verbose: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            install: true,
+            domains: Domains {
+                obj: true,
+                mem: true,
+            },
+            stats: false,
+            debug: false,
+            verbose: false,
+        }
+    }
+}
+
+/// Parses a 0/1 switch. `None` for a malformed value.
+fn switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Some(true),
+        "0" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses a comma-separated domain list (`obj`, `mem`). `None` for a malformed value.
+fn domains(value: &str) -> Option<Domains> {
+    let mut d = Domains {
+        obj: false,
+        mem: false,
+    };
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.to_ascii_lowercase().as_str() {
+            "obj" => d.obj = true,
+            "mem" => d.mem = true,
+            _ => return None,
+        }
+    }
+    (d.obj || d.mem).then_some(d)
+}
+
+impl Config {
+    /// Reads the settings through `get` (the environment, in production), reporting each
+    /// malformed value through `warn` and keeping the default for it.
+    pub fn read(get: impl Fn(&str) -> Option<String>, mut warn: impl FnMut(String)) -> Config {
+        let mut c = Config::default();
+        let mut flag = |name: &str, slot: &mut bool| {
+            if let Some(v) = get(name).filter(|v| !v.is_empty()) {
+                match switch(&v) {
+                    Some(b) => *slot = b,
+                    None => warn(format!(
+                        "pymalloc: ignoring {name}={v:?}: expected 0 or 1; using {}",
+                        u8::from(*slot)
+                    )),
+                }
+            }
+        };
+        flag("PYMALLOC_INSTALL", &mut c.install);
+        flag("PYMALLOC_STATS", &mut c.stats);
+        flag("PYMALLOC_DEBUG", &mut c.debug);
+        flag("PYMALLOC_VERBOSE", &mut c.verbose);
+        if let Some(v) = get("PYMALLOC_DOMAINS").filter(|v| !v.is_empty()) {
+            match domains(&v) {
+                Some(d) => c.domains = d,
+                None => warn(format!(
+                    "pymalloc: ignoring PYMALLOC_DOMAINS={v:?}: expected a comma-separated list of obj, mem; using obj,mem"
+                )),
+            }
+        }
+        c
+    }
+
+    /// Reads the process environment, warning on stderr.
+    pub fn from_env() -> Config {
+        Config::read(|k| std::env::var(k).ok(), |msg| eprintln!("{msg}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn read(vars: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let env: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut warnings = Vec::new();
+        let c = Config::read(|k| env.get(k).cloned(), |w| warnings.push(w));
+        (c, warnings)
+    }
+
+    #[test]
+    fn defaults_when_unset_or_empty() {
+        assert_eq!(read(&[]).0, Config::default());
+        assert_eq!(
+            read(&[("PYMALLOC_STATS", ""), ("PYMALLOC_DOMAINS", "")]).0,
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn values_are_read() {
+        let (c, w) = read(&[
+            ("PYMALLOC_INSTALL", "0"),
+            ("PYMALLOC_STATS", "1"),
+            ("PYMALLOC_DEBUG", "yes"),
+            ("PYMALLOC_VERBOSE", "true"),
+            ("PYMALLOC_DOMAINS", "obj"),
+        ]);
+        assert!(w.is_empty());
+        assert!(!c.install && c.stats && c.debug && c.verbose);
+        assert_eq!(
+            c.domains,
+            Domains {
+                obj: true,
+                mem: false
+            }
+        );
+        assert_eq!(
+            read(&[("PYMALLOC_DOMAINS", " mem , obj ")]).0.domains,
+            Domains {
+                obj: true,
+                mem: true
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_values_warn_once_and_keep_the_default() {
+        let (c, w) = read(&[("PYMALLOC_STATS", "maybe"), ("PYMALLOC_DOMAINS", "obj,raw")]);
+        assert_eq!(c, Config::default());
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("PYMALLOC_STATS=\"maybe\"") && w[0].contains("using 0"));
+        assert!(w[1].contains("PYMALLOC_DOMAINS=\"obj,raw\""));
+    }
+}

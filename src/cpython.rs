@@ -1,0 +1,408 @@
+//! CPython injection: the library constructor that takes over CPython's allocator when the
+//! library is preloaded (or linked) into an interpreter, `pymalloc_install()` for embedders,
+//! and the forwarding of the exported `PyObject_*` names to the interpreter's own.
+//!
+//! How it works:
+//! - The constructor runs before `main`. If `PyMem_SetAllocator` can be found with
+//!   `dlsym(RTLD_DEFAULT)`, this is a CPython process. Unless told not to (`PYMALLOC_INSTALL=0`)
+//!   or CPython is about to replace the allocators itself (`PYTHONMALLOC`, `PYTHONDEVMODE`,
+//!   `-X dev`; see [`python_resets_allocators`]), it installs our allocator for the OBJ and MEM
+//!   domains (`PYMALLOC_DOMAINS`). The allocator it replaces becomes our fallback: it receives
+//!   requests we do not serve and frees of blocks we did not hand out.
+//! - Inside a CPython process our exported `PyObject_Malloc` & co. forward to the
+//!   interpreter's own `PyObject_*`, which dispatch through the installed allocator (ours,
+//!   tracemalloc's hooks, or whatever `PYTHONMALLOC` chose). On builds whose own calls go
+//!   through the PLT (pyenv's `--enable-shared`), preloading puts our names in front of
+//!   libpython's; forwarding keeps every block with the allocator that made it.
+//! - Where interposition reaches, `_PyObject_DebugMallocStats` (`sys._debugmallocstats()`)
+//!   and `_Py_GetAllocatedBlocks` (`sys.getallocatedblocks()`, up to 3.11) answer with our
+//!   statistics while we are installed, and defer to the interpreter otherwise.
+
+use crate::config::{Config, Domains};
+use crate::fallback::{self, AllocatorEx};
+use crate::sync::{AtomicBool, AtomicPtr, Lock, Ordering};
+use crate::{ffi, stats};
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, c_int, c_void, CStr};
+use core::mem::MaybeUninit;
+use core::ptr;
+
+/// CPython's `PYMEM_DOMAIN_MEM` and `PYMEM_DOMAIN_OBJ`.
+const DOMAIN_MEM: c_int = 1;
+const DOMAIN_OBJ: c_int = 2;
+
+type AllocatorFn = unsafe extern "C" fn(c_int, *mut AllocatorEx);
+
+/// The allocator we replaced, our fallback once installed. Written once, under
+/// `INSTALL_LOCK`, before `fallback::set` publishes it.
+struct Replaced(UnsafeCell<MaybeUninit<AllocatorEx>>);
+// SAFETY: written once under `INSTALL_LOCK` before being published, then only read.
+unsafe impl Sync for Replaced {}
+static REPLACED: Replaced = Replaced(UnsafeCell::new(MaybeUninit::uninit()));
+static FALLBACK_TAKEN: AtomicBool = AtomicBool::new(false);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static INSTALL_LOCK: Lock = Lock::new();
+
+/// The interpreter's own `PyObject_Malloc`, `_Calloc`, `_Realloc`, `_Free`; null outside
+/// CPython, where the exported names are ours.
+pub static FORWARD_MALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+pub static FORWARD_CALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+pub static FORWARD_REALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+pub static FORWARD_FREE: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+
+/// Whether we are the allocator of at least one CPython domain.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+/// `dlsym(handle, name)`.
+fn lookup(handle: *mut c_void, name: &CStr) -> *mut c_void {
+    // SAFETY: dlsym accepts any handle constant and a NUL-terminated name.
+    unsafe { libc::dlsym(handle, name.as_ptr()) }
+}
+
+/// The interpreter's definition of `name`, skipping our own export of it.
+pub fn interpreter_symbol(name: &CStr, ours: usize) -> *mut c_void {
+    let p = lookup(libc::RTLD_DEFAULT, name);
+    if !p.is_null() && p as usize != ours {
+        return p;
+    }
+    let p = lookup(libc::RTLD_NEXT, name);
+    if p as usize == ours {
+        ptr::null_mut()
+    } else {
+        p
+    }
+}
+
+/// `PyMem_GetAllocator` and `PyMem_SetAllocator`, if this is a CPython process.
+fn allocator_api() -> Option<(AllocatorFn, AllocatorFn)> {
+    let get = lookup(libc::RTLD_DEFAULT, c"PyMem_GetAllocator");
+    let set = lookup(libc::RTLD_DEFAULT, c"PyMem_SetAllocator");
+    if get.is_null() || set.is_null() {
+        return None;
+    }
+    // SAFETY: both symbols are CPython's functions of exactly this signature (3.5+).
+    unsafe {
+        Some((
+            core::mem::transmute::<*mut c_void, AllocatorFn>(get),
+            core::mem::transmute::<*mut c_void, AllocatorFn>(set),
+        ))
+    }
+}
+
+/// Whether an allocator is ours.
+fn is_ours(a: &AllocatorEx) -> bool {
+    a.malloc as usize == ffi::pymalloc_allocator().malloc as usize
+}
+
+fn same(a: &AllocatorEx, b: &AllocatorEx) -> bool {
+    a.ctx == b.ctx
+        && a.malloc as usize == b.malloc as usize
+        && a.calloc as usize == b.calloc as usize
+        && a.realloc as usize == b.realloc as usize
+        && a.free as usize == b.free as usize
+}
+
+/// What an install did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Installed for these domains (possibly none, if they were ours already).
+    Installed(Vec<&'static str>),
+    /// Not a CPython process.
+    NoCPython,
+}
+
+/// Installs our allocator for `domains` of the running CPython. A domain already ours is
+/// left alone; a domain whose current allocator differs from the one we took as fallback
+/// is skipped (its blocks could not be freed correctly), and said so in the result.
+pub fn install(domains: Domains) -> Outcome {
+    let Some((get, set)) = allocator_api() else {
+        return Outcome::NoCPython;
+    };
+    let _guard = INSTALL_LOCK.lock();
+    let mut done = Vec::new();
+    for (domain, name, wanted) in [
+        (DOMAIN_OBJ, "OBJ", domains.obj),
+        (DOMAIN_MEM, "MEM", domains.mem),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let mut current = MaybeUninit::<AllocatorEx>::uninit();
+        // SAFETY: PyMem_GetAllocator fills the whole struct.
+        let current = unsafe {
+            get(domain, current.as_mut_ptr());
+            current.assume_init()
+        };
+        if is_ours(&current) {
+            continue;
+        }
+        if !FALLBACK_TAKEN.load(Ordering::Acquire) {
+            // SAFETY: under INSTALL_LOCK, before publication; read-only afterwards.
+            let slot = unsafe { &mut *REPLACED.0.get() };
+            slot.write(current);
+            // SAFETY: just initialised, and never written again.
+            fallback::set(unsafe { slot.assume_init_ref() });
+            FALLBACK_TAKEN.store(true, Ordering::Release);
+        } else {
+            // SAFETY: initialised before FALLBACK_TAKEN was set.
+            let replaced = unsafe { (*REPLACED.0.get()).assume_init_ref() };
+            if !same(&current, replaced) {
+                continue;
+            }
+        }
+        let mut ours = ffi::pymalloc_allocator();
+        // SAFETY: PyMem_SetAllocator copies the struct.
+        unsafe { set(domain, &mut ours) };
+        INSTALLED.store(true, Ordering::Release);
+        done.push(name);
+    }
+    Outcome::Installed(done)
+}
+
+/// Points the exported `PyObject_*` names at the interpreter's own.
+fn resolve_forwarding() {
+    let pairs: [(&AtomicPtr<c_void>, &CStr, usize); 4] = [
+        (
+            &FORWARD_MALLOC,
+            c"PyObject_Malloc",
+            ffi::PyObject_Malloc as *const () as usize,
+        ),
+        (
+            &FORWARD_CALLOC,
+            c"PyObject_Calloc",
+            ffi::PyObject_Calloc as *const () as usize,
+        ),
+        (
+            &FORWARD_REALLOC,
+            c"PyObject_Realloc",
+            ffi::PyObject_Realloc as *const () as usize,
+        ),
+        (
+            &FORWARD_FREE,
+            c"PyObject_Free",
+            ffi::PyObject_Free as *const () as usize,
+        ),
+    ];
+    for (slot, name, ours) in pairs {
+        slot.store(interpreter_symbol(name, ours), Ordering::Release);
+    }
+}
+
+/// Why CPython will replace the allocators after our constructor, if it will: its own
+/// `PYTHONMALLOC` or development mode. `args` is the process's argv; `env` reads the
+/// environment. Python options end at the first non-option argument, `-c`, `-m` or `--`.
+pub fn python_resets_allocators(
+    args: &[&[u8]],
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let mut ignore_env = false;
+    let mut dev_mode = false;
+    let mut i = 1;
+    'args: while i < args.len() {
+        let a = args[i];
+        if a == b"--" || a == b"-" || !a.starts_with(b"-") {
+            break;
+        }
+        if a.starts_with(b"--") {
+            if a == b"--check-hash-based-pycs" {
+                i += 1; // takes a value
+            }
+            i += 1;
+            continue;
+        }
+        let flags = &a[1..];
+        for (j, &f) in flags.iter().enumerate() {
+            match f {
+                b'c' | b'm' => break 'args,
+                b'E' | b'I' => ignore_env = true,
+                b'W' | b'X' => {
+                    let value: &[u8] = if j + 1 < flags.len() {
+                        &flags[j + 1..]
+                    } else {
+                        i += 1;
+                        args.get(i).copied().unwrap_or(b"")
+                    };
+                    let key = value.split(|&b| b == b'=').next().unwrap_or(b"");
+                    if f == b'X' && key == b"dev" {
+                        dev_mode = true;
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    if dev_mode {
+        return Some("python runs with -X dev, whose debug allocator replaces ours".into());
+    }
+    if ignore_env {
+        return None;
+    }
+    if let Some(v) = env("PYTHONMALLOC").filter(|v| !v.is_empty()) {
+        return Some(format!(
+            "PYTHONMALLOC={v} is set: CPython installs the allocator it names"
+        ));
+    }
+    if env("PYTHONDEVMODE").is_some_and(|v| !v.is_empty()) {
+        return Some(
+            "PYTHONDEVMODE is set: CPython's development mode installs its debug allocator".into(),
+        );
+    }
+    None
+}
+
+/// The process's arguments as byte strings.
+///
+/// # Safety
+/// `argv` holds `argc` valid C strings (or is null).
+unsafe fn arguments<'a>(argc: c_int, argv: *const *const c_char) -> Vec<&'a [u8]> {
+    if argv.is_null() {
+        return Vec::new();
+    }
+    (0..argc.max(0) as usize)
+        // SAFETY: per the caller.
+        .map(|i| unsafe { *argv.add(i) })
+        .take_while(|p| !p.is_null())
+        // SAFETY: per the caller, each is a NUL-terminated string that outlives us.
+        .map(|p| unsafe { CStr::from_ptr(p) }.to_bytes())
+        .collect()
+}
+
+extern "C" fn print_stats_at_exit() {
+    stats::print(2);
+}
+
+fn say(config: &Config, what: &str) {
+    if config.verbose {
+        eprintln!("pymalloc: {what}");
+    }
+}
+
+/// The library constructor (glibc passes `argc`, `argv`, `envp` to `.init_array` entries).
+unsafe extern "C" fn constructor(
+    argc: c_int,
+    argv: *const *const c_char,
+    _envp: *const *const c_char,
+) {
+    let config = Config::from_env();
+    if config.stats {
+        // SAFETY: registering a plain C function.
+        unsafe { libc::atexit(print_stats_at_exit) };
+    }
+    if allocator_api().is_none() {
+        say(
+            &config,
+            "not a CPython process (no PyMem_SetAllocator): nothing to install",
+        );
+        return;
+    }
+    resolve_forwarding();
+    if !config.install {
+        say(
+            &config,
+            "PYMALLOC_INSTALL=0: leaving CPython's allocator in place",
+        );
+        return;
+    }
+    // SAFETY: glibc passes the real argv.
+    let args = unsafe { arguments(argc, argv) };
+    if let Some(why) = python_resets_allocators(&args, |k| std::env::var(k).ok()) {
+        say(&config, &format!("not installing: {why}"));
+        return;
+    }
+    match install(config.domains) {
+        Outcome::Installed(d) if !d.is_empty() => say(
+            &config,
+            &format!("installed for CPython's {} domain(s)", d.join(" and ")),
+        ),
+        _ => say(
+            &config,
+            "nothing installed: the domains were ours already or not installable",
+        ),
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) =
+    constructor;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resets(args: &[&str], env: &[(&str, &str)]) -> bool {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        python_resets_allocators(&args, |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .is_some()
+    }
+
+    #[test]
+    fn pythonmalloc_and_devmode_make_us_step_aside() {
+        assert!(!resets(&["python3", "app.py"], &[]));
+        assert!(resets(
+            &["python3", "app.py"],
+            &[("PYTHONMALLOC", "malloc")]
+        ));
+        assert!(!resets(&["python3", "app.py"], &[("PYTHONMALLOC", "")]));
+        assert!(resets(&["python3", "app.py"], &[("PYTHONDEVMODE", "1")]));
+        assert!(resets(&["python3", "-X", "dev", "app.py"], &[]));
+        assert!(resets(&["python3", "-Xdev", "-c", "pass"], &[]));
+        assert!(resets(&["python3", "-bX", "dev=1"], &[]));
+    }
+
+    #[test]
+    fn ignore_environment_flags_are_honoured() {
+        assert!(!resets(
+            &["python3", "-E", "app.py"],
+            &[("PYTHONMALLOC", "malloc")]
+        ));
+        assert!(!resets(
+            &["python3", "-I", "-c", "pass"],
+            &[("PYTHONDEVMODE", "1")]
+        ));
+        assert!(!resets(
+            &["python3", "-sIu", "x.py"],
+            &[("PYTHONMALLOC", "debug")]
+        ));
+        assert!(resets(&["python3", "-E", "-X", "dev"], &[]));
+    }
+
+    #[test]
+    fn option_parsing_stops_where_python_stops() {
+        assert!(!resets(&["python3", "-c", "-X dev"], &[]));
+        assert!(!resets(&["python3", "-m", "mod", "-X", "dev"], &[]));
+        assert!(!resets(&["python3", "script.py", "-X", "dev"], &[]));
+        assert!(!resets(&["python3", "--", "-X", "dev"], &[]));
+        assert!(!resets(&["python3", "-W", "dev", "x.py"], &[]));
+        assert!(!resets(
+            &["python3", "-Wdefault", "-E", "x.py"],
+            &[("PYTHONMALLOC", "malloc")]
+        ));
+        assert!(resets(
+            &["python3", "--check-hash-based-pycs", "always", "-X", "dev"],
+            &[]
+        ));
+    }
+
+    #[test]
+    fn no_cpython_in_a_test_binary() {
+        assert_eq!(
+            install(Domains {
+                obj: true,
+                mem: true
+            }),
+            Outcome::NoCPython
+        );
+        assert!(!installed());
+    }
+}

@@ -1,0 +1,261 @@
+//! Statistics: what the allocator holds, as a C struct (`pymalloc_get_stats`) and as text
+//! laid out like CPython's `sys._debugmallocstats()` (`pymalloc_print_stats`).
+//!
+//! Counts come from the arena counters and a walk over every pool in use under the arena
+//! lock. Pools of other threads are read while those threads run, so per-class figures are
+//! a snapshot that may be off by the blocks in flight; blocks freed remotely and not yet
+//! taken back by their owner count as in use.
+
+use crate::arena;
+use crate::geometry::{
+    blocks_per_pool, class_size, ARENA_SIZE, NUM_CLASSES, POOLS_PER_ARENA, POOL_HEADER_SIZE,
+    POOL_SIZE, SMALL_REQUEST_THRESHOLD,
+};
+use crate::pool::{self, Pool};
+use crate::sync::{AtomicUsize, Ordering};
+use std::fmt::Write as _;
+
+/// Per size class figures.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Block size of the class.
+    pub size: u64,
+    /// Pools serving the class.
+    pub pools: u64,
+    /// Blocks handed out.
+    pub blocks_in_use: u64,
+    /// Free blocks in those pools.
+    pub blocks_free: u64,
+}
+
+/// Everything `pymalloc_get_stats` reports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Arenas mapped since start.
+    pub arenas_allocated_total: u64,
+    /// Arenas unmapped since start.
+    pub arenas_reclaimed: u64,
+    /// Most arenas mapped at once.
+    pub arenas_highwater: u64,
+    /// Arenas mapped now.
+    pub arenas_current: u64,
+    /// Pools owned by a heap.
+    pub pools_in_use: u64,
+    /// Free pools in mapped arenas (returned ones included).
+    pub pools_free: u64,
+    /// Free pools whose memory was returned to the OS.
+    pub pools_returned: u64,
+    /// Bytes in blocks handed out (class sizes).
+    pub bytes_in_use: u64,
+    /// Bytes of address space in arenas.
+    pub bytes_mapped: u64,
+    /// Requests delegated to the fallback allocator and not yet freed.
+    pub large_in_use: u64,
+    /// Thread heaps ever made (each is reused after its thread exits).
+    pub heaps: u64,
+    /// Heaps whose thread exited, waiting for a new thread.
+    pub heaps_abandoned: u64,
+    /// Per size class (32, `NUM_CLASSES`; a literal so that the C header spells it).
+    pub classes: [ClassStats; 32],
+}
+
+const _: () = assert!(NUM_CLASSES == 32);
+
+/// Requests delegated to the fallback allocator minus frees of foreign pointers. Frees of
+/// blocks allocated before we were installed can drive it below zero: reported as 0.
+static LARGE_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// One more delegated block.
+#[inline]
+pub fn large_allocated() {
+    LARGE_IN_USE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One delegated (or foreign) block freed.
+#[inline]
+pub fn large_freed() {
+    LARGE_IN_USE.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Takes a snapshot.
+pub fn collect() -> Stats {
+    let mut s = Stats::default();
+    for (c, cs) in s.classes.iter_mut().enumerate() {
+        cs.size = class_size(c) as u64;
+    }
+    // The arena-level checks of `walk` hold under its lock; pools are only read.
+    let _ = arena::walk(|base, free_pools| {
+        for i in 1..POOLS_PER_ARENA {
+            if free_pools >> i & 1 == 0 {
+                // SAFETY: a pool in use of a mapped arena; the arena lock keeps it mapped.
+                let (class, used) = unsafe { pool::snapshot((base + i * POOL_SIZE) as *mut Pool) };
+                if class < NUM_CLASSES {
+                    let cs = &mut s.classes[class];
+                    let used = used.min(blocks_per_pool(class) as u64);
+                    cs.pools += 1;
+                    cs.blocks_in_use += used;
+                    cs.blocks_free += blocks_per_pool(class) as u64 - used;
+                }
+            }
+        }
+        Ok(())
+    });
+    let counts = arena::counts();
+    s.arenas_allocated_total = counts.allocated_total;
+    s.arenas_reclaimed = counts.reclaimed;
+    s.arenas_highwater = counts.highwater;
+    s.arenas_current = counts.current;
+    s.pools_in_use = counts.pools_in_use;
+    s.pools_free = counts.pools_free;
+    s.pools_returned = counts.pools_decommitted;
+    s.bytes_mapped = counts.current * ARENA_SIZE as u64;
+    s.bytes_in_use = s.classes.iter().map(|c| c.blocks_in_use * c.size).sum();
+    s.large_in_use = (LARGE_IN_USE.load(Ordering::Relaxed) as isize).max(0) as u64;
+    let (heaps, abandoned) = crate::heap::heap_counts();
+    s.heaps = heaps;
+    s.heaps_abandoned = abandoned;
+    s
+}
+
+/// Blocks handed out from pools (what `sys.getallocatedblocks()` reports).
+pub fn blocks_in_use() -> u64 {
+    collect().classes.iter().map(|c| c.blocks_in_use).sum()
+}
+
+/// Formats a number with thousands separators, as CPython does.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The report, laid out like CPython's `_PyObject_DebugMallocStats`.
+pub fn report(s: &Stats) -> String {
+    let mut o = String::new();
+    let line = |o: &mut String, label: &str, n: u64| {
+        let _ = writeln!(o, "{label:<35}= {:>20}", grouped(n));
+    };
+    let _ = writeln!(
+        o,
+        "Small block threshold = {SMALL_REQUEST_THRESHOLD}, in {NUM_CLASSES} size classes.\n"
+    );
+    o.push_str("class   size   num pools   blocks in use  avail blocks\n");
+    o.push_str("-----   ----   ---------   -------------  ------------\n");
+    for (i, c) in s.classes.iter().enumerate() {
+        if c.pools > 0 {
+            let _ = writeln!(
+                o,
+                "{i:5} {:6} {:11} {:15} {:13}",
+                c.size, c.pools, c.blocks_in_use, c.blocks_free
+            );
+        }
+    }
+    o.push('\n');
+    line(&mut o, "# arenas allocated total", s.arenas_allocated_total);
+    line(&mut o, "# arenas reclaimed", s.arenas_reclaimed);
+    line(&mut o, "# arenas highwater mark", s.arenas_highwater);
+    line(&mut o, "# arenas allocated current", s.arenas_current);
+    line(
+        &mut o,
+        &format!("{} arenas * {ARENA_SIZE} bytes/arena", s.arenas_current),
+        s.bytes_mapped,
+    );
+    o.push('\n');
+    let free_bytes: u64 = s.classes.iter().map(|c| c.blocks_free * c.size).sum();
+    let headers = s.pools_in_use * POOL_HEADER_SIZE as u64;
+    let arena_headers = s.arenas_current * POOL_SIZE as u64;
+    let quantization = s.pools_in_use * POOL_SIZE as u64 - headers - s.bytes_in_use - free_bytes;
+    let unused = s.pools_free - s.pools_returned;
+    line(&mut o, "# bytes in allocated blocks", s.bytes_in_use);
+    line(&mut o, "# bytes in available blocks", free_bytes);
+    line(
+        &mut o,
+        &format!("{unused} unused pools * {POOL_SIZE} bytes"),
+        unused * POOL_SIZE as u64,
+    );
+    line(
+        &mut o,
+        &format!("{} returned pools * {POOL_SIZE} bytes", s.pools_returned),
+        s.pools_returned * POOL_SIZE as u64,
+    );
+    line(&mut o, "# bytes lost to pool headers", headers);
+    line(&mut o, "# bytes lost to arena headers", arena_headers);
+    line(&mut o, "# bytes lost to quantization", quantization);
+    line(
+        &mut o,
+        "Total",
+        s.bytes_in_use
+            + free_bytes
+            + s.pools_free * POOL_SIZE as u64
+            + headers
+            + arena_headers
+            + quantization,
+    );
+    o.push('\n');
+    line(&mut o, "# thread heaps", s.heaps);
+    line(&mut o, "# thread heaps abandoned", s.heaps_abandoned);
+    line(&mut o, "# large blocks in use (fallback)", s.large_in_use);
+    o
+}
+
+/// Writes the report to file descriptor `fd`.
+pub fn print(fd: i32) {
+    let text = report(&collect());
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: `rest` is a valid buffer of its length.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped_like_cpython() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(20971520), "20,971,520");
+    }
+
+    #[test]
+    fn report_has_cpythons_lines() {
+        let p = crate::api::malloc(100);
+        let text = report(&collect());
+        // SAFETY: a live block.
+        unsafe { crate::api::free(p) };
+        for needle in [
+            "Small block threshold = 512, in 32 size classes.",
+            "class   size   num pools   blocks in use  avail blocks",
+            "# arenas allocated total",
+            "# arenas reclaimed",
+            "# arenas highwater mark",
+            "# arenas allocated current",
+            "# bytes in allocated blocks",
+            "# bytes in available blocks",
+            "# bytes lost to pool headers",
+            "# bytes lost to quantization",
+            "Total",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(
+            text.lines().any(|l| l.starts_with("    6    112 ")),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! Injection tests over every CPython on the machine: pyenv's 3.8–3.13 (`--enable-shared`)
+//! and Debian's static `python3.11`. Each interpreter is printed as run or MISSING; a
+//! missing one fails the test rather than passing silently.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::{library_dir, root, run, scratch};
+
+/// A CPython to test, or the reason it is missing.
+struct Python {
+    label: String,
+    path: Result<PathBuf, String>,
+    /// `python3.X-config`, for the embedding test (pyenv builds only).
+    config: Option<PathBuf>,
+}
+
+fn pyenv_root() -> Option<PathBuf> {
+    let out = Command::new("pyenv").arg("root").output().ok()?;
+    if out.status.success() {
+        Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    } else {
+        std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv"))
+    }
+}
+
+fn pythons() -> Vec<Python> {
+    let root = pyenv_root();
+    let versions: Vec<String> = root
+        .as_ref()
+        .and_then(|r| std::fs::read_dir(r.join("versions")).ok())
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    let mut v = Vec::new();
+    for minor in 8..=13 {
+        let prefix = format!("3.{minor}.");
+        let label = format!("pyenv 3.{minor}");
+        let found = versions
+            .iter()
+            .filter(|name| name.starts_with(&prefix))
+            .max_by_key(|name| name[prefix.len()..].parse::<u32>().unwrap_or(0));
+        let (path, config) = match (found, &root) {
+            (Some(name), Some(r)) => {
+                let bin = r.join("versions").join(name).join("bin");
+                let exe = bin.join(format!("python3.{minor}"));
+                let cfg = bin.join(format!("python3.{minor}-config"));
+                if exe.is_file() {
+                    (Ok(exe), cfg.is_file().then_some(cfg))
+                } else {
+                    (Err(format!("{} has no interpreter", bin.display())), None)
+                }
+            }
+            _ => (Err("not installed (pyenv versions)".to_string()), None),
+        };
+        v.push(Python { label, path, config });
+    }
+    let debian = PathBuf::from("/usr/bin/python3.11");
+    v.push(Python {
+        label: "Debian python3.11 (static)".into(),
+        path: if debian.is_file() { Ok(debian) } else { Err("not installed (apt-get install python3.11)".into()) },
+        config: None,
+    });
+    v
+}
+
+/// Runs `check` on every interpreter; fails at the end if any is missing or failed.
+fn over_all_pythons(what: &str, mut check: impl FnMut(&Python, &Path) -> Result<(), String>) {
+    let mut problems = Vec::new();
+    for py in pythons() {
+        match &py.path {
+            Ok(exe) => {
+                println!("[{what}] {}: run ({})", py.label, exe.display());
+                if let Err(e) = check(&py, exe) {
+                    println!("[{what}] {}: FAILED: {e}", py.label);
+                    problems.push(format!("{}: {e}", py.label));
+                }
+            }
+            Err(why) => {
+                println!("[{what}] {}: MISSING — {why}", py.label);
+                problems.push(format!("{}: MISSING ({why})", py.label));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{what}:\n{}", problems.join("\n"));
+}
+
+fn lib() -> PathBuf {
+    library_dir().join("libpymalloc.so")
+}
+
+fn python(exe: &Path, preload: bool) -> Command {
+    let mut c = Command::new(exe);
+    for var in ["PYTHONMALLOC", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "LD_PRELOAD", "PYMALLOC_INSTALL"] {
+        c.env_remove(var);
+    }
+    if preload {
+        c.env("LD_PRELOAD", lib());
+    }
+    c
+}
+
+fn script(name: &str) -> PathBuf {
+    root().join("tests").join("python").join(name)
+}
+
+fn ok(out: &Output) -> Result<(), String> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[test]
+fn allocation_heavy_script_runs_the_same_and_our_pools_serve_it() {
+    over_all_pythons("workload", |_, exe| {
+        let plain = run(python(exe, false).arg(script("workload.py")));
+        ok(&plain)?;
+        let pre = run(python(exe, true).arg(script("workload.py")).env("PYMALLOC_CHECK_OWNS", lib()));
+        ok(&pre)?;
+        if plain.stdout != pre.stdout {
+            return Err("output differs under preload".into());
+        }
+        if !pre.stderr.is_empty() && !String::from_utf8_lossy(&pre.stderr).starts_with("owned ") {
+            return Err("stray output on stderr under preload".into());
+        }
+        let owned = String::from_utf8_lossy(&pre.stderr);
+        if owned.trim() != "owned 2000 of 2000" {
+            return Err(format!("our pools did not serve the objects: {owned}"));
+        }
+        Ok(())
+    });
+}
+
+fn traced(exe: &Path, preload: bool) -> Result<Vec<(u64, u64, u64)>, String> {
+    let out = run(python(exe, preload).arg(script("traced.py")));
+    ok(&out)?;
+    let rows: Vec<(u64, u64, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<u64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (f[0], f[1], f[2])
+        })
+        .collect();
+    if rows.len() < 3 {
+        return Err(format!("tracemalloc saw too little: {rows:?}"));
+    }
+    Ok(rows)
+}
+
+#[test]
+fn tracemalloc_sees_the_same_traffic() {
+    over_all_pythons("tracemalloc", |_, exe| {
+        let plain = traced(exe, false)?;
+        let pre = traced(exe, true)?;
+        if plain.len() != pre.len() {
+            return Err(format!("different lines traced: {plain:?} vs {pre:?}"));
+        }
+        for (a, b) in plain.iter().zip(&pre) {
+            let close = |x: u64, y: u64| (x as f64 - y as f64).abs() <= 0.03 * x.max(y) as f64;
+            if a.0 != b.0 || !close(a.1, b.1) || !close(a.2, b.2) {
+                return Err(format!("line {}: {a:?} without, {b:?} with the preload", a.0));
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn pythonmalloc_malloc_keeps_us_out() {
+    over_all_pythons("PYTHONMALLOC=malloc", |_, exe| {
+        let out = run(python(exe, true)
+            .arg(script("not_ours.py"))
+            .env("PYTHONMALLOC", "malloc")
+            .env("PYMALLOC_LIB", lib()));
+        ok(&out)
+    });
+}
+
+#[test]
+fn verbose_says_what_happened_and_silence_otherwise() {
+    over_all_pythons("verbose", |_, exe| {
+        let quiet = run(python(exe, true).args(["-c", "pass"]));
+        ok(&quiet)?;
+        if !quiet.stderr.is_empty() || !quiet.stdout.is_empty() {
+            return Err("not silent by default".into());
+        }
+        let loud = run(python(exe, true).args(["-c", "pass"]).env("PYMALLOC_VERBOSE", "1"));
+        let text = String::from_utf8_lossy(&loud.stderr);
+        if !text.contains("installed for CPython's OBJ and MEM domain(s)") {
+            return Err(format!("verbose install message missing: {text:?}"));
+        }
+        let aside = run(python(exe, true).args(["-X", "dev", "-c", "pass"]).env("PYMALLOC_VERBOSE", "1"));
+        let text = String::from_utf8_lossy(&aside.stderr);
+        if !text.contains("not installing: python runs with -X dev") {
+            return Err(format!("verbose step-aside message missing: {text:?}"));
+        }
+        Ok(())
+    });
+}
+
+/// The names of failed tests in a regrtest summary.
+fn failed_tests(stdout: &str) -> BTreeSet<String> {
+    let mut failed = BTreeSet::new();
+    let mut in_block = false;
+    for line in stdout.lines() {
+        let t = line.trim();
+        if (t.ends_with("failed:") && (t.contains(" test") || t.starts_with("test")))
+            || t.ends_with("failed again:")
+        {
+            in_block = !t.contains("again");
+            continue;
+        }
+        if in_block {
+            if t.is_empty() {
+                in_block = false;
+            } else {
+                failed.extend(t.split_whitespace().map(str::to_string));
+            }
+        }
+    }
+    failed
+}
+
+const REGRTESTS: &[&str] = &[
+    "test_dict", "test_list", "test_set", "test_tuple", "test_bytes", "test_unicode",
+    "test_json", "test_gc", "test_weakref", "test_tracemalloc", "test_threading", "test_capi",
+];
+
+#[test]
+fn cpython_regression_tests_have_no_new_failure_under_preload() {
+    over_all_pythons("regrtest", |py, exe| {
+        let lib_test = exe.parent().unwrap().parent().unwrap().join("lib");
+        if py.label.contains("3.10") && !has_test(&lib_test, "test_capi") {
+            println!("[regrtest] {}: has no test_capi (3.10 ships none); its absence counts the same both ways", py.label);
+        }
+        let regr = |preload: bool| -> Result<BTreeSet<String>, String> {
+            let out = run(python(exe, preload)
+                .args(["-m", "test", "-j2", "--timeout", "300"])
+                .args(REGRTESTS));
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if !text.contains("Tests result:") && !text.contains("tests OK") && !text.contains("test OK") {
+                return Err(format!("regrtest did not finish: {:?}", out.status));
+            }
+            Ok(failed_tests(&text))
+        };
+        let without = regr(false)?;
+        let with = regr(true)?;
+        println!("[regrtest] {}: failed without preload {without:?}, with {with:?}", py.label);
+        let new: Vec<_> = with.difference(&without).collect();
+        if new.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("new failures under preload: {new:?}"))
+        }
+    });
+}
+
+fn has_test(lib: &Path, name: &str) -> bool {
+    std::fs::read_dir(lib).ok().into_iter().flatten().flatten().any(|e| {
+        let t = e.path().join("test");
+        t.join(format!("{name}.py")).exists() || t.join(name).is_dir()
+    })
+}
+
+#[test]
+fn pymalloc_run_preloads_and_reports_errors() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pymalloc"));
+    over_all_pythons("pymalloc run", |_, exe| {
+        let out = run(Command::new(&bin)
+            .args(["run", "--stats", "--"])
+            .arg(exe)
+            .args(["-c", "print(sum(len(str(i)) for i in range(100000)))"])
+            .env("PYMALLOC_LIB", lib())
+            .env_remove("PYTHONMALLOC"));
+        ok(&out)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if String::from_utf8_lossy(&out.stdout).trim() != "488890" || !err.contains("# arenas allocated total") {
+            return Err(format!("unexpected output: {err}"));
+        }
+        Ok(())
+    });
+    let missing = run(Command::new(&bin).args(["run", "--", "/nonexistent/cmd"]).env("PYMALLOC_LIB", lib()));
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run"));
+    let nolib = run(Command::new(&bin).args(["run", "--", "true"]).env("PYMALLOC_LIB", "/nonexistent/lib.so"));
+    assert_eq!(nolib.status.code(), Some(2));
+    let nocmd = run(Command::new(&bin).args(["run"]));
+    assert_eq!(nocmd.status.code(), Some(2));
+}
+
+#[test]
+fn embedder_installs_by_hand_and_after_reinitialisation() {
+    over_all_pythons("embed", |py, _| {
+        let Some(config) = &py.config else {
+            println!("[embed] {}: no python3.X-config (static build): nothing to embed against", py.label);
+            return Ok(());
+        };
+        let flags = |args: &[&str]| -> Result<Vec<String>, String> {
+            let out = Command::new(config).args(args).output().map_err(|e| e.to_string())?;
+            ok(&out)?;
+            Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect())
+        };
+        let cflags = flags(&["--includes"])?;
+        let ldflags = flags(&["--ldflags", "--embed"])?;
+        let libdir = ldflags
+            .iter()
+            .find_map(|f| f.strip_prefix("-L"))
+            .ok_or("no -L in ldflags")?
+            .to_string();
+        let exe = scratch().join(format!("embed-{}", py.label.replace(' ', "_")));
+        let mut extra: Vec<String> = ldflags.clone();
+        extra.push(format!("-Wl,-rpath,{libdir}"));
+        let mut cc = Command::new("cc");
+        cc.args(["-O1", "-g", "-Wall", "-Werror"])
+            .args(&cflags)
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(root().join("ctests/python/embed.c"))
+            .arg("-o")
+            .arg(&exe)
+            .arg("-L")
+            .arg(library_dir())
+            .arg("-lpymalloc")
+            .arg(format!("-Wl,-rpath,{}", library_dir().display()))
+            .args(&extra);
+        let built = run(&mut cc);
+        ok(&built)?;
+        let home = Path::new(config).parent().unwrap().parent().unwrap();
+        let out = run(Command::new(&exe).env("PYMALLOC_INSTALL", "0").env("PYTHONHOME", home));
+        ok(&out)?;
+        if !String::from_utf8_lossy(&out.stdout).contains("embedded ok") {
+            return Err("embedded program did not finish".into());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn regrtest_summary_parser() {
+    let text = "== Tests result: FAILURE ==\n\n2 tests failed:\n    test_a test_b\n\n10 tests OK.\n";
+    assert_eq!(failed_tests(text), ["test_a", "test_b"].iter().map(|s| s.to_string()).collect());
+    assert!(failed_tests("All 12 tests OK.\n").is_empty());
+    let one = "1 test failed:\n    test_threading\n\n";
+    assert_eq!(failed_tests(one).len(), 1);
+}

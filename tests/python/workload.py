@@ -1,0 +1,62 @@
+"""An allocation-heavy script: dicts, lists, str, json, gc of cycles, threads.
+
+Prints deterministic results on stdout, identical whatever the allocator. With
+PYMALLOC_CHECK_OWNS=<path of libpymalloc.so> (only when it is preloaded) it also reports on
+stderr how many fresh objects our pools own.
+"""
+import gc
+import json
+import os
+import sys
+import threading
+import weakref
+
+
+class Node:
+    def __init__(self, i):
+        self.i = i
+        self.other = None
+
+
+def work(seed):
+    d = {str(i): [i, float(i) * seed, (i, str(i) * 3)] for i in range(20000)}
+    s = json.dumps(d, sort_keys=True)
+    back = json.loads(s)
+    words = " ".join(str(i * seed) for i in range(5000)).split()
+    nodes = []
+    for i in range(5000):
+        a, b = Node(i), Node(-i)
+        a.other, b.other = b, a
+        nodes.append(a)
+    probe = weakref.ref(nodes[0])
+    del nodes, a, b
+    gc.collect()
+    return len(s), sum(len(v) for v in back.values()), len(set(words)), probe() is None
+
+
+results = {}
+
+
+def thread_main(k):
+    results[k] = work(k + 1)
+
+
+threads = [threading.Thread(target=thread_main, args=(k,)) for k in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+for k in sorted(results):
+    print(k, results[k])
+print("main", work(7))
+
+lib_path = os.environ.get("PYMALLOC_CHECK_OWNS")
+if lib_path:
+    import ctypes
+
+    lib = ctypes.CDLL(lib_path)
+    lib.pymalloc_owns.restype = ctypes.c_bool
+    lib.pymalloc_owns.argtypes = [ctypes.c_void_p]
+    fresh = [Node(i) for i in range(1000)] + [str(i) * 2 for i in range(1000)]
+    owned = sum(lib.pymalloc_owns(id(o)) for o in fresh)
+    print(f"owned {owned} of {len(fresh)}", file=sys.stderr)
