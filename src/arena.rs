@@ -7,6 +7,12 @@
 //! choice and the move after a pool changes hands are O(1). An arena whose pools are all
 //! free is unmapped, except for one kept as a spare so that a workload hovering at an arena
 //! boundary does not map and unmap on every turn.
+//!
+//! Free pools inside live arenas go back to the OS lazily: every [`SWEEP_EVERY`] pool
+//! releases, a sweep `madvise`s the pools that were already free at the previous sweep and
+//! have not been handed out since. A pool reused within one sweep interval is never
+//! decommitted, so a workload that cycles pools pays nothing, while memory freed for good
+//! leaves RSS after at most two sweeps (`pymalloc_trim` does it at once).
 
 use crate::geometry::{ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
 use crate::pool::{pool_index, Pool};
@@ -26,6 +32,7 @@ const ALL_USABLE: u64 = !1;
 /// - `free_pools` has bit `i` set exactly when pool `i` (1..=63) belongs to no heap;
 ///   `nfree == free_pools.count_ones()`; bit 0 is never set;
 /// - `decommitted` ⊆ `free_pools`: pools whose pages were given back to the OS;
+/// - `aged` ⊆ `free_pools` \ `decommitted`: pools free and untouched since the last sweep;
 /// - an arena with `nfree == k >= 1` is on bucket `k`'s list (`next`/`prev`), a full arena
 ///   (`k == 0`) on none; every arena is on the `all` list (`all_next`/`all_prev`);
 /// - at most one arena has `nfree == USABLE_POOLS` (the spare).
@@ -33,6 +40,7 @@ const ALL_USABLE: u64 = !1;
 pub struct Arena {
     free_pools: u64,
     decommitted: u64,
+    aged: u64,
     nfree: u32,
     next: *mut Arena,
     prev: *mut Arena,
@@ -66,8 +74,13 @@ struct Arenas {
     nonempty: u64,
     /// Every mapped arena.
     all: *mut Arena,
+    /// Pool releases since the last sweep.
+    releases: u32,
     counts: ArenaCounts,
 }
+
+/// Pool releases between two decommit sweeps (256 pools = 1 MiB).
+pub const SWEEP_EVERY: u32 = 256;
 
 /// The arena lock: held for every change to an arena header or to [`Arenas`].
 static LOCK: Lock = Lock::new();
@@ -80,6 +93,7 @@ static ARENAS: Global = Global(UnsafeCell::new(Arenas {
     buckets: [ptr::null_mut(); POOLS_PER_ARENA],
     nonempty: 0,
     all: ptr::null_mut(),
+    releases: 0,
     counts: ArenaCounts {
         allocated_total: 0,
         reclaimed: 0,
@@ -159,6 +173,7 @@ impl Arenas {
             a.write(Arena {
                 free_pools: ALL_USABLE,
                 decommitted: 0,
+                aged: 0,
                 nfree: USABLE_POOLS,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
@@ -227,6 +242,7 @@ pub fn alloc_pool() -> *mut Pool {
             let i = (*a).free_pools.trailing_zeros();
             let bit = 1u64 << i;
             (*a).free_pools &= !bit;
+            (*a).aged &= !bit;
             if (*a).decommitted & bit != 0 {
                 (*a).decommitted &= !bit;
                 s.counts.pools_decommitted -= 1;
@@ -266,7 +282,33 @@ pub unsafe fn release_pool(pool: *mut Pool) {
                 s.unmap(a);
             }
         }
+        s.releases += 1;
+        if s.releases >= SWEEP_EVERY {
+            s.sweep(false);
+        }
     });
+}
+
+impl Arenas {
+    /// Decommits free pools: all of them (`everything`), or those free and untouched since
+    /// the previous sweep, which then re-ages the rest.
+    fn sweep(&mut self, everything: bool) {
+        self.releases = 0;
+        let mut a = self.all;
+        while !a.is_null() {
+            // SAFETY: `a` is a mapped arena (we hold the lock); the pools decommitted are
+            // free, so nothing reads them.
+            unsafe {
+                let idle = (*a).free_pools & !(*a).decommitted;
+                let todo = if everything { idle } else { idle & (*a).aged };
+                decommit_runs(a, todo);
+                self.counts.pools_decommitted += u64::from(todo.count_ones());
+                (*a).decommitted |= todo;
+                (*a).aged = idle & !todo;
+                a = (*a).all_next;
+            }
+        }
+    }
 }
 
 /// Gives every free pool's pages back to the OS and unmaps the spare arena.
@@ -277,17 +319,7 @@ pub fn trim() {
             // SAFETY: the spare is mapped, all free, on bucket USABLE_POOLS.
             unsafe { s.unmap(spare) };
         }
-        let mut a = s.all;
-        while !a.is_null() {
-            // SAFETY: `a` is a mapped arena; its free pools hold nothing anyone reads.
-            unsafe {
-                let todo = (*a).free_pools & !(*a).decommitted;
-                decommit_runs(a, todo);
-                s.counts.pools_decommitted += u64::from(todo.count_ones());
-                (*a).decommitted |= todo;
-                a = (*a).all_next;
-            }
-        }
+        s.sweep(true);
     });
 }
 
@@ -333,6 +365,11 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
                 }
                 if (*a).decommitted & !free != 0 {
                     return Err(format!("arena {a:p}: a decommitted pool is in use"));
+                }
+                if (*a).aged & !(free & !(*a).decommitted) != 0 {
+                    return Err(format!(
+                        "arena {a:p}: an aged pool is in use or decommitted"
+                    ));
                 }
                 if nfree > 0 && !on_bucket(s, a) {
                     return Err(format!("arena {a:p}: not on bucket {nfree}"));

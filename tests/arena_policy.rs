@@ -75,4 +75,50 @@ fn fullest_arena_first_and_one_spare() {
     assert!(!pymalloc::api::owns(bases[2] as *const u8));
     // Pools handed out here had no heap, so the walker runs only once all are back.
     check::verify().unwrap();
+
+    lazy_decommit();
+}
+
+/// Free pools in live arenas are decommitted by the sweeps that pool releases trigger, and
+/// only once they stayed free across a sweep.
+fn lazy_decommit() {
+    let per = USABLE_POOLS as usize;
+    let pools: Vec<*mut Pool> = (0..10 * per).map(|_| arena::alloc_pool()).collect();
+    assert_eq!(arena::counts().pools_decommitted, 0);
+    // Keep one pool per arena alive; release the rest (620 releases: two sweeps or more).
+    let (keep, release): (Vec<_>, Vec<_>) =
+        pools.iter().enumerate().partition(|(i, _)| i % per == 0);
+    assert!(release.len() as u32 >= 2 * arena::SWEEP_EVERY);
+    for (_, &p) in &release {
+        // SAFETY: a pool from alloc_pool, idle.
+        unsafe { arena::release_pool(p) };
+    }
+    let c = arena::counts();
+    assert!(
+        c.pools_decommitted > 0,
+        "no sweep decommitted anything: {c:?}"
+    );
+    assert!(
+        c.pools_decommitted < c.pools_free,
+        "the freshest pools wait a sweep: {c:?}"
+    );
+    // Reused pools are usable (and no longer counted as decommitted).
+    let again: Vec<*mut Pool> = (0..per).map(|_| arena::alloc_pool()).collect();
+    for &p in &again {
+        // SAFETY: a pool of a mapped arena, ours alone.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0xA5, pymalloc::geometry::POOL_SIZE) };
+    }
+    arena::trim();
+    let c = arena::counts();
+    assert_eq!(
+        c.pools_decommitted, c.pools_free,
+        "trim decommits every free pool: {c:?}"
+    );
+    for p in again.into_iter().chain(keep.into_iter().map(|(_, &p)| p)) {
+        // SAFETY: as above.
+        unsafe { arena::release_pool(p) };
+    }
+    arena::trim();
+    assert_eq!(arena::counts().current, 0);
+    check::verify().unwrap();
 }

@@ -31,7 +31,10 @@ fn pythons() -> Vec<Python> {
     let versions: Vec<String> = root
         .as_ref()
         .and_then(|r| std::fs::read_dir(r.join("versions")).ok())
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let mut v = Vec::new();
     for minor in 8..=13 {
@@ -54,12 +57,20 @@ fn pythons() -> Vec<Python> {
             }
             _ => (Err("not installed (pyenv versions)".to_string()), None),
         };
-        v.push(Python { label, path, config });
+        v.push(Python {
+            label,
+            path,
+            config,
+        });
     }
     let debian = PathBuf::from("/usr/bin/python3.11");
     v.push(Python {
         label: "Debian python3.11 (static)".into(),
-        path: if debian.is_file() { Ok(debian) } else { Err("not installed (apt-get install python3.11)".into()) },
+        path: if debian.is_file() {
+            Ok(debian)
+        } else {
+            Err("not installed (apt-get install python3.11)".into())
+        },
         config: None,
     });
     v
@@ -92,7 +103,13 @@ fn lib() -> PathBuf {
 
 fn python(exe: &Path, preload: bool) -> Command {
     let mut c = Command::new(exe);
-    for var in ["PYTHONMALLOC", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "LD_PRELOAD", "PYMALLOC_INSTALL"] {
+    for var in [
+        "PYTHONMALLOC",
+        "PYTHONDEVMODE",
+        "PYTHONTRACEMALLOC",
+        "LD_PRELOAD",
+        "PYMALLOC_INSTALL",
+    ] {
         c.env_remove(var);
     }
     if preload {
@@ -109,7 +126,11 @@ fn ok(out: &Output) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "exit {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -118,7 +139,9 @@ fn allocation_heavy_script_runs_the_same_and_our_pools_serve_it() {
     over_all_pythons("workload", |_, exe| {
         let plain = run(python(exe, false).arg(script("workload.py")));
         ok(&plain)?;
-        let pre = run(python(exe, true).arg(script("workload.py")).env("PYMALLOC_CHECK_OWNS", lib()));
+        let pre = run(python(exe, true)
+            .arg(script("workload.py"))
+            .env("PYMALLOC_CHECK_OWNS", lib()));
         ok(&pre)?;
         if plain.stdout != pre.stdout {
             return Err("output differs under preload".into());
@@ -161,7 +184,10 @@ fn tracemalloc_sees_the_same_traffic() {
         for (a, b) in plain.iter().zip(&pre) {
             let close = |x: u64, y: u64| (x as f64 - y as f64).abs() <= 0.03 * x.max(y) as f64;
             if a.0 != b.0 || !close(a.1, b.1) || !close(a.2, b.2) {
-                return Err(format!("line {}: {a:?} without, {b:?} with the preload", a.0));
+                return Err(format!(
+                    "line {}: {a:?} without, {b:?} with the preload",
+                    a.0
+                ));
             }
         }
         Ok(())
@@ -187,12 +213,16 @@ fn verbose_says_what_happened_and_silence_otherwise() {
         if !quiet.stderr.is_empty() || !quiet.stdout.is_empty() {
             return Err("not silent by default".into());
         }
-        let loud = run(python(exe, true).args(["-c", "pass"]).env("PYMALLOC_VERBOSE", "1"));
+        let loud = run(python(exe, true)
+            .args(["-c", "pass"])
+            .env("PYMALLOC_VERBOSE", "1"));
         let text = String::from_utf8_lossy(&loud.stderr);
         if !text.contains("installed for CPython's OBJ and MEM domain(s)") {
             return Err(format!("verbose install message missing: {text:?}"));
         }
-        let aside = run(python(exe, true).args(["-X", "dev", "-c", "pass"]).env("PYMALLOC_VERBOSE", "1"));
+        let aside = run(python(exe, true)
+            .args(["-X", "dev", "-c", "pass"])
+            .env("PYMALLOC_VERBOSE", "1"));
         let text = String::from_utf8_lossy(&aside.stderr);
         if !text.contains("not installing: python runs with -X dev") {
             return Err(format!("verbose step-aside message missing: {text:?}"));
@@ -225,8 +255,18 @@ fn failed_tests(stdout: &str) -> BTreeSet<String> {
 }
 
 const REGRTESTS: &[&str] = &[
-    "test_dict", "test_list", "test_set", "test_tuple", "test_bytes", "test_unicode",
-    "test_json", "test_gc", "test_weakref", "test_tracemalloc", "test_threading", "test_capi",
+    "test_dict",
+    "test_list",
+    "test_set",
+    "test_tuple",
+    "test_bytes",
+    "test_unicode",
+    "test_json",
+    "test_gc",
+    "test_weakref",
+    "test_tracemalloc",
+    "test_threading",
+    "test_capi",
 ];
 
 #[test]
@@ -241,14 +281,20 @@ fn cpython_regression_tests_have_no_new_failure_under_preload() {
                 .args(["-m", "test", "-j2", "--timeout", "300"])
                 .args(REGRTESTS));
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            if !text.contains("Tests result:") && !text.contains("tests OK") && !text.contains("test OK") {
+            if !text.contains("Tests result:")
+                && !text.contains("tests OK")
+                && !text.contains("test OK")
+            {
                 return Err(format!("regrtest did not finish: {:?}", out.status));
             }
             Ok(failed_tests(&text))
         };
         let without = regr(false)?;
         let with = regr(true)?;
-        println!("[regrtest] {}: failed without preload {without:?}, with {with:?}", py.label);
+        println!(
+            "[regrtest] {}: failed without preload {without:?}, with {with:?}",
+            py.label
+        );
         let new: Vec<_> = with.difference(&without).collect();
         if new.is_empty() {
             Ok(())
@@ -259,10 +305,15 @@ fn cpython_regression_tests_have_no_new_failure_under_preload() {
 }
 
 fn has_test(lib: &Path, name: &str) -> bool {
-    std::fs::read_dir(lib).ok().into_iter().flatten().flatten().any(|e| {
-        let t = e.path().join("test");
-        t.join(format!("{name}.py")).exists() || t.join(name).is_dir()
-    })
+    std::fs::read_dir(lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let t = e.path().join("test");
+            t.join(format!("{name}.py")).exists() || t.join(name).is_dir()
+        })
 }
 
 #[test]
@@ -277,15 +328,21 @@ fn pymalloc_run_preloads_and_reports_errors() {
             .env_remove("PYTHONMALLOC"));
         ok(&out)?;
         let err = String::from_utf8_lossy(&out.stderr);
-        if String::from_utf8_lossy(&out.stdout).trim() != "488890" || !err.contains("# arenas allocated total") {
+        if String::from_utf8_lossy(&out.stdout).trim() != "488890"
+            || !err.contains("# arenas allocated total")
+        {
             return Err(format!("unexpected output: {err}"));
         }
         Ok(())
     });
-    let missing = run(Command::new(&bin).args(["run", "--", "/nonexistent/cmd"]).env("PYMALLOC_LIB", lib()));
+    let missing = run(Command::new(&bin)
+        .args(["run", "--", "/nonexistent/cmd"])
+        .env("PYMALLOC_LIB", lib()));
     assert_eq!(missing.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run"));
-    let nolib = run(Command::new(&bin).args(["run", "--", "true"]).env("PYMALLOC_LIB", "/nonexistent/lib.so"));
+    let nolib = run(Command::new(&bin)
+        .args(["run", "--", "true"])
+        .env("PYMALLOC_LIB", "/nonexistent/lib.so"));
     assert_eq!(nolib.status.code(), Some(2));
     let nocmd = run(Command::new(&bin).args(["run"]));
     assert_eq!(nocmd.status.code(), Some(2));
@@ -295,13 +352,22 @@ fn pymalloc_run_preloads_and_reports_errors() {
 fn embedder_installs_by_hand_and_after_reinitialisation() {
     over_all_pythons("embed", |py, _| {
         let Some(config) = &py.config else {
-            println!("[embed] {}: no python3.X-config (static build): nothing to embed against", py.label);
+            println!(
+                "[embed] {}: no python3.X-config (static build): nothing to embed against",
+                py.label
+            );
             return Ok(());
         };
         let flags = |args: &[&str]| -> Result<Vec<String>, String> {
-            let out = Command::new(config).args(args).output().map_err(|e| e.to_string())?;
+            let out = Command::new(config)
+                .args(args)
+                .output()
+                .map_err(|e| e.to_string())?;
             ok(&out)?;
-            Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect())
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect())
         };
         let cflags = flags(&["--includes"])?;
         let ldflags = flags(&["--ldflags", "--embed"])?;
@@ -329,7 +395,9 @@ fn embedder_installs_by_hand_and_after_reinitialisation() {
         let built = run(&mut cc);
         ok(&built)?;
         let home = Path::new(config).parent().unwrap().parent().unwrap();
-        let out = run(Command::new(&exe).env("PYMALLOC_INSTALL", "0").env("PYTHONHOME", home));
+        let out = run(Command::new(&exe)
+            .env("PYMALLOC_INSTALL", "0")
+            .env("PYTHONHOME", home));
         ok(&out)?;
         if !String::from_utf8_lossy(&out.stdout).contains("embedded ok") {
             return Err("embedded program did not finish".into());
@@ -340,8 +408,12 @@ fn embedder_installs_by_hand_and_after_reinitialisation() {
 
 #[test]
 fn regrtest_summary_parser() {
-    let text = "== Tests result: FAILURE ==\n\n2 tests failed:\n    test_a test_b\n\n10 tests OK.\n";
-    assert_eq!(failed_tests(text), ["test_a", "test_b"].iter().map(|s| s.to_string()).collect());
+    let text =
+        "== Tests result: FAILURE ==\n\n2 tests failed:\n    test_a test_b\n\n10 tests OK.\n";
+    assert_eq!(
+        failed_tests(text),
+        ["test_a", "test_b"].iter().map(|s| s.to_string()).collect()
+    );
     assert!(failed_tests("All 12 tests OK.\n").is_empty());
     let one = "1 test failed:\n    test_threading\n\n";
     assert_eq!(failed_tests(one).len(), 1);

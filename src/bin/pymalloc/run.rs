@@ -27,7 +27,12 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let cmd = match cmd_start.map(|i| &args[i..]) {
         Some(cmd) if !cmd.is_empty() => cmd,
-        _ => return fail("run: no command given (pymalloc run [--stats] [--debug] -- CMD...)", 2),
+        _ => {
+            return fail(
+                "run: no command given (pymalloc run [--stats] [--debug] -- CMD...)",
+                2,
+            )
+        }
     };
     let lib = match library() {
         Ok(lib) => lib,
@@ -42,6 +47,10 @@ pub fn main(args: &[String]) -> ExitCode {
         .env("LD_PRELOAD", preload)
         .envs(env)
         .exec();
-    let code = if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
     fail(&format!("cannot run {:?}: {err}", cmd[0]), code)
 }
