@@ -163,30 +163,26 @@ pub fn install(domains: Domains) -> Outcome {
 
 /// Points the exported `PyObject_*` names at the interpreter's own.
 fn resolve_forwarding() {
-    let pairs: [(&AtomicPtr<c_void>, &CStr, usize); 4] = [
+    let slots: [(&AtomicPtr<c_void>, &CStr, *const ()); 4] = [
         (
             &FORWARD_MALLOC,
             c"PyObject_Malloc",
-            ffi::PyObject_Malloc as *const () as usize,
+            ffi::PyObject_Malloc as _,
         ),
         (
             &FORWARD_CALLOC,
             c"PyObject_Calloc",
-            ffi::PyObject_Calloc as *const () as usize,
+            ffi::PyObject_Calloc as _,
         ),
         (
             &FORWARD_REALLOC,
             c"PyObject_Realloc",
-            ffi::PyObject_Realloc as *const () as usize,
+            ffi::PyObject_Realloc as _,
         ),
-        (
-            &FORWARD_FREE,
-            c"PyObject_Free",
-            ffi::PyObject_Free as *const () as usize,
-        ),
+        (&FORWARD_FREE, c"PyObject_Free", ffi::PyObject_Free as _),
     ];
-    for (slot, name, ours) in pairs {
-        slot.store(interpreter_symbol(name, ours), Ordering::Release);
+    for (slot, name, ours) in slots {
+        slot.store(interpreter_symbol(name, ours as usize), Ordering::Release);
     }
 }
 

@@ -60,22 +60,22 @@ fn check_outcome(src: &Path, output: &std::process::Output) {
     }
 }
 
-#[test]
-fn c_programs_pass_linked_to_the_shared_library() {
+fn run_all(link: Link) {
     for src in programs() {
-        println!("== {}", src.display());
-        let exe = build(&src, Link::Shared);
+        println!("== {} ({link:?})", src.display());
+        let exe = build(&src, link);
         check_outcome(&src, &run(&mut Command::new(&exe)));
     }
 }
 
 #[test]
+fn c_programs_pass_linked_to_the_shared_library() {
+    run_all(Link::Shared);
+}
+
+#[test]
 fn c_programs_pass_linked_to_the_static_library() {
-    for src in programs() {
-        println!("== {} (static)", src.display());
-        let exe = build(&src, Link::Static);
-        check_outcome(&src, &run(&mut Command::new(&exe)));
-    }
+    run_all(Link::Static);
 }
 
 #[test]
