@@ -2,7 +2,8 @@
 //! requests pools serve, the size limits, calloc's zeroing, realloc's shrink rule and the
 //! moves between pools and the fallback. The C ABI and the Rust tests both call these.
 
-use crate::geometry::{class_of, is_small, PY_SSIZE_T_MAX};
+use crate::debug::{self, Api};
+use crate::geometry::{is_small, PY_SSIZE_T_MAX};
 use crate::pool::{block_size_of, pool_index};
 use crate::{fallback, heap, ownership, stats};
 use core::ptr;
@@ -17,7 +18,7 @@ pub fn owns(p: *const u8) -> bool {
 #[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
     if is_small(n) {
-        heap::alloc(class_of(n))
+        heap::alloc(n)
     } else {
         large_malloc(n)
     }
@@ -28,6 +29,9 @@ pub fn malloc(n: usize) -> *mut u8 {
 extern "C" fn large_malloc(n: usize) -> *mut u8 {
     if n > PY_SSIZE_T_MAX {
         return ptr::null_mut();
+    }
+    if debug::enabled() {
+        return debug::malloc(n, Api::Native);
     }
     let fb = fallback::get();
     // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX.
@@ -50,12 +54,15 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
     }
     let n = nelem * elsize;
     if is_small(n) {
-        let p = heap::alloc(class_of(n));
+        let p = heap::alloc(n);
         if !p.is_null() {
             // SAFETY: a fresh block of at least `n` bytes.
             unsafe { ptr::write_bytes(p, 0, n) };
         }
         return p;
+    }
+    if debug::enabled() {
+        return debug::calloc(nelem, elsize, Api::Native);
     }
     let fb = fallback::get();
     // SAFETY: the product fits in PY_SSIZE_T_MAX.
@@ -87,6 +94,10 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
     if p.is_null() {
         return;
     }
+    if debug::enabled() {
+        // SAFETY: forwarded caller contract.
+        return unsafe { debug::free(p, Api::Native) };
+    }
     stats::large_freed();
     let fb = fallback::get();
     // SAFETY: per the caller.
@@ -102,6 +113,10 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
 pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     if n > PY_SSIZE_T_MAX {
         return ptr::null_mut();
+    }
+    if debug::enabled() {
+        // SAFETY: forwarded caller contract.
+        return unsafe { debug::realloc(p, n, Api::Native) };
     }
     if p.is_null() {
         return malloc(n);
@@ -138,6 +153,9 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
 /// # Safety
 /// `p` is any address; if it is in our pools it is a live block.
 pub unsafe fn usable_size(p: *const u8) -> usize {
+    if debug::enabled() {
+        return debug::usable_size(p);
+    }
     if owns(p) {
         // SAFETY: per the caller, the pool is in use.
         unsafe { block_size_of(p) }

@@ -21,7 +21,7 @@
 use crate::config::{Config, Domains};
 use crate::fallback::{self, AllocatorEx};
 use crate::sync::{AtomicBool, AtomicPtr, Lock, Ordering};
-use crate::{ffi, stats};
+use crate::{debug, ffi, stats};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::mem::MaybeUninit;
@@ -91,9 +91,15 @@ fn allocator_api() -> Option<(AllocatorFn, AllocatorFn)> {
     }
 }
 
-/// Whether an allocator is ours.
+/// Whether an allocator is ours (plain or debug).
 fn is_ours(a: &AllocatorEx) -> bool {
-    a.malloc as usize == ffi::pymalloc_allocator().malloc as usize
+    [
+        ffi::pymalloc_allocator(),
+        debug::allocator(true),
+        debug::allocator(false),
+    ]
+    .iter()
+    .any(|o| o.malloc as usize == a.malloc as usize)
 }
 
 fn same(a: &AllocatorEx, b: &AllocatorEx) -> bool {
@@ -152,7 +158,11 @@ pub fn install(domains: Domains) -> Outcome {
                 continue;
             }
         }
-        let mut ours = ffi::pymalloc_allocator();
+        let mut ours = if debug::enabled() {
+            debug::allocator(domain == DOMAIN_OBJ)
+        } else {
+            ffi::pymalloc_allocator()
+        };
         // SAFETY: PyMem_SetAllocator copies the struct.
         unsafe { set(domain, &mut ours) };
         INSTALLED.store(true, Ordering::Release);
@@ -284,6 +294,9 @@ unsafe extern "C" fn constructor(
     _envp: *const *const c_char,
 ) {
     let config = Config::from_env();
+    if config.debug {
+        debug::enable();
+    }
     if config.stats {
         // SAFETY: registering a plain C function.
         unsafe { libc::atexit(print_stats_at_exit) };

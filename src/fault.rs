@@ -1,45 +1,67 @@
-//! Misuse reports: a clear message on stderr, then abort. Written with `write(2)` into a
+//! Misuse reports: a clear paragraph on stderr, then abort. Written with `write(2)` from a
 //! stack buffer, because the heap may be what is broken.
 
 /// A fixed-capacity text buffer on the stack.
-struct Line {
-    buf: [u8; 256],
+pub struct Report {
+    buf: [u8; 1024],
     len: usize,
 }
 
-impl Line {
-    fn new() -> Self {
-        Line {
-            buf: [0; 256],
+impl Report {
+    /// Starts a report whose first line names the fault.
+    pub fn new(fault: &str) -> Self {
+        let mut r = Report {
+            buf: [0; 1024],
             len: 0,
-        }
+        };
+        r.text("pymalloc: ").text(fault).text("\n");
+        r
     }
 
-    fn push(&mut self, s: &str) -> &mut Self {
-        s.bytes().for_each(|b| self.byte(b));
+    /// Appends text.
+    pub fn text(&mut self, s: &str) -> &mut Self {
+        for b in s.bytes() {
+            if self.len < self.buf.len() {
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+        }
         self
     }
 
-    fn byte(&mut self, b: u8) {
-        if self.len < self.buf.len() {
-            self.buf[self.len] = b;
-            self.len += 1;
-        }
-    }
-
-    fn hex(&mut self, v: usize) -> &mut Self {
-        self.push("0x");
+    /// Appends a number in hexadecimal, `0x`-prefixed.
+    pub fn hex(&mut self, v: usize) -> &mut Self {
+        self.text("0x");
         let width = (usize::BITS - v.leading_zeros()).div_ceil(4).max(1);
         for shift in (0..width).rev() {
-            self.byte(b"0123456789abcdef"[(v >> (shift * 4)) & 0xf]);
+            let d = (v >> (shift * 4)) & 0xf;
+            self.text(&"0123456789abcdef"[d..d + 1]);
         }
         self
     }
 
-    fn emit(&self) {
+    /// Appends a number in decimal.
+    pub fn dec(&mut self, mut v: usize) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.text(core::str::from_utf8(&digits[i..]).unwrap_or("?"))
+    }
+
+    /// Writes the report to stderr and aborts.
+    pub fn abort(&mut self) -> ! {
+        self.text("aborting\n");
         // SAFETY: the buffer is valid for `len` bytes; fd 2 may be closed, which is fine.
         unsafe {
             libc::write(2, self.buf.as_ptr().cast(), self.len);
+            libc::abort()
         }
     }
 }
@@ -50,11 +72,28 @@ impl Line {
 #[cold]
 #[inline(never)]
 pub extern "C" fn double_free(p: *mut u8) {
-    let mut line = Line::new();
-    line.push("pymalloc: double free of block ")
+    Report::new("double free")
+        .text("    address ")
         .hex(p as usize)
-        .push(" (it is already the most recently freed block of its pool)\n");
-    line.emit();
-    // SAFETY: abort has no preconditions.
-    unsafe { libc::abort() }
+        .text(": this block is already the most recently freed block of its pool\n")
+        .abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_format() {
+        let mut r = Report::new("x");
+        r.hex(0)
+            .text(" ")
+            .hex(0x7f00_1234)
+            .text(" ")
+            .dec(0)
+            .text(" ")
+            .dec(4096);
+        let text = std::str::from_utf8(&r.buf[..r.len]).unwrap();
+        assert_eq!(text, "pymalloc: x\n0x0 0x7f001234 0 4096");
+    }
 }

@@ -10,15 +10,15 @@
 //! number of threads that ever lived.
 //!
 //! Fast-path note: the functions the fast paths call out to (`alloc_slow`, `free_slow`,
-//! `pool::remote_free`, `fault::double_free`, and the fallback calls in `api`) are
+//! `free_remote`, `fault::double_free`, and the fallback calls in `api`) are
 //! `extern "C"`, which makes them non-unwinding. Calls to them then need no landing pad, so
 //! the fast paths end in plain tail jumps and need no stack frame: four instructions fewer
 //! on every malloc/free pair.
 
-use crate::arena;
-use crate::geometry::{class_size, NUM_CLASSES};
+use crate::geometry::{class_of, class_size, NUM_CLASSES};
 use crate::pool::{self, pool_of, Block, Pool};
 use crate::sync::{self, AtomicPtr, Lock, Ordering, ThreadState};
+use crate::{arena, debug};
 use core::ptr;
 
 /// A thread's heap.
@@ -87,10 +87,11 @@ static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
         abandoned: ptr::null_mut(),
     }));
 
-/// The heap serving threads whose own heap was handed back at exit (their thread-local
-/// destructors may still allocate). Guarded by `EXITED_LOCK`.
-static EXITED_LOCK: Lock = Lock::new();
-static EXITED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
+/// The shared heap, guarded by `SHARED_LOCK`: it serves threads whose own heap was handed
+/// back at exit (their thread-local destructors may still allocate), threads that could get
+/// no heap, and debug mode's blocks.
+static SHARED_LOCK: Lock = Lock::new();
+static SHARED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
     Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
 
 impl Heap {
@@ -123,27 +124,29 @@ impl Heap {
     }
 }
 
-/// Allocates a block of class `class` for the calling thread. When no arena can be mapped
-/// the block comes from the fallback allocator instead; NULL only if that fails too.
+/// Allocates a block for a request of `n` bytes, `1 <= n <= 512`, for the calling thread.
+/// When no arena can be mapped the block comes from the fallback allocator instead; NULL
+/// only if that fails too.
 #[inline(always)]
-pub fn alloc(class: usize) -> *mut u8 {
+pub fn alloc(n: usize) -> *mut u8 {
     // SAFETY: the calling thread owns its heap (or has the empty heap, which owns nothing).
-    unsafe { alloc_from(sync::thread_heap(), class) }
+    unsafe { alloc_from(sync::thread_heap(), n) }
 }
 
-/// Pops a block of `class` from `heap`, or takes the slow path.
+/// Pops a block for `n` bytes from `heap`, or takes the slow path (which gets `n`, not just
+/// its class, because debug mode records the requested size).
 ///
 /// # Safety
-/// The caller acts as `heap`'s owner, or `heap` is the empty heap.
+/// The caller acts as `heap`'s owner, or `heap` is the empty heap; `1 <= n <= 512`.
 #[inline(always)]
-unsafe fn alloc_from(heap: *mut Heap, class: usize) -> *mut u8 {
+unsafe fn alloc_from(heap: *mut Heap, n: usize) -> *mut u8 {
     // SAFETY: `lists[class]` is always a pool whose header is readable; a non-null `free`
     // means the pool is one `heap` owns (the empty pool's `free` is always null).
     unsafe {
-        let pool = (*heap).lists[class];
+        let pool = (*heap).lists[class_of(n)];
         let block = (*pool).free;
         if block.is_null() {
-            return alloc_slow(heap, class);
+            return alloc_slow(n, heap);
         }
         (*pool).free = (*block).next;
         (*pool).used += 1;
@@ -163,10 +166,25 @@ pub unsafe fn free(p: *mut u8) {
     // if the calling thread's heap owns it, so does the calling thread.
     unsafe {
         if (*pool).heap != heap {
-            return pool::remote_free(p.cast(), pool);
+            return free_remote(p.cast(), pool);
         }
         free_local(heap, pool, p.cast());
     }
+}
+
+/// A free from a thread that does not own the block's pool, or any free in debug mode
+/// (where no thread owns a pool).
+///
+/// # Safety
+/// As for [`free`].
+#[inline(never)]
+unsafe extern "C" fn free_remote(block: *mut Block, pool: *mut Pool) {
+    if debug::enabled() {
+        // SAFETY: forwarded caller contract.
+        return unsafe { debug::free(block.cast(), debug::Api::Native) };
+    }
+    // SAFETY: per the caller.
+    unsafe { pool::remote_free(block, pool) }
 }
 
 /// Pushes `block` back on its pool's free list: the owner's side of every free.
@@ -264,22 +282,26 @@ unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
     }
 }
 
-/// The slow path of [`alloc_from`]: the head pool of `class` has no free block, or the
-/// thread has no heap yet.
+/// The slow path of [`alloc_from`]: the head pool of the class has no free block, or the
+/// thread has no heap yet (always the case in debug mode, see [`crate::debug`]).
 ///
 /// # Safety
 /// As for [`alloc_from`].
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
+unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
+    let class = class_of(n);
     if heap == Heap::EMPTY {
-        if sync::thread_state() == ThreadState::Exited || !attach() {
-            return alloc_exited(class);
+        if debug::enabled() {
+            return debug::malloc(n, debug::Api::Native);
         }
-        return alloc(class);
+        if sync::thread_state() == ThreadState::Exited || !attach() {
+            return alloc_shared(n);
+        }
+        return alloc(n);
     }
     // SAFETY: per the caller we act as `heap`'s owner.
-    let p = unsafe { refill(heap, class) };
+    let p = unsafe { refill(heap, n) };
     if p.is_null() {
         // No arena to be had: serve the request as CPython does, from the fallback.
         let fb = crate::fallback::get();
@@ -289,12 +311,13 @@ unsafe extern "C" fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
     p
 }
 
-/// Finds a block of `class` in `heap`'s pools, taking back delayed and remote frees, or in a
-/// fresh pool from an arena.
+/// Finds a block for `n` bytes in `heap`'s pools, taking back delayed and remote frees, or
+/// in a fresh pool from an arena.
 ///
 /// # Safety
 /// The caller owns `heap`.
-unsafe fn refill(heap: *mut Heap, class: usize) -> *mut u8 {
+unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
+    let class = class_of(n);
     // SAFETY: the caller owns `heap` and so every pool on its lists.
     unsafe {
         drain_delayed(heap);
@@ -310,7 +333,7 @@ unsafe fn refill(heap: *mut Heap, class: usize) -> *mut u8 {
                 unlink(heap, pool);
                 continue;
             }
-            return alloc_from(heap, class);
+            return alloc_from(heap, n);
         }
         let pool = arena::alloc_pool();
         if pool.is_null() {
@@ -318,7 +341,7 @@ unsafe fn refill(heap: *mut Heap, class: usize) -> *mut u8 {
         }
         pool::init(pool, heap, class);
         push_front(heap, pool);
-        alloc_from(heap, class)
+        alloc_from(heap, n)
     }
 }
 
@@ -414,13 +437,12 @@ unsafe fn tidy(heap: *mut Heap) {
     }
 }
 
-/// Allocation for a thread whose heap was handed back (or that could get none): one
-/// shared heap under a lock.
-fn alloc_exited(class: usize) -> *mut u8 {
-    let _guard = EXITED_LOCK.lock();
-    // SAFETY: the lock is held, so we act as the owner of the shared exited-thread heap.
+/// Allocates `n` bytes (`1 <= n <= 512`) from the shared heap, under its lock.
+pub fn alloc_shared(n: usize) -> *mut u8 {
+    let _guard = SHARED_LOCK.lock();
+    // SAFETY: the lock is held, so we act as the owner of the shared heap.
     unsafe {
-        let slot = EXITED_HEAP.0.get();
+        let slot = SHARED_HEAP.0.get();
         if (*slot).is_null() {
             let heap = crate::meta::alloc::<Heap>();
             if heap.is_null() {
@@ -433,7 +455,7 @@ fn alloc_exited(class: usize) -> *mut u8 {
             reg.all = heap;
             *slot = heap;
         }
-        alloc_from(*slot, class)
+        alloc_from(*slot, n)
     }
 }
 

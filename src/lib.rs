@@ -64,6 +64,7 @@ pub mod arena;
 pub mod check;
 pub mod config;
 pub mod cpython;
+pub mod debug;
 pub mod fallback;
 pub mod fault;
 pub mod ffi;

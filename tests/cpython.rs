@@ -231,6 +231,43 @@ fn verbose_says_what_happened_and_silence_otherwise() {
     });
 }
 
+#[test]
+fn debug_mode_catches_an_api_mismatch_and_runs_python() {
+    let code = "import ctypes\napi = ctypes.pythonapi\napi.PyObject_Malloc.restype = ctypes.c_void_p\n\
+                api.PyMem_Free.argtypes = [ctypes.c_void_p]\napi.PyMem_Free(api.PyObject_Malloc(10))\n";
+    over_all_pythons("debug", |_, exe| {
+        let fine = run(python(exe, true)
+            .arg(script("workload.py"))
+            .env("PYMALLOC_DEBUG", "1"));
+        ok(&fine)?;
+        let out = run(python(exe, true)
+            .args(["-c", code])
+            .env("PYMALLOC_DEBUG", "1"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("pymalloc: API mismatch")
+            || !err.contains("released through the PyMem_Malloc family")
+        {
+            return Err(format!("API mismatch not reported: {err}"));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn malformed_settings_get_one_line_and_the_default() {
+    over_all_pythons("malformed", |_, exe| {
+        let out = run(python(exe, true)
+            .args(["-c", "print('ran')"])
+            .env("PYMALLOC_STATS", "maybe"));
+        ok(&out)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.lines().count() != 1 || !err.contains("PYMALLOC_STATS=\"maybe\"") {
+            return Err(format!("expected one warning line, got {err:?}"));
+        }
+        Ok(())
+    });
+}
+
 /// The names of failed tests in a regrtest summary.
 fn failed_tests(stdout: &str) -> BTreeSet<String> {
     let mut failed = BTreeSet::new();

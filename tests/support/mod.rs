@@ -65,7 +65,12 @@ pub enum Link {
 }
 
 /// Compiles the C file `src` into `out`, against `include/pymalloc.h` and the library.
+/// The compiler writes a private temporary that is renamed into place, so a test running
+/// `out` never meets a half-written file (or `ETXTBSY`) while another test rebuilds it.
 pub fn compile_c(src: &Path, out: &Path, link: Link, extra: &[&str]) {
+    static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = out.with_extension(format!("tmp{}-{n}", std::process::id()));
     let lib = library_dir();
     let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
     cmd.args([
@@ -83,7 +88,7 @@ pub fn compile_c(src: &Path, out: &Path, link: Link, extra: &[&str]) {
     .arg(root().join("ctests"))
     .arg(src)
     .arg("-o")
-    .arg(out);
+    .arg(&tmp);
     match link {
         Link::Shared => {
             cmd.arg("-L")
@@ -103,6 +108,7 @@ pub fn compile_c(src: &Path, out: &Path, link: Link, extra: &[&str]) {
         src.display(),
         String::from_utf8_lossy(&output.stderr)
     );
+    std::fs::rename(&tmp, out).expect("rename the compiled program into place");
 }
 
 /// Runs `cmd` and returns its output, printing it for the test log.

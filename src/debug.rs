@@ -1,0 +1,426 @@
+//! Debug mode (`PYMALLOC_DEBUG=1`): guard bytes around every block, fresh blocks filled
+//! with 0xCD and freed ones with 0xDD, a quarantine that delays reuse, and a report (fault,
+//! address, requested size, size class) followed by an abort for buffer underruns and
+//! overruns, double frees, frees and reallocs of pointers never allocated or already freed,
+//! writes to freed blocks, and API mismatches between CPython's MEM and OBJ domains.
+//!
+//! It costs the fast paths nothing: in debug mode no thread ever gets a heap, so every
+//! allocation reaches the slow path, which hands it here; every free of a pool block then
+//! takes the remote path (the block's pool is not the thread's), which checks here first.
+//!
+//! A debug block wraps an inner allocation (a pool block of the shared heap when it fits,
+//! else a fallback block recorded in a registry, so that no unknown pointer is ever read):
+//!
+//! ```text
+//! inner: [free-list word][magic][requested size][api][guard: 16 x 0xFD][data: n][guard: 16 x 0xFD]
+//!        0               8      16              24   32                48        48 + n
+//! ```
+
+use crate::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
+use crate::pool::{is_block_start, pool_index, pool_of};
+use crate::sync::{AtomicBool, Lock, Ordering};
+use crate::{fallback, fault::Report, heap, ownership};
+use core::cell::UnsafeCell;
+use core::ptr;
+use std::collections::{HashSet, VecDeque};
+
+/// Bytes before the data: free-list word, magic, size, api, leading guard.
+const HEAD: usize = 48;
+/// Bytes of the trailing guard.
+const TAIL: usize = 16;
+const GUARD: usize = 16;
+const MAGIC_ALIVE: u64 = 0x5059_4d41_4c4c_4f43; // "PYMALLOC"
+const MAGIC_FREED: u64 = 0x4652_4545_4445_4144; // "FREEDEAD"
+const FORBIDDEN: u8 = 0xFD;
+const CLEAN: u8 = 0xCD;
+const DEAD: u8 = 0xDD;
+/// Freed blocks held back from reuse, so double frees and writes after free are seen.
+const QUARANTINE: usize = 1024;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether debug mode is on.
+#[inline(always)]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Turns debug mode on. Only before the first allocation (the library constructor): blocks
+/// allocated before have no debug header.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Which API allocated a block; a block must be freed through the same one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Api {
+    /// The C functions (`pymalloc_*`, `PyObject_*` outside CPython).
+    Native = b'n',
+    /// CPython's MEM domain (`PyMem_Malloc`).
+    Mem = b'm',
+    /// CPython's OBJ domain (`PyObject_Malloc`).
+    Obj = b'o',
+}
+
+impl Api {
+    fn name(byte: u8) -> &'static str {
+        match byte {
+            b'n' => "pymalloc_malloc",
+            b'm' => "PyMem_Malloc",
+            b'o' => "PyObject_Malloc",
+            _ => "an unknown API",
+        }
+    }
+}
+
+/// Debug state under one lock: the quarantine and the registry of large inner blocks.
+struct State {
+    quarantine: Option<VecDeque<usize>>,
+    large: Option<HashSet<usize>>,
+}
+struct Global(UnsafeCell<State>);
+// SAFETY: only touched with `LOCK` held.
+unsafe impl Sync for Global {}
+static LOCK: Lock = Lock::new();
+static STATE: Global = Global(UnsafeCell::new(State {
+    quarantine: None,
+    large: None,
+}));
+
+fn with_state<R>(f: impl FnOnce(&mut VecDeque<usize>, &mut HashSet<usize>) -> R) -> R {
+    let _guard = LOCK.lock();
+    // SAFETY: the lock is held.
+    let s = unsafe { &mut *STATE.0.get() };
+    f(
+        s.quarantine.get_or_insert_with(VecDeque::new),
+        s.large.get_or_insert_with(HashSet::new),
+    )
+}
+
+/// The header fields of a debug block whose data starts at `p`.
+struct Header {
+    inner: usize,
+    magic: u64,
+    size: usize,
+    api: u8,
+}
+
+/// Reads the header of `p` if `p` can be a debug block's data pointer; `None` for a
+/// pointer no debug block has (reading nothing that is not ours).
+fn header(p: usize) -> Option<Header> {
+    let inner = p.checked_sub(HEAD)?;
+    if ownership::owns_arena_of(p) {
+        if !ownership::owns_arena_of(inner) || pool_index(inner) == 0 {
+            return None;
+        }
+        let pool = pool_of(inner as *const u8);
+        // SAFETY: `pool` is a pool of a mapped arena of ours; its header is readable.
+        let (heap, class) = unsafe { ((*pool).heap, (*pool).class as usize) };
+        if heap.is_null() || !is_block_start(pool, class, inner) {
+            return None;
+        }
+    } else if !with_state(|_, large| large.contains(&inner)) {
+        return None;
+    }
+    // SAFETY: `inner` is the start of one of our inner blocks, at least HEAD bytes long.
+    unsafe {
+        let w = inner as *const u64;
+        Some(Header {
+            inner,
+            magic: w.add(1).read(),
+            size: w.add(2).read() as usize,
+            api: (inner as *const u8).add(24).read(),
+        })
+    }
+}
+
+fn describe(r: &mut Report, p: usize, h: Option<&Header>) {
+    r.text("    address ").hex(p);
+    if let Some(h) = h {
+        r.text(": block of ")
+            .dec(h.size)
+            .text(" bytes requested through ")
+            .text(Api::name(h.api));
+        if h.size + HEAD + TAIL <= crate::geometry::SMALL_REQUEST_THRESHOLD {
+            let class = class_of(h.size + HEAD + TAIL);
+            r.text(", size class ")
+                .dec(class)
+                .text(" (")
+                .dec(class_size(class))
+                .text("-byte blocks)");
+        } else {
+            r.text(", from the system allocator (over 512 bytes with its guards)");
+        }
+    }
+    r.text("\n");
+}
+
+fn fault(what: &str, p: usize, h: Option<&Header>, detail: &str) -> ! {
+    let mut r = Report::new(what);
+    describe(&mut r, p, h);
+    if !detail.is_empty() {
+        r.text("    ").text(detail).text("\n");
+    }
+    r.abort()
+}
+
+/// Allocates a debug block of `n` bytes for `api`; NULL above `PY_SSIZE_T_MAX` or when
+/// memory is exhausted.
+pub fn malloc(n: usize, api: Api) -> *mut u8 {
+    if n > PY_SSIZE_T_MAX - HEAD - TAIL {
+        return ptr::null_mut();
+    }
+    let total = n + HEAD + TAIL;
+    let inner = if is_small(total) {
+        heap::alloc_shared(total)
+    } else {
+        let fb = fallback::get();
+        // SAFETY: any size is accepted.
+        let q: *mut u8 = unsafe { (fb.malloc)(fb.ctx, total).cast() };
+        if !q.is_null() {
+            with_state(|_, large| large.insert(q as usize));
+        }
+        q
+    };
+    if inner.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `inner` holds `total` bytes, 16-aligned.
+    unsafe {
+        let w = inner.cast::<u64>();
+        w.add(1).write(MAGIC_ALIVE);
+        w.add(2).write(n as u64);
+        inner.add(24).write(api as u8);
+        ptr::write_bytes(inner.add(HEAD - GUARD), FORBIDDEN, GUARD);
+        ptr::write_bytes(inner.add(HEAD), CLEAN, n);
+        ptr::write_bytes(inner.add(HEAD + n), FORBIDDEN, TAIL);
+        inner.add(HEAD)
+    }
+}
+
+/// Checks a live block's header and guards; reports and aborts on any fault.
+fn check_live(p: usize, api: Api, verb: &str) -> Header {
+    let Some(h) = header(p) else {
+        let what = if verb == "realloc" {
+            "realloc of a pointer that was never allocated"
+        } else {
+            "free of a pointer that was never allocated"
+        };
+        fault(
+            what,
+            p,
+            None,
+            "not the start of any block pymalloc handed out (a wild, interior or foreign pointer)",
+        );
+    };
+    if h.magic == MAGIC_FREED {
+        let what = if verb == "realloc" {
+            "realloc of a freed block"
+        } else {
+            "double free"
+        };
+        fault(what, p, Some(&h), "the block was already freed");
+    }
+    if h.magic != MAGIC_ALIVE {
+        fault(
+            "free of a pointer that was never allocated",
+            p,
+            Some(&h),
+            "no block header at this address",
+        );
+    }
+    // SAFETY: a live debug block: guards and data lie inside its inner allocation.
+    let (lead, trail) = unsafe {
+        (
+            core::slice::from_raw_parts((p - GUARD) as *const u8, GUARD),
+            core::slice::from_raw_parts((p + h.size) as *const u8, TAIL),
+        )
+    };
+    if let Some(i) = lead.iter().position(|&b| b != FORBIDDEN) {
+        let mut r = Report::new("buffer underrun: bytes before the block were overwritten");
+        describe(&mut r, p, Some(&h));
+        r.text("    first damaged byte at offset -")
+            .dec(GUARD - i)
+            .text("\n")
+            .abort();
+    }
+    if let Some(i) = trail.iter().position(|&b| b != FORBIDDEN) {
+        let mut r = Report::new("buffer overrun: bytes past the end of the block were overwritten");
+        describe(&mut r, p, Some(&h));
+        r.text("    first damaged byte at offset ")
+            .dec(h.size + i)
+            .text("\n")
+            .abort();
+    }
+    if h.api != api as u8 {
+        let mut r = Report::new("API mismatch");
+        describe(&mut r, p, Some(&h));
+        r.text("    allocated through ")
+            .text(Api::name(h.api))
+            .text(", released through the ")
+            .text(Api::name(api as u8))
+            .text(" family\n")
+            .abort();
+    }
+    h
+}
+
+/// Frees a debug block: checks it, poisons it, and quarantines it.
+///
+/// # Safety
+/// `p` is a pointer the program hands to free. Wild, foreign, interior and freed pointers
+/// are recognised (by address alone) and reported before anything is read through them.
+pub unsafe fn free(p: *mut u8, api: Api) {
+    if p.is_null() {
+        return;
+    }
+    let h = check_live(p as usize, api, "free");
+    // SAFETY: a live debug block of `h.size` bytes; the magic word is ours to change.
+    unsafe {
+        (h.inner as *mut u64).add(1).write(MAGIC_FREED);
+        ptr::write_bytes(p, DEAD, h.size);
+    }
+    let evicted = with_state(|q, _| {
+        q.push_back(p as usize);
+        if q.len() > QUARANTINE {
+            q.pop_front()
+        } else {
+            None
+        }
+    });
+    if let Some(old) = evicted {
+        release(old);
+    }
+}
+
+/// Really frees a quarantined block, after checking nobody wrote to it meanwhile.
+fn release(p: usize) {
+    let h = header(p).expect("quarantined blocks keep their header");
+    // SAFETY: the block is ours (quarantined), `h.size` bytes of data.
+    let data = unsafe { core::slice::from_raw_parts(p as *const u8, h.size) };
+    if let Some(i) = data.iter().position(|&b| b != DEAD) {
+        let mut r = Report::new("write to a freed block (use after free)");
+        describe(&mut r, p, Some(&h));
+        r.text("    byte at offset ")
+            .dec(i)
+            .text(" changed after the block was freed\n")
+            .abort();
+    }
+    if ownership::owns_arena_of(h.inner) {
+        // SAFETY: a pool block of the shared heap, not in use any more.
+        unsafe { crate::pool::remote_free(h.inner as *mut _, pool_of(h.inner as *const u8)) };
+    } else {
+        with_state(|_, large| large.remove(&h.inner));
+        let fb = fallback::get();
+        // SAFETY: the inner block came from the fallback.
+        unsafe { (fb.free)(fb.ctx, h.inner as *mut _) };
+    }
+}
+
+/// `realloc` in debug mode: checks the block, then always moves it.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn realloc(p: *mut u8, n: usize, api: Api) -> *mut u8 {
+    if p.is_null() {
+        return malloc(n, api);
+    }
+    let old = check_live(p as usize, api, "realloc").size;
+    let q = malloc(n, api);
+    if !q.is_null() {
+        // SAFETY: both blocks hold at least min(old, n) bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(p, q, old.min(n));
+            free(p, api);
+        }
+    }
+    q
+}
+
+/// `calloc` in debug mode.
+pub fn calloc(nelem: usize, elsize: usize, api: Api) -> *mut u8 {
+    if elsize != 0 && nelem > PY_SSIZE_T_MAX / elsize {
+        return ptr::null_mut();
+    }
+    let p = malloc(nelem * elsize, api);
+    if !p.is_null() {
+        // SAFETY: a fresh block of nelem * elsize bytes.
+        unsafe { ptr::write_bytes(p, 0, nelem * elsize) };
+    }
+    p
+}
+
+/// The requested size of a live debug block, 0 for anything else.
+pub fn usable_size(p: *const u8) -> usize {
+    match header(p as usize) {
+        Some(h) if h.magic == MAGIC_ALIVE => h.size,
+        _ => 0,
+    }
+}
+
+macro_rules! domain_allocator {
+    ($name:ident, $api:expr) => {
+        /// A CPython domain's debug allocator (`PyMemAllocatorEx` functions).
+        pub mod $name {
+            use super::*;
+            use core::ffi::c_void;
+            /// `malloc` of the domain.
+            pub extern "C" fn malloc(_: *mut c_void, n: usize) -> *mut c_void {
+                super::malloc(n, $api).cast()
+            }
+            /// `calloc` of the domain.
+            pub extern "C" fn calloc(_: *mut c_void, a: usize, b: usize) -> *mut c_void {
+                super::calloc(a, b, $api).cast()
+            }
+            /// `realloc` of the domain.
+            ///
+            /// # Safety
+            /// As for [`super::free`].
+            pub unsafe extern "C" fn realloc(
+                _: *mut c_void,
+                p: *mut c_void,
+                n: usize,
+            ) -> *mut c_void {
+                // SAFETY: forwarded caller contract.
+                unsafe { super::realloc(p.cast(), n, $api).cast() }
+            }
+            /// `free` of the domain.
+            ///
+            /// # Safety
+            /// As for [`super::free`].
+            pub unsafe extern "C" fn free(_: *mut c_void, p: *mut c_void) {
+                // SAFETY: forwarded caller contract.
+                unsafe { super::free(p.cast(), $api) }
+            }
+        }
+    };
+}
+domain_allocator!(mem, Api::Mem);
+domain_allocator!(obj, Api::Obj);
+
+/// The debug allocator for CPython's MEM (`obj == false`) or OBJ domain.
+pub fn allocator(obj: bool) -> fallback::AllocatorEx {
+    let (malloc, calloc, realloc, free) = if obj {
+        (
+            obj::malloc as _,
+            obj::calloc as _,
+            obj::realloc as _,
+            obj::free as _,
+        )
+    } else {
+        (
+            mem::malloc as _,
+            mem::calloc as _,
+            mem::realloc as _,
+            mem::free as _,
+        )
+    };
+    fallback::AllocatorEx {
+        ctx: ptr::null_mut(),
+        malloc,
+        calloc,
+        realloc,
+        free,
+    }
+}

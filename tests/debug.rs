@@ -1,0 +1,90 @@
+//! Debug mode: every fault is committed in a child process (`ctests/debug/faults.c`, run
+//! with `PYMALLOC_DEBUG=1`), which must print a report naming the fault, the address and
+//! the block, and abort.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use support::{compile_c, run, scratch, Link};
+
+fn program() -> std::path::PathBuf {
+    let exe = scratch().join("debug-faults");
+    compile_c(
+        &support::root().join("ctests/debug/faults.c"),
+        &exe,
+        Link::Shared,
+        &[],
+    );
+    exe
+}
+
+#[test]
+fn every_fault_is_reported_and_aborts() {
+    let exe = program();
+    let cases = [
+        ("overrun", "buffer overrun", "20 bytes requested"),
+        (
+            "underrun",
+            "buffer underrun",
+            "first damaged byte at offset -1",
+        ),
+        ("double-free", "double free", "already freed"),
+        (
+            "use-after-free",
+            "write to a freed block (use after free)",
+            "offset 3",
+        ),
+        ("wild", "free of a pointer that was never allocated", "wild"),
+        (
+            "interior",
+            "free of a pointer that was never allocated",
+            "interior",
+        ),
+        (
+            "realloc-freed",
+            "realloc of a freed block",
+            "20 bytes requested",
+        ),
+        (
+            "large-overrun",
+            "buffer overrun",
+            "from the system allocator",
+        ),
+    ];
+    for (fault, title, detail) in cases {
+        let out = run(Command::new(&exe).arg(fault).env("PYMALLOC_DEBUG", "1"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{fault}: not aborted: {err}"
+        );
+        assert!(
+            err.starts_with(&format!("pymalloc: {title}")),
+            "{fault}: {err}"
+        );
+        assert!(err.contains("address 0x"), "{fault}: no address: {err}");
+        assert!(err.contains(detail), "{fault}: no {detail:?}: {err}");
+        assert!(err.ends_with("aborting\n"), "{fault}: {err}");
+    }
+}
+
+#[test]
+fn correct_programs_run_clean_in_debug_mode() {
+    let out = run(Command::new(program()).arg("ok").env("PYMALLOC_DEBUG", "1"));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn without_debug_mode_overruns_go_unseen() {
+    // The same overrun, release mode: no guard bytes, so no report (this is what debug
+    // mode is for); the program finishes.
+    let out = run(Command::new(program())
+        .arg("overrun")
+        .env_remove("PYMALLOC_DEBUG"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not caught"));
+}
