@@ -5,7 +5,7 @@
 use crate::debug::{self, Api};
 use crate::geometry::{is_small, PY_SSIZE_T_MAX};
 use crate::pool::{block_size_of, pool_index};
-use crate::{fallback, heap, ownership, stats};
+use crate::{fallback, heap, ownership, stats, valgrind};
 use core::ptr;
 
 /// Whether `p` is a block of one of our pools (any address; reads no memory).
@@ -18,7 +18,9 @@ pub fn owns(p: *const u8) -> bool {
 #[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
     if is_small(n) {
-        heap::alloc(n)
+        let p = heap::alloc(n);
+        valgrind::allocated(p, n);
+        p
     } else {
         large_malloc(n)
     }
@@ -55,6 +57,7 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
     let n = nelem * elsize;
     if is_small(n) {
         let p = heap::alloc(n);
+        valgrind::allocated(p, n);
         if !p.is_null() {
             // SAFETY: a fresh block of at least `n` bytes.
             unsafe { ptr::write_bytes(p, 0, n) };
@@ -77,6 +80,7 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     if ownership::owns_arena_of(p as usize) {
+        valgrind::freed(p);
         // SAFETY: per the caller, a pointer in our arenas is a live block of ours.
         unsafe { heap::free(p) }
     } else {
@@ -141,8 +145,10 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     if !q.is_null() {
         // SAFETY: both blocks hold at least `keep` bytes and are distinct.
         unsafe {
+            // CPython copies the whole old class size, slack included: let memcheck know.
+            valgrind::copied_whole(p, keep);
             ptr::copy_nonoverlapping(p, q, keep);
-            heap::free(p);
+            free(p);
         }
     }
     q

@@ -76,3 +76,4 @@ pub mod ownership;
 pub mod pool;
 pub mod stats;
 pub mod sync;
+pub mod valgrind;

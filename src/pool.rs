@@ -133,6 +133,7 @@ pub unsafe fn init(pool: *mut Pool, heap: *mut Heap, class: usize) {
     let size = class_size(class);
     let count = blocks_per_pool(class);
     let base = first_block(pool);
+    crate::valgrind::pool_reset(pool.cast(), crate::geometry::POOL_SIZE);
     // SAFETY: the whole page is ours and unused; every block written lies inside it.
     unsafe {
         for i in 0..count {
@@ -143,6 +144,7 @@ pub unsafe fn init(pool: *mut Pool, heap: *mut Heap, class: usize) {
                 ptr::null_mut()
             };
         }
+        crate::valgrind::pool_carved(base, size, count);
         pool.write(Pool {
             free: base as *mut Block,
             used: 0,
