@@ -8,15 +8,15 @@
 //! free is unmapped, except for one kept as a spare so that a workload hovering at an arena
 //! boundary does not map and unmap on every turn.
 //!
-//! Free pools inside live arenas go back to the OS lazily: every [`SWEEP_EVERY`] pool
-//! releases, a sweep `madvise`s the pools that were already free at the previous sweep and
-//! have not been handed out since. A pool reused within one sweep interval is never
+//! Free pools inside live arenas go back to the OS lazily: once more than [`RESERVE`] free
+//! pools are committed, every [`SWEEP_EVERY`] pool releases a sweep `madvise`s the pools
+//! that were already free at the previous sweep and have not been handed out since. A pool reused within one sweep interval is never
 //! decommitted, so a workload that cycles pools pays nothing, while memory freed for good
 //! leaves RSS after at most two sweeps (`pymalloc_trim` does it at once).
 
 use crate::geometry::{ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
 use crate::pool::{pool_index, Pool};
-use crate::sync::Lock;
+use crate::sync::{AtomicBool, Lock, Ordering};
 use crate::{os, ownership};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -79,8 +79,22 @@ struct Arenas {
     counts: ArenaCounts,
 }
 
-/// Pool releases between two decommit sweeps (256 pools = 1 MiB).
-pub const SWEEP_EVERY: u32 = 256;
+/// Pool releases between two decommit sweeps (64 pools = 256 KiB).
+pub const SWEEP_EVERY: u32 = 64;
+
+/// Free pools kept committed: no sweep runs while there are no more than this many (1 MiB).
+/// A workload in steady state, which frees and takes pools at the same pace, stays below
+/// it and never pays for a page fault on a decommitted pool.
+pub const RESERVE: u64 = 256;
+
+/// Whether the lazy sweeps run (`PYMALLOC_DECOMMIT=0` turns them off, for comparison);
+/// `pymalloc_trim` decommits regardless.
+static DECOMMIT: AtomicBool = AtomicBool::new(true);
+
+/// Turns the lazy decommit sweeps on or off.
+pub fn set_lazy_decommit(on: bool) {
+    DECOMMIT.store(on, Ordering::Relaxed);
+}
 
 /// The arena lock: held for every change to an arena header or to [`Arenas`].
 static LOCK: Lock = Lock::new();
@@ -283,7 +297,9 @@ pub unsafe fn release_pool(pool: *mut Pool) {
             }
         }
         s.releases += 1;
-        if s.releases >= SWEEP_EVERY {
+        let committed_free = s.counts.pools_free - s.counts.pools_decommitted;
+        if s.releases >= SWEEP_EVERY && committed_free > RESERVE && DECOMMIT.load(Ordering::Relaxed)
+        {
             s.sweep(false);
         }
     });

@@ -22,6 +22,8 @@ pub struct Config {
     pub debug: bool,
     /// Say what was installed or skipped, and why.
     pub verbose: bool,
+    /// Return free pools to the OS lazily (`PYMALLOC_DECOMMIT`, default on).
+    pub decommit: bool,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             stats: false,
             debug: false,
             verbose: false,
+            decommit: true,
         }
     }
 }
@@ -84,6 +87,7 @@ impl Config {
         flag("PYMALLOC_STATS", &mut c.stats);
         flag("PYMALLOC_DEBUG", &mut c.debug);
         flag("PYMALLOC_VERBOSE", &mut c.verbose);
+        flag("PYMALLOC_DECOMMIT", &mut c.decommit);
         if let Some(v) = get("PYMALLOC_DOMAINS").filter(|v| !v.is_empty()) {
             match domains(&v) {
                 Some(d) => c.domains = d,

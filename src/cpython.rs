@@ -297,6 +297,7 @@ unsafe extern "C" fn constructor(
     if config.debug {
         debug::enable();
     }
+    crate::arena::set_lazy_decommit(config.decommit);
     if config.stats {
         // SAFETY: registering a plain C function.
         unsafe { libc::atexit(print_stats_at_exit) };

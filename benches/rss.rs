@@ -1,0 +1,259 @@
+//! Memory given back (issue "give memory back"): RSS of the 90 %-free workload and of
+//! freeing everything, per allocator, each in a fresh child process; and W3 (random
+//! lifetime) time with pymalloc-rs's lazy decommit on and off, alternating runs.
+//!
+//! `cargo bench --bench rss` prints markdown tables. Peers are loaded with dlopen and
+//! skipped, with a line saying so, when missing: CPython 3.11's pymalloc (libpython from
+//! pyenv, after `Py_InitializeEx(0)`), glibc, mimalloc (`libmimalloc2.0`), jemalloc
+//! (`libjemalloc2`).
+
+use std::ffi::{c_void, CString};
+use std::process::Command;
+use std::time::Instant;
+
+type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;
+type Free = unsafe extern "C" fn(*mut c_void);
+
+struct Alloc {
+    malloc: Malloc,
+    free: Free,
+}
+
+unsafe extern "C" fn ours_malloc(n: usize) -> *mut c_void {
+    pymalloc::api::malloc(n).cast()
+}
+unsafe extern "C" fn ours_free(p: *mut c_void) {
+    // SAFETY: `p` came from `ours_malloc`.
+    unsafe { pymalloc::api::free(p.cast()) }
+}
+
+fn sym(handle: *mut c_void, name: &str) -> Option<*mut c_void> {
+    let c = CString::new(name).unwrap();
+    // SAFETY: a valid handle and NUL-terminated name.
+    let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
+fn open(path: &str) -> Result<*mut c_void, String> {
+    let c = CString::new(path).unwrap();
+    // SAFETY: dlopen of a shared library by path.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if h.is_null() {
+        // SAFETY: dlerror returns a C string describing the last failure.
+        let why = unsafe { std::ffi::CStr::from_ptr(libc::dlerror()) };
+        return Err(format!("cannot load {path}: {}", why.to_string_lossy()));
+    }
+    Ok(h)
+}
+
+fn cpython_lib() -> Option<String> {
+    let home = std::env::var("HOME").ok()?;
+    let dir = std::fs::read_dir(format!("{home}/.pyenv/versions")).ok()?;
+    let v = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n.starts_with("3.11."))?;
+    Some(format!(
+        "{home}/.pyenv/versions/{v}/lib/libpython3.11.so.1.0"
+    ))
+}
+
+/// The allocator named `name`, or why it cannot be had.
+fn load(name: &str) -> Result<Alloc, String> {
+    // SAFETY (all transmutes): the symbols are the C allocation functions they are named for.
+    let pair = |h, m: &str, f: &str| -> Result<Alloc, String> {
+        let (m, f) = (
+            sym(h, m).ok_or("no malloc symbol")?,
+            sym(h, f).ok_or("no free symbol")?,
+        );
+        Ok(unsafe {
+            Alloc {
+                malloc: std::mem::transmute::<*mut c_void, Malloc>(m),
+                free: std::mem::transmute::<*mut c_void, Free>(f),
+            }
+        })
+    };
+    match name {
+        "pymalloc-rs" => Ok(Alloc {
+            malloc: ours_malloc,
+            free: ours_free,
+        }),
+        "glibc" => Ok(Alloc {
+            malloc: libc::malloc,
+            free: libc::free,
+        }),
+        "cpython-pymalloc" => {
+            let path = cpython_lib().ok_or("no pyenv 3.11")?;
+            let h = open(&path)?;
+            let init = sym(h, "Py_InitializeEx").ok_or("no Py_InitializeEx")?;
+            // SAFETY: CPython's initialisation, no signal handlers.
+            unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32)>(init)(0) };
+            pair(h, "PyObject_Malloc", "PyObject_Free")
+        }
+        "mimalloc" => pair(open("libmimalloc.so.2")?, "mi_malloc", "mi_free"),
+        "jemalloc" => pair(open("libjemalloc.so.2")?, "malloc", "free"),
+        _ => Err(format!("unknown allocator {name}")),
+    }
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Child: 1M blocks of 1..512 bytes, free a random 90 %, then the rest. Prints RSS (KiB)
+/// at start, peak, after the 90 % and after everything.
+fn fragmentation(a: &Alloc) {
+    const N: usize = 1_000_000;
+    let mut blocks: Vec<*mut c_void> = Vec::with_capacity(N);
+    let mut order: Vec<usize> = (0..N).collect();
+    let mut rng = Rng(0x1234_5678);
+    for i in (1..N).rev() {
+        order.swap(i, rng.next() as usize % (i + 1));
+    }
+    blocks.resize(N, std::ptr::null_mut()); // touch the array before the baseline
+    blocks.clear();
+    let start = rss_kib();
+    for _ in 0..N {
+        let n = 1 + rng.next() as usize % 512;
+        // SAFETY: a C allocator; every block is touched.
+        let p = unsafe { (a.malloc)(n) };
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, n) };
+        blocks.push(p);
+    }
+    let peak = rss_kib();
+    for &i in &order[..N * 9 / 10] {
+        // SAFETY: each block is freed once.
+        unsafe { (a.free)(blocks[i]) };
+    }
+    let held = rss_kib();
+    for &i in &order[N * 9 / 10..] {
+        // SAFETY: as above.
+        unsafe { (a.free)(blocks[i]) };
+    }
+    let end = rss_kib();
+    println!("{start} {peak} {held} {end}");
+}
+
+/// Child: W3, 100k slots, each step frees a random slot and allocates 1..512 into it.
+/// Prints the seconds taken.
+fn w3(a: &Alloc) {
+    const SLOTS: usize = 100_000;
+    const STEPS: usize = 5_000_000;
+    let mut rng = Rng(0x9e37_79b9);
+    // SAFETY (whole function): a C allocator; every block is touched and freed once.
+    let mut slots: Vec<*mut c_void> = (0..SLOTS)
+        .map(|_| unsafe { (a.malloc)(1 + rng.next() as usize % 512) })
+        .collect();
+    let t = Instant::now();
+    for _ in 0..STEPS {
+        let s = rng.next() as usize % SLOTS;
+        let n = 1 + rng.next() as usize % 512;
+        unsafe {
+            (a.free)(slots[s]);
+            slots[s] = (a.malloc)(n);
+            slots[s].cast::<u8>().write(1);
+        }
+    }
+    println!("{}", t.elapsed().as_secs_f64());
+    if std::env::var_os("RSS_BENCH_COUNTS").is_some() {
+        eprintln!("{:?}", pymalloc::arena::counts());
+    }
+    for p in slots {
+        unsafe { (a.free)(p) };
+    }
+}
+
+fn child(what: &str, name: &str, env: &[(&str, &str)]) -> Result<String, String> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("RSS_BENCH_CHILD", format!("{what}:{name}"))
+        .envs(env.iter().copied())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("RSS_BENCH_CHILD") {
+        let (what, name) = spec.split_once(':').unwrap();
+        let a = load(name).unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(3)
+        });
+        match what {
+            "frag" => fragmentation(&a),
+            "w3" => w3(&a),
+            _ => unreachable!(),
+        }
+        return;
+    }
+    let names = [
+        "pymalloc-rs",
+        "cpython-pymalloc",
+        "glibc",
+        "mimalloc",
+        "jemalloc",
+    ];
+    println!("## 1M blocks of 1..512 bytes, 90 % freed at random (RSS, MiB)\n");
+    println!("| allocator | start | peak | after freeing 90 % | vs CPython pymalloc | after freeing all | above start |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for name in names {
+        match child("frag", name, &[]) {
+            Ok(line) => {
+                let v: Vec<f64> = line
+                    .split_whitespace()
+                    .map(|x| x.parse::<f64>().unwrap() / 1024.0)
+                    .collect();
+                rows.push((name, v));
+            }
+            Err(e) => eprintln!("{name}: skipped ({e})"),
+        }
+    }
+    let base = rows
+        .iter()
+        .find(|(n, _)| *n == "cpython-pymalloc")
+        .map(|(_, v)| v[2] - v[0]);
+    for (name, v) in &rows {
+        let ratio = base.map_or("-".to_string(), |b| format!("{:.2}", (v[2] - v[0]) / b));
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {ratio} | {:.1} | {:.1} |",
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[3] - v[0]
+        );
+    }
+    println!("\n(\"vs CPython pymalloc\" compares the memory held above the start.)\n");
+    println!(
+        "## W3 with lazy decommit on and off (pymalloc-rs, 7 alternating runs, median seconds)\n"
+    );
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        for (decommit, v) in [("1", &mut on), ("0", &mut off)] {
+            let s =
+                child("w3", "pymalloc-rs", &[("PYMALLOC_DECOMMIT", decommit)]).expect("w3 runs");
+            v.push(s.parse::<f64>().unwrap());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (m_on, m_off) = (median(&mut on), median(&mut off));
+    println!("| decommit on | decommit off | ratio on/off |\n|---|---|---|");
+    println!("| {m_on:.3} | {m_off:.3} | {:.3} |", m_on / m_off);
+}
