@@ -1,16 +1,23 @@
 //! The `pymalloc` command: `pymalloc run [--stats] [--debug] [--verbose] -- CMD…` runs a
-//! command with the library preloaded.
+//! command with the library preloaded; `pymalloc compare [-n RUNS] [--svg FILE] [-- CMD…]`
+//! compares allocators on it.
 
+mod compare;
 mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: pymalloc run [--stats] [--debug] [--verbose] -- CMD [ARG...]
+       pymalloc compare [-n RUNS] [--svg FILE] [-- CMD [ARG...]]
 
-  run     run CMD with libpymalloc.so preloaded (LD_PRELOAD); inside CPython it takes over
-          the allocator. --stats prints statistics at exit, --debug turns on debug checks,
-          --verbose says what was installed.";
+  run      run CMD with libpymalloc.so preloaded (LD_PRELOAD); inside CPython it takes over
+           the allocator. --stats prints statistics at exit, --debug turns on debug checks,
+           --verbose says what was installed.
+  compare  run CMD (default: the bundled Python workloads, with python3 or $PYMALLOC_PYTHON)
+           under pymalloc-rs, CPython's pymalloc, glibc malloc, and mimalloc / jemalloc when
+           installed, RUNS times each (default 3), alternating; print median wall time and
+           peak RSS as ratios to CPython's pymalloc; --svg FILE draws the chart.";
 
 /// Prints `msg` as an error and returns the exit code for bad usage or a failure.
 pub fn fail(msg: &str, code: u8) -> ExitCode {
@@ -46,6 +53,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("run") => run::main(&args[1..]),
+        Some("compare") => compare::main(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -1,0 +1,382 @@
+//! `pymalloc compare`: is pymalloc-rs faster for my program? Runs a command (default: the
+//! bundled Python workloads) under pymalloc-rs, CPython's pymalloc, the C library's malloc
+//! (`PYTHONMALLOC=malloc`), and mimalloc / jemalloc preloaded with `PYTHONMALLOC=malloc`
+//! when installed; alternates the allocators run by run, and prints median wall time, peak
+//! RSS and their ratios to CPython's pymalloc as markdown (`--svg FILE` draws the chart).
+
+use crate::{fail, library};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+/// The bundled workloads: (name, script).
+const WORKLOADS: &[(&str, &str)] = &[
+    ("oo_richards", include_str!("workloads/oo_richards.py")),
+    (
+        "json_roundtrip",
+        include_str!("workloads/json_roundtrip.py"),
+    ),
+    ("deepcopy", include_str!("workloads/deepcopy.py")),
+    ("gc_cycles", include_str!("workloads/gc_cycles.py")),
+    ("containers", include_str!("workloads/containers.py")),
+    ("strings", include_str!("workloads/strings.py")),
+    ("floats", include_str!("workloads/floats.py")),
+    ("dict_churn", include_str!("workloads/dict_churn.py")),
+    ("generators", include_str!("workloads/generators.py")),
+    ("unicode_text", include_str!("workloads/unicode_text.py")),
+];
+
+/// An allocator configuration: how to launch the command under it.
+struct Config {
+    name: &'static str,
+    preload: Option<PathBuf>,
+    pythonmalloc: Option<&'static str>,
+}
+
+const BASELINE: &str = "CPython pymalloc";
+
+fn configs(ours: PathBuf) -> Vec<Config> {
+    let mut v = vec![
+        Config {
+            name: BASELINE,
+            preload: None,
+            pythonmalloc: None,
+        },
+        Config {
+            name: "pymalloc-rs",
+            preload: Some(ours),
+            pythonmalloc: None,
+        },
+        Config {
+            name: "glibc malloc",
+            preload: None,
+            pythonmalloc: Some("malloc"),
+        },
+    ];
+    for (name, file) in [
+        ("mimalloc", "libmimalloc.so.2"),
+        ("jemalloc", "libjemalloc.so.2"),
+    ] {
+        let found = [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+        ]
+        .iter()
+        .map(|d| Path::new(d).join(file))
+        .find(|p| p.is_file());
+        match found {
+            Some(p) => v.push(Config {
+                name,
+                preload: Some(p),
+                pythonmalloc: Some("malloc"),
+            }),
+            None => eprintln!("pymalloc compare: {name} not installed ({file}); skipped"),
+        }
+    }
+    v
+}
+
+/// One measured run: wall seconds and peak RSS in KiB.
+fn measure(cmd: &[String], cfg: &Config) -> Result<(f64, u64), String> {
+    let mut c = Command::new(&cmd[0]);
+    c.args(&cmd[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c.env_remove("LD_PRELOAD").env_remove("PYTHONMALLOC");
+    if let Some(p) = &cfg.preload {
+        c.env("LD_PRELOAD", p);
+    }
+    if let Some(m) = cfg.pythonmalloc {
+        c.env("PYTHONMALLOC", m);
+    }
+    let start = Instant::now();
+    let child = c
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd[0]))?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which std has not reaped.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let secs = start.elapsed().as_secs_f64();
+    if pid < 0 {
+        return Err("wait4 failed".into());
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        return Err(format!(
+            "{:?} failed under {} (status {status:#x}): {}",
+            cmd.join(" "),
+            cfg.name,
+            err.lines().last().unwrap_or("")
+        ));
+    }
+    Ok((secs, usage.ru_maxrss as u64))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn find_python() -> Result<String, String> {
+    if let Ok(p) = std::env::var("PYMALLOC_PYTHON") {
+        return Ok(p);
+    }
+    for name in ["python3"] {
+        if std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+            .unwrap_or(false)
+        {
+            return Ok(name.to_string());
+        }
+    }
+    Err("no python3 found on PATH (set PYMALLOC_PYTHON=/path/to/python)".into())
+}
+
+/// Geometric mean.
+fn geomean(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let mut runs = 3usize;
+    let mut svg: Option<PathBuf> = None;
+    let mut command: Option<Vec<String>> = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "-n" => {
+                i += 1;
+                match args
+                    .get(i)
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                {
+                    Some(n) => runs = n,
+                    None => return fail("compare: -n takes a positive number of runs", 2),
+                }
+            }
+            "--svg" => {
+                i += 1;
+                match args.get(i) {
+                    Some(f) => svg = Some(PathBuf::from(f)),
+                    None => return fail("compare: --svg takes a file name", 2),
+                }
+            }
+            "--" => {
+                command = Some(args[i + 1..].to_vec());
+                break;
+            }
+            other => return fail(&format!("compare: unknown argument {other:?}"), 2),
+        }
+        i += 1;
+    }
+    let lib = match library() {
+        Ok(l) => l,
+        Err(e) => return fail(&e, 2),
+    };
+    // The jobs: (label, argv).
+    let mut scratch = None;
+    let jobs: Vec<(String, Vec<String>)> = match command {
+        Some(cmd) if !cmd.is_empty() => vec![(cmd.join(" "), cmd)],
+        Some(_) => return fail("compare: no command after --", 2),
+        None => {
+            let python = match find_python() {
+                Ok(p) => p,
+                Err(e) => return fail(&e, 2),
+            };
+            let dir = std::env::temp_dir().join(format!("pymalloc-compare-{}", std::process::id()));
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return fail(&format!("cannot create {}: {e}", dir.display()), 1);
+            }
+            let jobs = WORKLOADS
+                .iter()
+                .map(|(name, code)| {
+                    let path = dir.join(format!("{name}.py"));
+                    std::fs::write(&path, code).map(|_| {
+                        (
+                            name.to_string(),
+                            vec![python.clone(), path.display().to_string()],
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>();
+            scratch = Some(dir);
+            match jobs {
+                Ok(j) => j,
+                Err(e) => return fail(&format!("cannot write the workloads: {e}"), 1),
+            }
+        }
+    };
+    let cfgs = configs(lib);
+    let result = run_all(&jobs, &cfgs, runs);
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let table = match result {
+        Ok(t) => t,
+        Err(e) => return fail(&e, 1),
+    };
+    print!("{}", markdown(&jobs, &cfgs, &table, runs));
+    if let Some(path) = svg {
+        if let Err(e) = std::fs::write(&path, chart(&jobs, &cfgs, &table)) {
+            return fail(&format!("cannot write {}: {e}", path.display()), 1);
+        }
+        eprintln!("pymalloc compare: chart written to {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `table[job][cfg] = (median seconds, median peak RSS KiB)`.
+type Table = Vec<Vec<(f64, f64)>>;
+
+fn run_all(jobs: &[(String, Vec<String>)], cfgs: &[Config], runs: usize) -> Result<Table, String> {
+    let mut times = vec![vec![Vec::new(); cfgs.len()]; jobs.len()];
+    let mut rss = vec![vec![Vec::new(); cfgs.len()]; jobs.len()];
+    let total = runs * jobs.len() * cfgs.len();
+    let mut done = 0;
+    // SAFETY: isatty has no preconditions.
+    let tty = unsafe { libc::isatty(2) } == 1;
+    for run in 0..runs {
+        for (j, (label, cmd)) in jobs.iter().enumerate() {
+            // Rotate the order each run, so no allocator always runs first or last.
+            for k in 0..cfgs.len() {
+                let c = (k + run + j) % cfgs.len();
+                done += 1;
+                eprint!(
+                    "\rpymalloc compare: run {}/{runs}, {label} under {} [{done}/{total}]\x1b[K",
+                    run + 1,
+                    cfgs[c].name
+                );
+                let (t, r) = measure(cmd, &cfgs[c])?;
+                times[j][c].push(t);
+                rss[j][c].push(r as f64);
+            }
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    Ok(times
+        .iter_mut()
+        .zip(rss.iter_mut())
+        .map(|(t, r)| {
+            t.iter_mut()
+                .zip(r.iter_mut())
+                .map(|(t, r)| (median(t), median(r)))
+                .collect()
+        })
+        .collect())
+}
+
+fn markdown(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table, runs: usize) -> String {
+    let mut o = String::new();
+    let others: Vec<usize> = (1..cfgs.len()).collect();
+    for (title, idx, unit) in [("Wall time", 0usize, "s"), ("Peak RSS", 1, "MiB")] {
+        o.push_str(&format!(
+            "\n### {title}: median of {runs} alternating runs; ratios to {BASELINE} (lower is better)\n\n| workload | {BASELINE} ({unit}) |"
+        ));
+        for &c in &others {
+            o.push_str(&format!(" {} |", cfgs[c].name));
+        }
+        o.push_str("\n|---|---|");
+        o.push_str(&"---|".repeat(others.len()));
+        o.push('\n');
+        let mut ratios = vec![Vec::new(); cfgs.len()];
+        for (j, (label, _)) in jobs.iter().enumerate() {
+            let get = |c: usize| {
+                if idx == 0 {
+                    table[j][c].0
+                } else {
+                    table[j][c].1 / 1024.0
+                }
+            };
+            let base = get(0);
+            o.push_str(&format!("| {label} | {base:.3} |"));
+            for &c in &others {
+                let r = get(c) / base;
+                ratios[c].push(r);
+                o.push_str(&format!(" {r:.3} |"));
+            }
+            o.push('\n');
+        }
+        if jobs.len() > 1 {
+            o.push_str("| **geometric mean** | |");
+            for &c in &others {
+                o.push_str(&format!(" **{:.3}** |", geomean(&ratios[c])));
+            }
+            o.push('\n');
+        }
+    }
+    o
+}
+
+/// A grouped bar chart of the time ratios, as SVG.
+fn chart(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table) -> String {
+    const COLORS: [&str; 6] = [
+        "#888888", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e",
+    ];
+    let (bar, gap, h, top, left) = (14.0, 18.0, 260.0, 40.0, 60.0);
+    let group = bar * cfgs.len() as f64 + gap;
+    let width = left + group * jobs.len() as f64 + 20.0;
+    let max = table
+        .iter()
+        .flat_map(|row| row.iter().map(|c| c.0 / row[0].0))
+        .fold(1.2f64, f64::max);
+    let y = |r: f64| top + h - r / max * h;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"20\" font-size=\"14\">Wall time relative to {BASELINE} (lower is better)</text>\n",
+        top + h + 110.0
+    );
+    s.push_str(&format!(
+        "<line x1=\"{left}\" x2=\"{}\" y1=\"{y1}\" y2=\"{y1}\" stroke=\"black\" stroke-dasharray=\"4\"/><text x=\"5\" y=\"{y1}\">1.0</text>\n",
+        width - 10.0,
+        y1 = y(1.0)
+    ));
+    for (j, (label, _)) in jobs.iter().enumerate() {
+        let x0 = left + j as f64 * group;
+        for (c, cfg) in cfgs.iter().enumerate() {
+            let r = table[j][c].0 / table[j][0].0;
+            s.push_str(&format!(
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {r:.3}</title></rect>\n",
+                x0 + c as f64 * bar,
+                y(r),
+                top + h - y(r),
+                COLORS[c % COLORS.len()],
+                cfg.name
+            ));
+        }
+        let label: String = label.chars().take(24).collect();
+        s.push_str(&format!(
+            "<text transform=\"translate({:.1},{:.1}) rotate(40)\">{}</text>\n",
+            x0,
+            top + h + 12.0,
+            label.replace('&', "&amp;").replace('<', "&lt;")
+        ));
+    }
+    for (c, cfg) in cfgs.iter().enumerate() {
+        s.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+            left + c as f64 * 120.0,
+            top + h + 85.0,
+            COLORS[c % COLORS.len()],
+            left + c as f64 * 120.0 + 14.0,
+            top + h + 94.0,
+            cfg.name
+        ));
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,8 @@
+# copy.deepcopy of a nested structure of dicts, lists and tuples.
+import copy
+
+data = {"k%d" % i: [i, (i, str(i)), {"x": [i] * 3}] for i in range(3000)}
+n = 0
+for _ in range(3):
+    n += len(copy.deepcopy(data))
+print(n)

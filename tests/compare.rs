@@ -1,0 +1,86 @@
+//! `pymalloc compare`: a table for a user's command, the SVG chart, and clear errors.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use support::{library_dir, run, scratch};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pymalloc"));
+    c.env("PYMALLOC_LIB", library_dir().join("libpymalloc.so"));
+    c
+}
+
+fn python() -> PathBuf {
+    let debian = PathBuf::from("/usr/bin/python3.11");
+    assert!(
+        debian.is_file(),
+        "/usr/bin/python3.11 is MISSING: the compare test needs a CPython"
+    );
+    debian
+}
+
+#[test]
+fn compares_a_users_command_and_draws_the_chart() {
+    let svg = scratch().join("compare.svg");
+    let _ = std::fs::remove_file(&svg);
+    let out = run(bin()
+        .args(["compare", "-n", "1", "--svg"])
+        .arg(&svg)
+        .arg("--")
+        .arg(python())
+        .args(["-c", "x = [str(i) * 3 for i in range(200000)]"]));
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "### Wall time",
+        "### Peak RSS",
+        "| CPython pymalloc (s) |",
+        " pymalloc-rs |",
+        " glibc malloc |",
+    ] {
+        assert!(table.contains(needle), "missing {needle:?} in\n{table}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| /usr/bin/python3.11"))
+        .expect("a row for the command");
+    let cells: Vec<&str> = row
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert!(cells[1].parse::<f64>().unwrap() > 0.0, "{row}");
+    assert!(cells[2].parse::<f64>().unwrap() > 0.0, "{row}");
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    assert!(chart.starts_with("<svg") && chart.contains("pymalloc-rs"));
+}
+
+#[test]
+fn a_failing_command_is_an_error() {
+    let out = run(bin().args(["compare", "-n", "1", "--", "false"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed under"));
+}
+
+#[test]
+fn bad_usage_and_missing_library_are_errors() {
+    assert_eq!(
+        run(bin().args(["compare", "-n", "0"])).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(bin().args(["compare", "--bogus"])).status.code(),
+        Some(2)
+    );
+    let out = run(bin()
+        .args(["compare", "--", "true"])
+        .env("PYMALLOC_LIB", "/nonexistent.so"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = run(bin()
+        .args(["compare"])
+        .env("PYMALLOC_PYTHON", "/nonexistent/python3"));
+    assert_eq!(out.status.code(), Some(1));
+}
