@@ -100,15 +100,9 @@ fn rss_kib() -> u64 {
     s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+#[path = "../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Child: 1M blocks of 1..512 bytes, free a random 90 %, then the rest. Prints RSS (KiB)
 /// at start, peak, after the 90 % and after everything.
