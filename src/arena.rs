@@ -70,7 +70,7 @@ struct Arenas {
 }
 
 /// The arena lock: held for every change to an arena header or to [`Arenas`].
-static LOCK: Lock = Lock::new();
+pub(crate) static LOCK: Lock = Lock::new();
 
 struct Global(UnsafeCell<Arenas>);
 // SAFETY: the contents are only touched with `LOCK` held.

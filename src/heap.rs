@@ -80,7 +80,7 @@ struct Registry {
     abandoned: *mut Heap,
 }
 
-static REGISTRY_LOCK: Lock = Lock::new();
+pub(crate) static REGISTRY_LOCK: Lock = Lock::new();
 static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
     Shared(core::cell::UnsafeCell::new(Registry {
         all: ptr::null_mut(),
@@ -89,7 +89,7 @@ static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
 
 /// The heap serving threads whose own heap was handed back at exit (their thread-local
 /// destructors may still allocate). Guarded by `EXITED_LOCK`.
-static EXITED_LOCK: Lock = Lock::new();
+pub(crate) static EXITED_LOCK: Lock = Lock::new();
 static EXITED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
     Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
 
@@ -345,6 +345,8 @@ unsafe fn drain_delayed(heap: *mut Heap) {
 /// Gives the calling thread a heap: an abandoned one if any, else a new one. False when
 /// no metadata memory could be had.
 fn attach() -> bool {
+    #[cfg(not(loom))]
+    crate::fork::register();
     let heap = {
         let _guard = REGISTRY_LOCK.lock();
         // SAFETY: the registry lock is held.

@@ -17,7 +17,8 @@ struct Global(UnsafeCell<Bump>);
 // SAFETY: only touched with `LOCK` held.
 unsafe impl Sync for Global {}
 
-static LOCK: Lock = Lock::new();
+/// Guards [`BUMP`].
+pub(crate) static LOCK: Lock = Lock::new();
 static BUMP: Global = Global(UnsafeCell::new(Bump { next: 0, end: 0 }));
 
 /// Zeroed, suitably aligned, never-freed memory for one `T`; NULL when the OS refuses.

@@ -221,6 +221,10 @@ pub fn set_thread_state(state: ThreadState) {
     THREAD_STATE.with(|s| s.set(state));
 }
 
+/// Guards the creation of the pthread key behind [`at_thread_exit`].
+#[cfg(not(loom))]
+pub(crate) static KEY_LOCK: Lock = Lock::new();
+
 /// Arranges for `on_exit(heap)` to run when the calling thread exits. Threads created by
 /// C code are covered too: this is a pthread key destructor, not a Rust TLS destructor.
 #[cfg(not(loom))]
@@ -228,7 +232,6 @@ pub fn at_thread_exit(heap: *mut Heap, on_exit: unsafe extern "C" fn(*mut libc::
     use std::sync::atomic::AtomicU32;
     const UNSET: u32 = u32::MAX;
     static KEY: AtomicU32 = AtomicU32::new(UNSET);
-    static KEY_LOCK: Lock = Lock::new();
 
     let mut key = KEY.load(Ordering::Acquire);
     if key == UNSET {
