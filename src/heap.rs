@@ -48,29 +48,43 @@ pub struct Shared<T>(T);
 // SAFETY: the wrapped statics are only ever read through raw pointers by code that follows
 // the heap and pool invariants above; the empty heap and empty pool are never written.
 unsafe impl<T> Sync for Shared<T> {}
+// SAFETY: as above (loom's lazy statics want `Send`).
+unsafe impl<T> Send for Shared<T> {}
 
-static EMPTY_POOL: Shared<Pool> = Shared(Pool::empty());
-
-/// The pool that heads every empty class list.
-#[inline(always)]
-pub fn empty_pool() -> *mut Pool {
-    &EMPTY_POOL.0 as *const Pool as *mut Pool
+crate::sync::global! {
+    static EMPTY_POOL: Shared<Pool> = Shared(Pool::empty());
 }
 
-const fn blank_heap() -> Heap {
-    Heap {
-        lists: [&EMPTY_POOL.0 as *const Pool as *mut Pool; NUM_CLASSES],
-        delayed: AtomicPtr::new(ptr::null_mut()),
-        next_all: ptr::null_mut(),
-        next_abandoned: ptr::null_mut(),
+crate::sync::const_unless_loom! {
+    /// The pool that heads every empty class list.
+    #[inline(always)]
+    pub fn empty_pool() -> *mut Pool {
+        &EMPTY_POOL.0 as *const Pool as *mut Pool
+    }
+}
+
+crate::sync::const_unless_loom! {
+    fn blank_heap() -> Heap {
+        Heap {
+            lists: [empty_pool(); NUM_CLASSES],
+            delayed: AtomicPtr::new(ptr::null_mut()),
+            next_all: ptr::null_mut(),
+            next_abandoned: ptr::null_mut(),
+        }
     }
 }
 
 /// Public only so that the thread-local slot in `sync` can name it as its initial value.
 #[doc(hidden)]
+#[cfg(not(loom))]
 pub static EMPTY_HEAP: Shared<Heap> = Shared(blank_heap());
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref EMPTY_HEAP: Shared<Heap> = Shared(blank_heap());
+}
 
 /// The heap of threads that have none: owns no pool, and every list of it is empty.
+#[cfg(not(loom))]
 pub const EMPTY_HEAP_PTR: *mut Heap = &EMPTY_HEAP.0 as *const Heap as *mut Heap;
 
 /// The registry of heaps: every heap ever made (heaps are never unmapped) and the
@@ -80,22 +94,40 @@ struct Registry {
     abandoned: *mut Heap,
 }
 
-pub(crate) static REGISTRY_LOCK: Lock = Lock::new();
-static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
-    Shared(core::cell::UnsafeCell::new(Registry {
-        all: ptr::null_mut(),
-        abandoned: ptr::null_mut(),
-    }));
+crate::sync::global! {
+    pub(crate) static REGISTRY_LOCK: Lock = Lock::new();
+}
+crate::sync::global! {
+    static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
+        Shared(core::cell::UnsafeCell::new(Registry {
+            all: ptr::null_mut(),
+            abandoned: ptr::null_mut(),
+        }));
+}
 
-/// The heap serving threads whose own heap was handed back at exit (their thread-local
-/// destructors may still allocate). Guarded by `EXITED_LOCK`.
-pub(crate) static EXITED_LOCK: Lock = Lock::new();
-static EXITED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
-    Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
+crate::sync::global! {
+    /// Guards [`EXITED_HEAP`].
+    pub(crate) static EXITED_LOCK: Lock = Lock::new();
+}
+crate::sync::global! {
+    /// The heap serving threads whose own heap was handed back at exit (their thread-local
+    /// destructors may still allocate). Guarded by `EXITED_LOCK`.
+    static EXITED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
+        Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
+}
 
 impl Heap {
     /// See [`EMPTY_HEAP_PTR`].
+    #[cfg(not(loom))]
     pub const EMPTY: *mut Heap = EMPTY_HEAP_PTR;
+
+    crate::sync::const_unless_loom! {
+        /// The heap of threads that have none: owns no pool, and every list of it is empty.
+        #[inline(always)]
+        pub fn empty() -> *mut Heap {
+            &EMPTY_HEAP.0 as *const Heap as *mut Heap
+        }
+    }
 
     /// Pushes a block freed by another thread on `heap`'s delayed list.
     ///
@@ -272,7 +304,7 @@ unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
-    if heap == Heap::EMPTY {
+    if heap == Heap::empty() {
         if sync::thread_state() == ThreadState::Exited || !attach() {
             return alloc_exited(class);
         }
@@ -379,7 +411,7 @@ fn attach() -> bool {
 /// pthread key destructor: the thread is exiting; hand its heap back.
 unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
     let heap = heap.cast::<Heap>();
-    sync::set_thread_heap(Heap::EMPTY);
+    sync::set_thread_heap(Heap::empty());
     sync::set_thread_state(ThreadState::Exited);
     let _guard = REGISTRY_LOCK.lock();
     // SAFETY: the exiting thread owned `heap` until now; under the registry lock nobody
@@ -389,6 +421,17 @@ unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
         let reg = &mut *REGISTRY.0.get();
         (*heap).next_abandoned = reg.abandoned;
         reg.abandoned = heap;
+    }
+}
+
+/// Loom models have no pthread key destructors: a model thread calls this as its last act,
+/// standing for the destructor that hands its heap back.
+#[cfg(loom)]
+pub fn exit_thread() {
+    let heap = sync::thread_heap();
+    if heap != Heap::empty() {
+        // SAFETY: the calling thread owns `heap` and is done with it.
+        unsafe { on_thread_exit(heap.cast()) };
     }
 }
 
@@ -443,7 +486,7 @@ fn alloc_exited(class: usize) -> *mut u8 {
 /// abandoned heap (see `pymalloc_trim`).
 pub fn trim() {
     let own = sync::thread_heap();
-    if own != Heap::EMPTY {
+    if own != Heap::empty() {
         // SAFETY: the calling thread owns its heap.
         unsafe { tidy(own) };
     }

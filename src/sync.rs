@@ -6,7 +6,41 @@
 pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 pub use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
-pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
+pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+
+/// Atomics that stay `std`'s under loom too, because no model is about them: the ownership
+/// map (half a GiB of `.bss` bytes, written under the arena lock and read after whatever
+/// synchronisation handed the pointer over) and the process-wide fallback allocator, set at
+/// start-up.
+pub mod unmodeled {
+    pub use std::sync::atomic::{AtomicPtr, AtomicU8};
+}
+
+/// Declares a global: a plain `static` normally; under loom a `loom::lazy_static!`, made
+/// afresh in every model execution and dropped at its end (loom's atomics have no `const`
+/// constructor and must not outlive the execution that made them). Use it like a static;
+/// under loom it derefs to the value.
+macro_rules! global {
+    ($(#[$m:meta])* $(pub($($v:tt)+))? static $name:ident: $ty:ty = $init:expr;) => {
+        #[cfg(not(loom))]
+        $(#[$m])* $(pub($($v)+))? static $name: $ty = $init;
+        #[cfg(loom)]
+        loom::lazy_static! { $(#[$m])* $(pub($($v)+))? static ref $name: $ty = $init; }
+    };
+}
+pub(crate) use global;
+
+/// Defines a function that is `const` in normal builds and not under loom, whose atomics
+/// have no `const` constructor.
+macro_rules! const_unless_loom {
+    ($(#[$m:meta])* $vis:vis fn $name:ident() -> $ret:ty $body:block) => {
+        #[cfg(not(loom))]
+        $(#[$m])* $vis const fn $name() -> $ret $body
+        #[cfg(loom)]
+        $(#[$m])* $vis fn $name() -> $ret $body
+    };
+}
+pub(crate) use const_unless_loom;
 
 use crate::heap::Heap;
 use core::cell::Cell;
@@ -50,7 +84,8 @@ impl Lock {
             let mut spins = 0u32;
             while self.locked.load(Ordering::Relaxed) {
                 spins += 1;
-                if spins < 64 {
+                // Under loom every turn must yield, or the model explores each spin.
+                if spins < 64 && !cfg!(loom) {
                     core::hint::spin_loop();
                 } else {
                     yield_now();
@@ -167,7 +202,7 @@ mod heap_slot {
     }
     #[cfg(loom)]
     loom::thread_local! {
-        static THREAD_HEAP: Cell<*mut Heap> = Cell::new(Heap::EMPTY);
+        static THREAD_HEAP: Cell<*mut Heap> = Cell::new(Heap::empty());
     }
 
     #[inline(always)]
@@ -200,7 +235,7 @@ pub enum ThreadState {
     Exited,
 }
 
-/// The calling thread's heap ([`Heap::EMPTY`] until it first allocates).
+/// The calling thread's heap ([`Heap::empty`] until it first allocates).
 #[inline(always)]
 pub fn thread_heap() -> *mut Heap {
     heap_slot::get()
