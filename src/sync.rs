@@ -77,6 +77,19 @@ impl Lock {
 
     /// Takes the lock with no guard; pair with [`Lock::release`].
     pub fn acquire(&self) {
+        // Under loom: a compare-exchange, which reads the latest value and, failing, writes
+        // nothing, and a yield every turn. A plain load may be shown an old `true` again and
+        // again, and a failing swap is a write that races with the holder's release: loom
+        // would explore either without end.
+        #[cfg(loom)]
+        while self
+            .locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            yield_now();
+        }
+        #[cfg(not(loom))]
         loop {
             if !self.locked.swap(true, Ordering::Acquire) {
                 return;
@@ -84,8 +97,7 @@ impl Lock {
             let mut spins = 0u32;
             while self.locked.load(Ordering::Relaxed) {
                 spins += 1;
-                // Under loom every turn must yield, or the model explores each spin.
-                if spins < 64 && !cfg!(loom) {
+                if spins < 64 {
                     core::hint::spin_loop();
                 } else {
                     yield_now();
