@@ -145,9 +145,11 @@ fn threads(c: &mut Criterion) {
     group.sample_size(20);
     for a in &ALLOCATORS {
         for n in [1usize, 2] {
-            group.bench_with_input(BenchmarkId::new(format!("churn/{}", a.name), n), &n, |b, &n| {
-                b.iter_custom(|iters| (0..iters).map(|_| run_churn(a, n)).sum())
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("churn/{}", a.name), n),
+                &n,
+                |b, &n| b.iter_custom(|iters| (0..iters).map(|_| run_churn(a, n)).sum()),
+            );
         }
     }
     for a in &ALLOCATORS {

@@ -116,7 +116,10 @@ fn lock_excludes_and_publishes() {
         unsafe impl Sync for Counter {}
         // SAFETY: as above.
         unsafe impl Send for Counter {}
-        let c = Arc::new(Counter(pymalloc::sync::Lock::new(), loom::cell::UnsafeCell::new(0)));
+        let c = Arc::new(Counter(
+            pymalloc::sync::Lock::new(),
+            loom::cell::UnsafeCell::new(0),
+        ));
         let c2 = c.clone();
         let t = thread::spawn(move || {
             let _guard = c2.0.lock();
