@@ -16,7 +16,7 @@
 
 use crate::geometry::{ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
 use crate::pool::{pool_index, Pool};
-use crate::sync::{AtomicBool, Lock, Ordering};
+use crate::sync::{unmodeled, Lock, Ordering};
 use crate::{os, ownership};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -88,36 +88,60 @@ pub const SWEEP_EVERY: u32 = 64;
 pub const RESERVE: u64 = 256;
 
 /// Whether the lazy sweeps run (`PYMALLOC_DECOMMIT=0` turns them off, for comparison);
-/// `pymalloc_trim` decommits regardless.
-static DECOMMIT: AtomicBool = AtomicBool::new(true);
+/// `pymalloc_trim` decommits regardless. A setting, not part of any protocol: unmodeled.
+static DECOMMIT: unmodeled::AtomicBool = unmodeled::AtomicBool::new(true);
 
 /// Turns the lazy decommit sweeps on or off.
 pub fn set_lazy_decommit(on: bool) {
     DECOMMIT.store(on, Ordering::Relaxed);
 }
 
-/// The arena lock: held for every change to an arena header or to [`Arenas`].
-static LOCK: Lock = Lock::new();
+crate::sync::global! {
+    /// The arena lock: held for every change to an arena header or to [`Arenas`].
+    pub(crate) static LOCK: Lock = Lock::new();
+}
 
 struct Global(UnsafeCell<Arenas>);
 // SAFETY: the contents are only touched with `LOCK` held.
 unsafe impl Sync for Global {}
+// SAFETY: as above (loom's lazy statics want `Send`).
+unsafe impl Send for Global {}
 
-static ARENAS: Global = Global(UnsafeCell::new(Arenas {
-    buckets: [ptr::null_mut(); POOLS_PER_ARENA],
-    nonempty: 0,
-    all: ptr::null_mut(),
-    releases: 0,
-    counts: ArenaCounts {
-        allocated_total: 0,
-        reclaimed: 0,
-        highwater: 0,
-        current: 0,
-        pools_in_use: 0,
-        pools_free: 0,
-        pools_decommitted: 0,
-    },
-}));
+crate::sync::global! {
+    static ARENAS: Global = Global(UnsafeCell::new(Arenas {
+        buckets: [ptr::null_mut(); POOLS_PER_ARENA],
+        nonempty: 0,
+        all: ptr::null_mut(),
+        releases: 0,
+        counts: ArenaCounts {
+            allocated_total: 0,
+            reclaimed: 0,
+            highwater: 0,
+            current: 0,
+            pools_in_use: 0,
+            pools_free: 0,
+            pools_decommitted: 0,
+        },
+    }));
+}
+
+/// A loom execution ends by dropping its globals: give its arenas back, so that thousands
+/// of executions do not pile up mappings (and stale ownership-map bytes).
+#[cfg(loom)]
+impl Drop for Arenas {
+    fn drop(&mut self) {
+        let mut a = self.all;
+        while !a.is_null() {
+            // SAFETY: every arena on `all` is mapped and, the execution being over, unused.
+            unsafe {
+                let next = (*a).all_next;
+                ownership::remove(a as usize);
+                os::unmap_arena(a.cast());
+                a = next;
+            }
+        }
+    }
+}
 
 /// Runs `f` with the arena lock held.
 fn locked<R>(f: impl FnOnce(&mut Arenas) -> R) -> R {

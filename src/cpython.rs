@@ -20,7 +20,8 @@
 
 use crate::config::{Config, Domains};
 use crate::fallback::{self, AllocatorEx};
-use crate::sync::{AtomicBool, AtomicPtr, Lock, Ordering};
+use crate::sync::unmodeled::{AtomicBool, AtomicPtr};
+use crate::sync::{Lock, Ordering};
 use crate::{debug, ffi, stats};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -41,7 +42,9 @@ unsafe impl Sync for Replaced {}
 static REPLACED: Replaced = Replaced(UnsafeCell::new(MaybeUninit::uninit()));
 static FALLBACK_TAKEN: AtomicBool = AtomicBool::new(false);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
-static INSTALL_LOCK: Lock = Lock::new();
+crate::sync::global! {
+    static INSTALL_LOCK: Lock = Lock::new();
+}
 
 /// The interpreter's own `PyObject_Malloc`, `_Calloc`, `_Realloc`, `_Free`; null outside
 /// CPython, where the exported names are ours.

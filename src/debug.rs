@@ -18,7 +18,8 @@
 
 use crate::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
 use crate::pool::{is_block_start, pool_index, pool_of};
-use crate::sync::{AtomicBool, Lock, Ordering};
+use crate::sync::unmodeled::AtomicBool;
+use crate::sync::{Lock, Ordering};
 use crate::{fallback, fault::Report, heap, ownership};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -82,7 +83,9 @@ struct State {
 struct Global(UnsafeCell<State>);
 // SAFETY: only touched with `LOCK` held.
 unsafe impl Sync for Global {}
-static LOCK: Lock = Lock::new();
+crate::sync::global! {
+    static LOCK: Lock = Lock::new();
+}
 static STATE: Global = Global(UnsafeCell::new(State {
     quarantine: None,
     large: None,

@@ -5,7 +5,7 @@
 //! (size 0 becomes 1, so every success is a unique non-NULL pointer). Inside CPython it is
 //! the allocator we replaced. Its shape is CPython's `PyMemAllocatorEx`.
 
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{unmodeled::AtomicPtr, Ordering};
 use core::ffi::c_void;
 
 /// A `PyMemAllocatorEx`-shaped allocator: a context pointer passed to four functions.

@@ -109,7 +109,7 @@ pub extern "C" fn pymalloc_allocator() -> AllocatorEx {
 
 /// Loads a forwarding slot: the interpreter's function of type `F`, or `None` outside CPython.
 #[inline(always)]
-fn forward<F: Copy>(slot: &crate::sync::AtomicPtr<c_void>) -> Option<F> {
+fn forward<F: Copy>(slot: &crate::sync::unmodeled::AtomicPtr<c_void>) -> Option<F> {
     let p = slot.load(crate::sync::Ordering::Relaxed);
     // SAFETY: a non-null slot holds the interpreter's function of the matching signature
     // (see `cpython::resolve_forwarding`); `F` is that function pointer type.

@@ -33,7 +33,11 @@ pub const NUM_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
 
 /// Bytes at the start of every pool taken by its header; blocks start right after.
 /// A multiple of [`ALIGNMENT`], so every block is 16-byte aligned.
+#[cfg(not(loom))]
 pub const POOL_HEADER_SIZE: usize = 48;
+/// Under loom the header holds loom's larger atomics (models do not depend on the layout).
+#[cfg(loom)]
+pub const POOL_HEADER_SIZE: usize = 64;
 
 /// CPython's `PY_SSIZE_T_MAX`: no request above it is ever granted.
 pub const PY_SSIZE_T_MAX: usize = isize::MAX as usize;

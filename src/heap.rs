@@ -48,29 +48,43 @@ pub struct Shared<T>(T);
 // SAFETY: the wrapped statics are only ever read through raw pointers by code that follows
 // the heap and pool invariants above; the empty heap and empty pool are never written.
 unsafe impl<T> Sync for Shared<T> {}
+// SAFETY: as above (loom's lazy statics want `Send`).
+unsafe impl<T> Send for Shared<T> {}
 
-static EMPTY_POOL: Shared<Pool> = Shared(Pool::empty());
-
-/// The pool that heads every empty class list.
-#[inline(always)]
-pub fn empty_pool() -> *mut Pool {
-    &EMPTY_POOL.0 as *const Pool as *mut Pool
+crate::sync::global! {
+    static EMPTY_POOL: Shared<Pool> = Shared(Pool::empty());
 }
 
-const fn blank_heap() -> Heap {
-    Heap {
-        lists: [&EMPTY_POOL.0 as *const Pool as *mut Pool; NUM_CLASSES],
-        delayed: AtomicPtr::new(ptr::null_mut()),
-        next_all: ptr::null_mut(),
-        next_abandoned: ptr::null_mut(),
+crate::sync::const_unless_loom! {
+    /// The pool that heads every empty class list.
+    #[inline(always)]
+    pub fn empty_pool() -> *mut Pool {
+        &EMPTY_POOL.0 as *const Pool as *mut Pool
+    }
+}
+
+crate::sync::const_unless_loom! {
+    fn blank_heap() -> Heap {
+        Heap {
+            lists: [empty_pool(); NUM_CLASSES],
+            delayed: AtomicPtr::new(ptr::null_mut()),
+            next_all: ptr::null_mut(),
+            next_abandoned: ptr::null_mut(),
+        }
     }
 }
 
 /// Public only so that the thread-local slot in `sync` can name it as its initial value.
 #[doc(hidden)]
+#[cfg(not(loom))]
 pub static EMPTY_HEAP: Shared<Heap> = Shared(blank_heap());
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref EMPTY_HEAP: Shared<Heap> = Shared(blank_heap());
+}
 
 /// The heap of threads that have none: owns no pool, and every list of it is empty.
+#[cfg(not(loom))]
 pub const EMPTY_HEAP_PTR: *mut Heap = &EMPTY_HEAP.0 as *const Heap as *mut Heap;
 
 /// The registry of heaps: every heap ever made (heaps are never unmapped) and the
@@ -80,23 +94,41 @@ struct Registry {
     abandoned: *mut Heap,
 }
 
-static REGISTRY_LOCK: Lock = Lock::new();
-static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
-    Shared(core::cell::UnsafeCell::new(Registry {
-        all: ptr::null_mut(),
-        abandoned: ptr::null_mut(),
-    }));
+crate::sync::global! {
+    pub(crate) static REGISTRY_LOCK: Lock = Lock::new();
+}
+crate::sync::global! {
+    static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
+        Shared(core::cell::UnsafeCell::new(Registry {
+            all: ptr::null_mut(),
+            abandoned: ptr::null_mut(),
+        }));
+}
 
-/// The shared heap, guarded by `SHARED_LOCK`: it serves threads whose own heap was handed
-/// back at exit (their thread-local destructors may still allocate), threads that could get
-/// no heap, and debug mode's blocks.
-static SHARED_LOCK: Lock = Lock::new();
-static SHARED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
-    Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
+crate::sync::global! {
+    /// Guards [`SHARED_HEAP`].
+    pub(crate) static SHARED_LOCK: Lock = Lock::new();
+}
+crate::sync::global! {
+    /// The shared heap, guarded by `SHARED_LOCK`: it serves threads whose own heap was
+    /// handed back at exit (their thread-local destructors may still allocate), threads
+    /// that could get no heap, and debug mode's blocks.
+    static SHARED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
+        Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
+}
 
 impl Heap {
     /// See [`EMPTY_HEAP_PTR`].
+    #[cfg(not(loom))]
     pub const EMPTY: *mut Heap = EMPTY_HEAP_PTR;
+
+    crate::sync::const_unless_loom! {
+        /// The heap of threads that have none: owns no pool, and every list of it is empty.
+        #[inline(always)]
+        pub fn empty() -> *mut Heap {
+            &EMPTY_HEAP.0 as *const Heap as *mut Heap
+        }
+    }
 
     /// Pushes a block freed by another thread on `heap`'s delayed list.
     ///
@@ -291,7 +323,7 @@ unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
 #[inline(never)]
 unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
     let class = class_of(n);
-    if heap == Heap::EMPTY {
+    if heap == Heap::empty() {
         if debug::enabled() {
             return debug::malloc(n, debug::Api::Native);
         }
@@ -368,6 +400,8 @@ unsafe fn drain_delayed(heap: *mut Heap) {
 /// Gives the calling thread a heap: an abandoned one if any, else a new one. False when
 /// no metadata memory could be had.
 fn attach() -> bool {
+    #[cfg(not(loom))]
+    crate::fork::register();
     let heap = {
         let _guard = REGISTRY_LOCK.lock();
         // SAFETY: the registry lock is held.
@@ -400,7 +434,7 @@ fn attach() -> bool {
 /// pthread key destructor: the thread is exiting; hand its heap back.
 unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
     let heap = heap.cast::<Heap>();
-    sync::set_thread_heap(Heap::EMPTY);
+    sync::set_thread_heap(Heap::empty());
     sync::set_thread_state(ThreadState::Exited);
     let _guard = REGISTRY_LOCK.lock();
     // SAFETY: the exiting thread owned `heap` until now; under the registry lock nobody
@@ -410,6 +444,17 @@ unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
         let reg = &mut *REGISTRY.0.get();
         (*heap).next_abandoned = reg.abandoned;
         reg.abandoned = heap;
+    }
+}
+
+/// Loom models have no pthread key destructors: a model thread calls this as its last act,
+/// standing for the destructor that hands its heap back.
+#[cfg(loom)]
+pub fn exit_thread() {
+    let heap = sync::thread_heap();
+    if heap != Heap::empty() {
+        // SAFETY: the calling thread owns `heap` and is done with it.
+        unsafe { on_thread_exit(heap.cast()) };
     }
 }
 
@@ -463,7 +508,7 @@ pub fn alloc_shared(n: usize) -> *mut u8 {
 /// abandoned heap (see `pymalloc_trim`).
 pub fn trim() {
     let own = sync::thread_heap();
-    if own != Heap::EMPTY {
+    if own != Heap::empty() {
         // SAFETY: the calling thread owns its heap.
         unsafe { tidy(own) };
     }

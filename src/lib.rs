@@ -55,7 +55,8 @@
 //! [`heap`] per-thread heaps and the fast paths · [`meta`] metadata memory ·
 //! [`fallback`] the system/replaced allocator · [`api`] CPython's semantics ·
 //! [`ffi`] the C ABI · [`check`] the invariant walker · [`fault`] misuse reports ·
-//! [`sync`] every concurrency primitive (swapped for loom's under `--cfg loom`).
+//! [`sync`] every concurrency primitive (swapped for loom's under `--cfg loom`) ·
+//! [`fork`] `pthread_atfork` handlers and the global lock order.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -68,6 +69,8 @@ pub mod debug;
 pub mod fallback;
 pub mod fault;
 pub mod ffi;
+#[cfg(not(loom))]
+pub mod fork;
 pub mod geometry;
 pub mod heap;
 pub mod meta;

@@ -8,17 +8,43 @@ use core::ptr;
 
 const CHUNK: usize = 64 * 1024;
 
+/// Invariant: `next..end` is the unused tail of the current chunk (`next == 0`: no chunk).
 struct Bump {
     next: usize,
     end: usize,
+    /// Every chunk mapped, so that a loom execution can unmap them when it ends.
+    #[cfg(loom)]
+    chunks: Vec<usize>,
 }
 
 struct Global(UnsafeCell<Bump>);
 // SAFETY: only touched with `LOCK` held.
 unsafe impl Sync for Global {}
+// SAFETY: as above (loom's lazy statics want `Send`).
+unsafe impl Send for Global {}
 
-static LOCK: Lock = Lock::new();
-static BUMP: Global = Global(UnsafeCell::new(Bump { next: 0, end: 0 }));
+crate::sync::global! {
+    /// Guards [`BUMP`].
+    pub(crate) static LOCK: Lock = Lock::new();
+}
+crate::sync::global! {
+    static BUMP: Global = Global(UnsafeCell::new(Bump {
+        next: 0,
+        end: 0,
+        #[cfg(loom)]
+        chunks: Vec::new(),
+    }));
+}
+
+#[cfg(loom)]
+impl Drop for Bump {
+    fn drop(&mut self) {
+        for &chunk in &self.chunks {
+            // SAFETY: mapped by `alloc` below; the execution is over, nothing uses it.
+            unsafe { libc::munmap(chunk as *mut libc::c_void, CHUNK) };
+        }
+    }
+}
 
 /// Zeroed, suitably aligned, never-freed memory for one `T`; NULL when the OS refuses.
 pub fn alloc<T>() -> *mut T {
@@ -45,6 +71,8 @@ pub fn alloc<T>() -> *mut T {
         }
         start = chunk as usize;
         bump.end = start + CHUNK;
+        #[cfg(loom)]
+        bump.chunks.push(start);
     }
     bump.next = start + size;
     start as *mut T

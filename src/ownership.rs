@@ -15,7 +15,7 @@
 //! synchronisation that also publishes the byte.
 
 use crate::geometry::ARENA_SHIFT;
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{unmodeled::AtomicU8, Ordering};
 
 /// User-space addresses on x86-64 and aarch64 Linux fit in 47 bits unless a program asks
 /// `mmap` for more with an explicit hint; an arena above that is refused.

@@ -12,7 +12,8 @@ use crate::geometry::{
     POOL_SIZE, SMALL_REQUEST_THRESHOLD,
 };
 use crate::pool::{self, Pool};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::unmodeled::AtomicUsize;
+use crate::sync::Ordering;
 use std::fmt::Write as _;
 
 /// Per size class figures.

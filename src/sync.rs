@@ -6,7 +6,42 @@
 pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 pub use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
-pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
+pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+
+/// Atomics that stay `std`'s under loom too, because no model is about them: the ownership
+/// map (half a GiB of `.bss` bytes, written under the arena lock and read after whatever
+/// synchronisation handed the pointer over), the process-wide fallback allocator and the
+/// other start-up settings (CPython forwarding, debug and decommit switches), and the
+/// statistics counter of large blocks.
+pub mod unmodeled {
+    pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
+}
+
+/// Declares a global: a plain `static` normally; under loom a `loom::lazy_static!`, made
+/// afresh in every model execution and dropped at its end (loom's atomics have no `const`
+/// constructor and must not outlive the execution that made them). Use it like a static;
+/// under loom it derefs to the value.
+macro_rules! global {
+    ($(#[$m:meta])* $(pub($($v:tt)+))? static $name:ident: $ty:ty = $init:expr;) => {
+        #[cfg(not(loom))]
+        $(#[$m])* $(pub($($v)+))? static $name: $ty = $init;
+        #[cfg(loom)]
+        loom::lazy_static! { $(#[$m])* $(pub($($v)+))? static ref $name: $ty = $init; }
+    };
+}
+pub(crate) use global;
+
+/// Defines a function that is `const` in normal builds and not under loom, whose atomics
+/// have no `const` constructor.
+macro_rules! const_unless_loom {
+    ($(#[$m:meta])* $vis:vis fn $name:ident() -> $ret:ty $body:block) => {
+        #[cfg(not(loom))]
+        $(#[$m])* $vis const fn $name() -> $ret $body
+        #[cfg(loom)]
+        $(#[$m])* $vis fn $name() -> $ret $body
+    };
+}
+pub(crate) use const_unless_loom;
 
 use crate::heap::Heap;
 use core::cell::Cell;
@@ -43,6 +78,19 @@ impl Lock {
 
     /// Takes the lock with no guard; pair with [`Lock::release`].
     pub fn acquire(&self) {
+        // Under loom: a compare-exchange, which reads the latest value and, failing, writes
+        // nothing, and a yield every turn. A plain load may be shown an old `true` again and
+        // again, and a failing swap is a write that races with the holder's release: loom
+        // would explore either without end.
+        #[cfg(loom)]
+        while self
+            .locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            yield_now();
+        }
+        #[cfg(not(loom))]
         loop {
             if !self.locked.swap(true, Ordering::Acquire) {
                 return;
@@ -167,7 +215,7 @@ mod heap_slot {
     }
     #[cfg(loom)]
     loom::thread_local! {
-        static THREAD_HEAP: Cell<*mut Heap> = Cell::new(Heap::EMPTY);
+        static THREAD_HEAP: Cell<*mut Heap> = Cell::new(Heap::empty());
     }
 
     #[inline(always)]
@@ -200,7 +248,7 @@ pub enum ThreadState {
     Exited,
 }
 
-/// The calling thread's heap ([`Heap::EMPTY`] until it first allocates).
+/// The calling thread's heap ([`Heap::empty`] until it first allocates).
 #[inline(always)]
 pub fn thread_heap() -> *mut Heap {
     heap_slot::get()
@@ -221,6 +269,10 @@ pub fn set_thread_state(state: ThreadState) {
     THREAD_STATE.with(|s| s.set(state));
 }
 
+/// Guards the creation of the pthread key behind [`at_thread_exit`].
+#[cfg(not(loom))]
+pub(crate) static KEY_LOCK: Lock = Lock::new();
+
 /// Arranges for `on_exit(heap)` to run when the calling thread exits. Threads created by
 /// C code are covered too: this is a pthread key destructor, not a Rust TLS destructor.
 #[cfg(not(loom))]
@@ -228,7 +280,6 @@ pub fn at_thread_exit(heap: *mut Heap, on_exit: unsafe extern "C" fn(*mut libc::
     use std::sync::atomic::AtomicU32;
     const UNSET: u32 = u32::MAX;
     static KEY: AtomicU32 = AtomicU32::new(UNSET);
-    static KEY_LOCK: Lock = Lock::new();
 
     let mut key = KEY.load(Ordering::Acquire);
     if key == UNSET {

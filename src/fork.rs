@@ -1,0 +1,82 @@
+//! `fork()` in a process whose other threads are inside the allocator.
+//!
+//! After `fork` only the calling thread exists in the child. Had another thread held one of
+//! our locks at that moment, the child would find it held forever and deadlock on its first
+//! allocation that needs it. So `pthread_atfork` handlers take every allocator lock before
+//! the fork (waiting for the threads inside to leave) and release them afterwards, in the
+//! parent and in the child alike.
+//!
+//! ## Lock order
+//!
+//! Every allocator lock, outermost first. A thread holding one lock only ever takes locks
+//! further down this list, and [`prepare`] takes them all in this order, so it cannot
+//! deadlock with a thread already inside:
+//!
+//! 1. `heap::SHARED_LOCK` (the shared heap of exited threads and debug mode; its slow path takes 2-4),
+//! 2. `heap::REGISTRY_LOCK` (attach, thread exit, trim: takes 3 and 4),
+//! 3. `meta::LOCK` (metadata memory: takes nothing),
+//! 4. `arena::LOCK` (pool hand-out and return: takes nothing),
+//! 5. `sync::KEY_LOCK` (creation of the thread-exit key: taken with nothing else held).
+//!
+//! ## The child's other heaps
+//!
+//! The heaps of the threads that did not survive the fork stay owned by nobody: they are not
+//! put on the abandoned list, because their owners may have been in the middle of a fast path
+//! (a pool's `free` list moved but its `used` count not yet) and a new thread adopting such a
+//! heap would inherit the half-done update. Blocks of theirs that the child frees take the
+//! remote-free path, which touches only the pools' `remote` lists and the heaps' `delayed`
+//! lists and so is safe; their memory simply stays mapped for the life of the child, which is
+//! what glibc's malloc does with the arenas of vanished threads too. The child's own thread
+//! keeps its heap and continues as before.
+//!
+//! ## Registration
+//!
+//! The handlers are registered by a library constructor (`.init_array`), so before `main`
+//! and before any thread can be inside the allocator; [`register`] is also called on every
+//! heap attach in case the constructor was not linked in, and does the work once.
+
+use crate::sync::Ordering;
+use crate::{arena, heap, meta, sync};
+
+/// Takes every allocator lock, in the order stated above.
+extern "C" fn prepare() {
+    heap::SHARED_LOCK.acquire();
+    heap::REGISTRY_LOCK.acquire();
+    meta::LOCK.acquire();
+    arena::LOCK.acquire();
+    sync::KEY_LOCK.acquire();
+}
+
+/// Releases every lock [`prepare`] took, in reverse order.
+extern "C" fn release_all() {
+    // SAFETY: `prepare` ran in this thread just before the fork and took all five; in the
+    // child this thread is the one that took them.
+    unsafe {
+        sync::KEY_LOCK.release();
+        arena::LOCK.release();
+        meta::LOCK.release();
+        heap::REGISTRY_LOCK.release();
+        heap::SHARED_LOCK.release();
+    }
+}
+
+/// Registers the fork handlers, once per process.
+pub fn register() {
+    static REGISTERED: sync::AtomicBool = sync::AtomicBool::new(false);
+    if REGISTERED.load(Ordering::Acquire) || REGISTERED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: the handlers are plain C functions that live as long as the library.
+    // A failure (ENOMEM) leaves fork unprotected, as it was before; nothing to undo.
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(release_all), Some(release_all));
+    }
+}
+
+extern "C" fn constructor() {
+    register();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: extern "C" fn() = constructor;

@@ -1,0 +1,242 @@
+//! Loom models of the allocator's concurrency protocols, run on the real code: under
+//! `--cfg loom` every atomic, lock and thread-local of the crate is loom's (see `sync`), and
+//! every global is made afresh in each execution.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom
+//! --target-dir target/loom` (`.ci/run` does). Without `LOOM_MAX_PREEMPTIONS` the models use 2.
+//!
+//! Each model checks, in every interleaving loom explores:
+//! - no block is handed out twice: every block carries a tag checked before its free, and a
+//!   loom cell shadows each block, so loom itself reports any two uses of a block (by its
+//!   holder before a free and by the next holder after the allocator hands it out again)
+//!   that are not ordered by happens-before — which also checks the memory orderings of the
+//!   remote-free and delayed-free lists;
+//! - no block is lost: once everything is freed and trimmed, no pool is in use;
+//! - the invariant walker finds every structure consistent.
+#![cfg(loom)]
+
+use loom::thread;
+use pymalloc::{api, arena, check, heap};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Class 31 (512 bytes): 7 blocks per pool under loom's 64-byte pool header, so a pool
+/// fills up in a few steps.
+const BIG: usize = 512;
+const PER_POOL: usize = 7;
+
+/// A loom cell standing for a block's memory.
+struct Cell(loom::cell::UnsafeCell<u64>);
+// SAFETY: the cell's contents are only reached through `with_mut`, which loom checks.
+unsafe impl Sync for Cell {}
+// SAFETY: as above.
+unsafe impl Send for Cell {}
+
+/// The shadows of every block address seen in the execution. The map itself is harness
+/// bookkeeping under a std mutex that loom does not see, so it adds no synchronisation.
+#[derive(Clone, Default)]
+struct Shadow(Arc<Mutex<HashMap<usize, Arc<Cell>>>>);
+
+impl Shadow {
+    /// Records a use of the block at `addr` by the calling thread.
+    fn touch(&self, addr: usize) {
+        let cell = self
+            .0
+            .lock()
+            .unwrap()
+            .entry(addr)
+            .or_insert_with(|| Arc::new(Cell(loom::cell::UnsafeCell::new(0))))
+            .clone();
+        // SAFETY: a plain counter; loom checks that no two uses race.
+        cell.0.with_mut(|p| unsafe { *p += 1 });
+    }
+
+    /// Allocates `n` bytes, tags the block and records the use.
+    fn alloc(&self, n: usize, tag: u64) -> usize {
+        let p = api::malloc(n);
+        assert!(!p.is_null() && api::owns(p));
+        self.touch(p as usize);
+        // SAFETY: at least 16 bytes were allocated (n >= 16 in every model).
+        unsafe { p.add(8).cast::<u64>().write(tag) };
+        p as usize
+    }
+
+    /// Checks the tag, records the use and frees the block.
+    fn free(&self, addr: usize, tag: u64) {
+        let p = addr as *mut u8;
+        // SAFETY: a live block of at least 16 bytes.
+        let seen = unsafe { p.add(8).cast::<u64>().read() };
+        assert_eq!(seen, tag, "block {p:p} was handed out twice");
+        self.touch(addr);
+        // SAFETY: a live block from this allocator.
+        unsafe { api::free(p) };
+    }
+}
+
+/// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`, or 2, and
+/// checks that loom explored more than one interleaving.
+fn model(f: impl Fn() + Send + Sync + 'static) {
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = runs.clone();
+    let f = move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f()
+    };
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    // Every atomic operation is a branch point, and a model's single-threaded set-up
+    // (filling an arena) makes thousands.
+    builder.max_branches = 100_000;
+    builder.check(f);
+    let runs = runs.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{runs} interleavings explored");
+    assert!(runs > 1, "loom explored a single interleaving");
+}
+
+/// Frees everything cached, checks the invariants and that nothing is in use any more.
+fn assert_all_returned() {
+    heap::trim();
+    arena::trim();
+    let summary = check::verify().unwrap_or_else(|e| panic!("invariant broken: {e}"));
+    assert_eq!(summary.blocks_in_use, 0, "blocks lost");
+    let counts = arena::counts();
+    assert_eq!(counts.pools_in_use, 0, "pools still in use: blocks lost");
+    assert_eq!(counts.current, 0, "arenas still mapped");
+}
+
+/// The lock every global goes through: mutual exclusion, with the guard and without it
+/// (as the fork handlers use it), and the release/acquire hand-over of what it guards.
+#[test]
+fn lock_excludes_and_publishes() {
+    model(|| {
+        struct Counter(pymalloc::sync::Lock, loom::cell::UnsafeCell<u32>);
+        // SAFETY: the cell is only touched with the lock held.
+        unsafe impl Sync for Counter {}
+        // SAFETY: as above.
+        unsafe impl Send for Counter {}
+        let c = Arc::new(Counter(
+            pymalloc::sync::Lock::new(),
+            loom::cell::UnsafeCell::new(0),
+        ));
+        let c2 = c.clone();
+        let t = thread::spawn(move || {
+            let _guard = c2.0.lock();
+            // SAFETY: the lock is held.
+            c2.1.with_mut(|p| unsafe { *p += 1 });
+        });
+        c.0.acquire();
+        // SAFETY: the lock is held.
+        c.1.with_mut(|p| unsafe { *p += 1 });
+        // SAFETY: this thread took the lock just above.
+        unsafe { c.0.release() };
+        t.join().unwrap();
+        let _guard = c.0.lock();
+        // SAFETY: the lock is held.
+        assert_eq!(c.1.with(|p| unsafe { *p }), 2);
+    });
+}
+
+/// Remote frees into another thread's pools while the owner allocates and reclaims: one
+/// pool of the owner is full and marked (`NOTIFY`), so the first remote free into it goes
+/// on the owner's delayed list and later ones on the pool's remote list; another pool of the
+/// owner takes plain remote frees; meanwhile the owner exhausts its current pool, drains the
+/// delayed list, collects remote frees, relinks pools and frees everything it holds.
+#[test]
+fn remote_free_while_owner_allocates_and_reclaims() {
+    model(|| {
+        let shadow = Shadow::default();
+        // Fill pool 1 (7 blocks); the 8th allocation marks it full and opens pool 2.
+        let mut mine: Vec<(usize, u64)> = (0..=PER_POOL as u64)
+            .map(|t| (shadow.alloc(BIG, t), t))
+            .collect();
+        let first = mine.remove(0); // pool 1, the first remote free: goes to `delayed`
+        let second = mine.remove(0); // pool 1, after it: to `remote` or `delayed`
+        let other = mine.pop().unwrap(); // pool 2, not full: to `remote`
+        let (s1, s2) = (shadow.clone(), shadow.clone());
+        let t1 = thread::spawn(move || s1.free(first.0, first.1));
+        let t2 = thread::spawn(move || {
+            s2.free(second.0, second.1);
+            s2.free(other.0, other.1);
+        });
+        // Owner: use up pool 2 and go to the slow path once more, then free all it holds.
+        for t in 100..100 + PER_POOL as u64 {
+            mine.push((shadow.alloc(BIG, t), t));
+        }
+        for (addr, tag) in mine {
+            shadow.free(addr, tag);
+        }
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert_all_returned();
+    });
+}
+
+/// A thread exits (its heap tidied and abandoned) while another frees blocks into its
+/// pools — one of them full and marked, so into the exiting heap's delayed list — and a
+/// third thread starts, possibly adopting the abandoned heap. The main thread then frees a
+/// block the exited thread left behind.
+#[test]
+fn owner_exits_while_others_free_and_a_third_adopts() {
+    model(|| {
+        let shadow = Shadow::default();
+        let (s1, s3) = (shadow.clone(), shadow.clone());
+        let owner = thread::spawn(move || {
+            let mut mine: Vec<(usize, u64)> = (0..=PER_POOL as u64)
+                .map(|t| (s1.alloc(BIG, t), t))
+                .collect();
+            let given = [mine.remove(0), mine.pop().unwrap()]; // pool 1 (marked), pool 2
+            let left = mine.pop().unwrap();
+            let s2 = s1.clone();
+            let freer = thread::spawn(move || {
+                for (addr, tag) in given {
+                    s2.free(addr, tag);
+                }
+            });
+            for (addr, tag) in mine {
+                s1.free(addr, tag);
+            }
+            heap::exit_thread();
+            (left, freer)
+        });
+        let newcomer = thread::spawn(move || {
+            let a = s3.alloc(BIG, 1000);
+            let b = s3.alloc(16, 1001);
+            s3.free(a, 1000);
+            s3.free(b, 1001);
+            heap::exit_thread();
+        });
+        let (left, freer) = owner.join().unwrap();
+        freer.join().unwrap();
+        newcomer.join().unwrap();
+        shadow.free(left.0, left.1);
+        assert_all_returned();
+    });
+}
+
+/// Pools and arenas handed back to the global lists while other threads take from them:
+/// two threads each take a pool from the arena (the first maps it), free their block and
+/// exit, handing the pool back and their heap to the abandoned list; the second may take
+/// the first one's heap off that list in the same race. At the end the arena is all free
+/// and trimmed away.
+#[test]
+fn pools_and_arenas_returned_while_others_take() {
+    model(|| {
+        let shadow = Shadow::default();
+        let workers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let s = shadow.clone();
+                thread::spawn(move || {
+                    let a = s.alloc(16 + 16 * w as usize, 5000 + w);
+                    s.free(a, 5000 + w);
+                    heap::exit_thread();
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_all_returned();
+    });
+}
