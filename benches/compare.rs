@@ -289,7 +289,7 @@ fn callgrind() {
     let allocs = available(&names);
     let (l1, l2) = (100_000u64, 300_000u64);
     println!("## Instructions per W1 malloc(n) + touch + free pair (callgrind, warm heap of 10,000 blocks)\n");
-    println!("Loop counts {l1} and {l2}; (I₂ − I₁) / {}. `empty` is the harness alone (a malloc that returns a static buffer): subtract it for the allocator's own instructions.\n", l2 - l1);
+    println!("Loop counts {l1} and {l2}; (I₂ − I₁) / {}. `empty` is the harness alone (a malloc that returns a static buffer): subtract it for the allocator's own instructions (plus 3: the empty malloc and free run `lea`+`ret` and `ret` themselves).\n", l2 - l1);
     print!("| allocator |");
     for n in W1_SIZES {
         print!(" {n} B |");
