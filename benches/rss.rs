@@ -7,102 +7,12 @@
 //! pyenv, after `Py_InitializeEx(0)`), glibc, mimalloc (`libmimalloc2.0`), jemalloc
 //! (`libjemalloc2`).
 
-use std::ffi::{c_void, CString};
+mod common;
+
+use common::{load, rss_kib, Alloc, Rng};
+use std::ffi::c_void;
 use std::process::Command;
 use std::time::Instant;
-
-type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;
-type Free = unsafe extern "C" fn(*mut c_void);
-
-struct Alloc {
-    malloc: Malloc,
-    free: Free,
-}
-
-unsafe extern "C" fn ours_malloc(n: usize) -> *mut c_void {
-    pymalloc::api::malloc(n).cast()
-}
-unsafe extern "C" fn ours_free(p: *mut c_void) {
-    // SAFETY: `p` came from `ours_malloc`.
-    unsafe { pymalloc::api::free(p.cast()) }
-}
-
-fn sym(handle: *mut c_void, name: &str) -> Option<*mut c_void> {
-    let c = CString::new(name).unwrap();
-    // SAFETY: a valid handle and NUL-terminated name.
-    let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
-    (!p.is_null()).then_some(p)
-}
-
-fn open(path: &str) -> Result<*mut c_void, String> {
-    let c = CString::new(path).unwrap();
-    // SAFETY: dlopen of a shared library by path.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if h.is_null() {
-        // SAFETY: dlerror returns a C string describing the last failure.
-        let why = unsafe { std::ffi::CStr::from_ptr(libc::dlerror()) };
-        return Err(format!("cannot load {path}: {}", why.to_string_lossy()));
-    }
-    Ok(h)
-}
-
-fn cpython_lib() -> Option<String> {
-    let home = std::env::var("HOME").ok()?;
-    let dir = std::fs::read_dir(format!("{home}/.pyenv/versions")).ok()?;
-    let v = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .find(|n| n.starts_with("3.11."))?;
-    Some(format!(
-        "{home}/.pyenv/versions/{v}/lib/libpython3.11.so.1.0"
-    ))
-}
-
-/// The allocator named `name`, or why it cannot be had.
-fn load(name: &str) -> Result<Alloc, String> {
-    // SAFETY (all transmutes): the symbols are the C allocation functions they are named for.
-    let pair = |h, m: &str, f: &str| -> Result<Alloc, String> {
-        let (m, f) = (
-            sym(h, m).ok_or("no malloc symbol")?,
-            sym(h, f).ok_or("no free symbol")?,
-        );
-        Ok(unsafe {
-            Alloc {
-                malloc: std::mem::transmute::<*mut c_void, Malloc>(m),
-                free: std::mem::transmute::<*mut c_void, Free>(f),
-            }
-        })
-    };
-    match name {
-        "pymalloc-rs" => Ok(Alloc {
-            malloc: ours_malloc,
-            free: ours_free,
-        }),
-        "glibc" => Ok(Alloc {
-            malloc: libc::malloc,
-            free: libc::free,
-        }),
-        "cpython-pymalloc" => {
-            let path = cpython_lib().ok_or("no pyenv 3.11")?;
-            let h = open(&path)?;
-            let init = sym(h, "Py_InitializeEx").ok_or("no Py_InitializeEx")?;
-            // SAFETY: CPython's initialisation, no signal handlers.
-            unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32)>(init)(0) };
-            pair(h, "PyObject_Malloc", "PyObject_Free")
-        }
-        "mimalloc" => pair(open("libmimalloc.so.2")?, "mi_malloc", "mi_free"),
-        "jemalloc" => pair(open("libjemalloc.so.2")?, "malloc", "free"),
-        _ => Err(format!("unknown allocator {name}")),
-    }
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4
-}
-
-#[path = "../tests/support/rng.rs"]
-mod rng;
-use rng::Rng;
 
 /// Child: 1M blocks of 1..512 bytes, free a random 90 %, then the rest. Prints RSS (KiB)
 /// at start, peak, after the 90 % and after everything.

@@ -61,8 +61,8 @@ fn span(l: &Live) -> usize {
 fn random_size(rng: &mut Rng) -> usize {
     match rng.below(20) {
         0 => 0,
-        1 => 513 + rng.below(4000) as usize,
-        _ => 1 + rng.below(512) as usize,
+        1 => 513 + rng.below(4000),
+        _ => 1 + rng.below(512),
     }
 }
 
@@ -102,13 +102,13 @@ fn run(seed: u64, steps: usize) {
             fill(&l);
             live.push(l);
         } else if op < 7 {
-            let i = rng.below(live.len() as u64) as usize;
+            let i = rng.below(live.len());
             let l = live.swap_remove(i);
             verify_contents(&l, l.len, l.tag, seed);
             // SAFETY: a live block from this allocator.
             unsafe { api::free(l.ptr) };
         } else {
-            let i = rng.below(live.len() as u64) as usize;
+            let i = rng.below(live.len());
             let old = live[i];
             let n = random_size(&mut rng);
             let was_ours = api::owns(old.ptr);

@@ -6,6 +6,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 random bits.
+    #[inline(always)]
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -15,7 +16,8 @@ impl Rng {
 
     /// A number in `0..n`.
     #[allow(dead_code)]
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    #[inline(always)]
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
     }
 }
