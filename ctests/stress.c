@@ -6,40 +6,13 @@
 #include "common.h"
 #include <pthread.h>
 
-enum { MAX_THREADS = 16, SLOTS = 512, QCAP = 1024 };
-
-typedef struct { void *p; size_t n; uint64_t tag; } item;
-
-typedef struct {
-    pthread_mutex_t lock;
-    item items[QCAP];
-    int head, len;
-} queue;
+enum { MAX_THREADS = 16, SLOTS = 512 };
+#define QCAP 1024
+#include "handoff.h"
 
 static queue queues[MAX_THREADS];
 static int nthreads;
 static long ops_per_thread;
-
-static int push(queue *q, item it) {
-    pthread_mutex_lock(&q->lock);
-    int ok = q->len < QCAP;
-    if (ok) q->items[(q->head + q->len++) % QCAP] = it;
-    pthread_mutex_unlock(&q->lock);
-    return ok;
-}
-
-static int pop(queue *q, item *it) {
-    pthread_mutex_lock(&q->lock);
-    int ok = q->len > 0;
-    if (ok) { *it = q->items[q->head]; q->head = (q->head + 1) % QCAP; q->len--; }
-    pthread_mutex_unlock(&q->lock);
-    return ok;
-}
-
-static void release(item it) {
-    CHECK_PATTERN(it.p, it.n, it.tag);
-    pymalloc_free(it.p);
-}
 
 static void drain(int self) {
     item it;
