@@ -523,24 +523,44 @@ pub fn trim() {
     }
 }
 
-/// `(heaps ever made, heaps abandoned now)`.
-pub fn heap_counts() -> (u64, u64) {
+/// What a heap is doing now, for the statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeapRole {
+    /// Owned by a running thread.
+    Active,
+    /// Its thread exited; waiting for a new thread to adopt it.
+    Abandoned,
+    /// The shared heap (exited threads' late allocations, debug mode).
+    Shared,
+}
+
+/// Every heap ever made, with its role, oldest last.
+pub fn heap_roles() -> Vec<(usize, HeapRole)> {
     let _guard = REGISTRY_LOCK.lock();
     // SAFETY: the registry lock is held; heaps are never freed.
     unsafe {
         let reg = &*REGISTRY.0.get();
-        let count = |mut h: *mut Heap, next: fn(*mut Heap) -> *mut Heap| {
-            let mut n = 0;
-            while !h.is_null() {
-                n += 1;
-                h = next(h);
-            }
-            n
-        };
-        (
-            count(reg.all, |h| (*h).next_all),
-            count(reg.abandoned, |h| (*h).next_abandoned),
-        )
+        let shared = *SHARED_HEAP.0.get();
+        let mut abandoned = Vec::new();
+        let mut h = reg.abandoned;
+        while !h.is_null() {
+            abandoned.push(h);
+            h = (*h).next_abandoned;
+        }
+        let mut roles = Vec::new();
+        let mut h = reg.all;
+        while !h.is_null() {
+            let role = if h == shared {
+                HeapRole::Shared
+            } else if abandoned.contains(&h) {
+                HeapRole::Abandoned
+            } else {
+                HeapRole::Active
+            };
+            roles.push((h as usize, role));
+            h = (*h).next_all;
+        }
+        roles
     }
 }
 

@@ -101,17 +101,18 @@ pub unsafe fn block_size_of(p: *const u8) -> usize {
     class_size(unsafe { (*pool_of(p)).class } as usize)
 }
 
-/// `(class, used)` of a pool in use that another thread may be changing, for statistics:
-/// volatile reads, so a torn or stale value is possible but nothing is assumed about it.
+/// `(class, used, owning heap)` of a pool in use that another thread may be changing, for
+/// statistics: volatile reads, so a stale value is possible but nothing is assumed about it.
 ///
 /// # Safety
 /// `pool` is a pool of a mapped arena.
-pub unsafe fn snapshot(pool: *mut Pool) -> (usize, u64) {
+pub unsafe fn snapshot(pool: *mut Pool) -> (usize, u64, usize) {
     // SAFETY: the header is mapped memory of ours.
     unsafe {
         (
             ptr::addr_of!((*pool).class).read_volatile() as usize,
             u64::from(ptr::addr_of!((*pool).used).read_volatile()),
+            ptr::addr_of!((*pool).heap).read_volatile() as usize,
         )
     }
 }

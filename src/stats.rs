@@ -11,6 +11,7 @@ use crate::geometry::{
     blocks_per_pool, class_size, ARENA_SIZE, NUM_CLASSES, POOLS_PER_ARENA, POOL_HEADER_SIZE,
     POOL_SIZE, SMALL_REQUEST_THRESHOLD,
 };
+use crate::heap::HeapRole;
 use crate::pool::{self, Pool};
 use crate::sync::unmodeled::AtomicUsize;
 use crate::sync::Ordering;
@@ -80,8 +81,32 @@ pub fn large_freed() {
     LARGE_IN_USE.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// One heap's share, for the per-heap summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapStats {
+    pub role: HeapRole,
+    pub pools: u64,
+    pub blocks_in_use: u64,
+}
+
 /// Takes a snapshot.
 pub fn collect() -> Stats {
+    collect_with_heaps().0
+}
+
+/// Takes a snapshot, with the per-heap summary (oldest heap first).
+pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
+    let roles = crate::heap::heap_roles();
+    let mut per_heap: Vec<HeapStats> = roles
+        .iter()
+        .rev()
+        .map(|&(_, role)| HeapStats {
+            role,
+            pools: 0,
+            blocks_in_use: 0,
+        })
+        .collect();
+    let index_of = |heap: usize| roles.iter().rev().position(|&(h, _)| h == heap);
     let mut s = Stats::default();
     for (c, cs) in s.classes.iter_mut().enumerate() {
         cs.size = class_size(c) as u64;
@@ -91,13 +116,18 @@ pub fn collect() -> Stats {
         for i in 1..POOLS_PER_ARENA {
             if free_pools >> i & 1 == 0 {
                 // SAFETY: a pool in use of a mapped arena; the arena lock keeps it mapped.
-                let (class, used) = unsafe { pool::snapshot((base + i * POOL_SIZE) as *mut Pool) };
+                let (class, used, heap) =
+                    unsafe { pool::snapshot((base + i * POOL_SIZE) as *mut Pool) };
                 if class < NUM_CLASSES {
                     let cs = &mut s.classes[class];
                     let used = used.min(blocks_per_pool(class) as u64);
                     cs.pools += 1;
                     cs.blocks_in_use += used;
                     cs.blocks_free += blocks_per_pool(class) as u64 - used;
+                    if let Some(k) = index_of(heap) {
+                        per_heap[k].pools += 1;
+                        per_heap[k].blocks_in_use += used;
+                    }
                 }
             }
         }
@@ -114,10 +144,12 @@ pub fn collect() -> Stats {
     s.bytes_mapped = counts.current * ARENA_SIZE as u64;
     s.bytes_in_use = s.classes.iter().map(|c| c.blocks_in_use * c.size).sum();
     s.large_in_use = (LARGE_IN_USE.load(Ordering::Relaxed) as isize).max(0) as u64;
-    let (heaps, abandoned) = crate::heap::heap_counts();
-    s.heaps = heaps;
-    s.heaps_abandoned = abandoned;
-    s
+    s.heaps = per_heap.len() as u64;
+    s.heaps_abandoned = per_heap
+        .iter()
+        .filter(|h| h.role == HeapRole::Abandoned)
+        .count() as u64;
+    (s, per_heap)
 }
 
 /// Blocks handed out from pools (what `sys.getallocatedblocks()` reports).
@@ -138,8 +170,8 @@ fn grouped(n: u64) -> String {
     out
 }
 
-/// The report, laid out like CPython's `_PyObject_DebugMallocStats`.
-pub fn report(s: &Stats) -> String {
+/// The report, laid out like CPython's `_PyObject_DebugMallocStats`, then a line per heap.
+pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     let mut o = String::new();
     let line = |o: &mut String, label: &str, n: u64| {
         let _ = writeln!(o, "{label:<35}= {:>20}", grouped(n));
@@ -204,12 +236,24 @@ pub fn report(s: &Stats) -> String {
     line(&mut o, "# thread heaps", s.heaps);
     line(&mut o, "# thread heaps abandoned", s.heaps_abandoned);
     line(&mut o, "# large blocks in use (fallback)", s.large_in_use);
+    if !heaps.is_empty() {
+        o.push_str("\nheap   role        pools   blocks in use\n----   ---------   -----   -------------\n");
+        for (i, h) in heaps.iter().enumerate() {
+            let role = match h.role {
+                HeapRole::Active => "active",
+                HeapRole::Abandoned => "abandoned",
+                HeapRole::Shared => "shared",
+            };
+            let _ = writeln!(o, "{i:4}   {role:<9} {:7} {:15}", h.pools, h.blocks_in_use);
+        }
+    }
     o
 }
 
 /// Writes the report to file descriptor `fd`.
 pub fn print(fd: i32) {
-    let text = report(&collect());
+    let (stats, heaps) = collect_with_heaps();
+    let text = report(&stats, &heaps);
     let mut rest = text.as_bytes();
     while !rest.is_empty() {
         // SAFETY: `rest` is a valid buffer of its length.
@@ -236,7 +280,8 @@ mod tests {
     #[test]
     fn report_has_cpythons_lines() {
         let p = crate::api::malloc(100);
-        let text = report(&collect());
+        let (stats, heaps) = collect_with_heaps();
+        let text = report(&stats, &heaps);
         // SAFETY: a live block.
         unsafe { crate::api::free(p) };
         for needle in [
