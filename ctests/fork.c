@@ -33,6 +33,20 @@ static void release(item it) {
     pymalloc_free(it.p);
 }
 
+/* One step of random churn over `slots`: free the slot's block if it has one, else fill it. */
+static void churn_step(item *slots, uint64_t *seed, uint64_t *tag) {
+    uint64_t r = rng_next(seed);
+    item *s = &slots[r % SLOTS];
+    if (s->p) { release(*s); s->p = NULL; }
+    else *s = make(1 + (r >> 32) % 512, ++*tag);
+}
+
+/* Frees every block left in `slots`. */
+static void release_all(item *slots) {
+    for (int i = 0; i < SLOTS; i++)
+        if (slots[i].p) release(slots[i]);
+}
+
 /* Random churn over all classes; hands some blocks over at the start. */
 static void *churner(void *arg) {
     uint64_t seed = 0xABCDEF12345ULL + (uint64_t)(intptr_t)arg, tag = (uint64_t)(intptr_t)arg << 40;
@@ -42,13 +56,9 @@ static void *churner(void *arg) {
         atomic_store_explicit(&handed, 1, memory_order_release);
     }
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-        uint64_t r = rng_next(&seed);
-        item *s = &slots[r % SLOTS];
-        if (s->p) { release(*s); s->p = NULL; }
-        else *s = make(1 + (r >> 32) % 512, ++tag);
+        churn_step(slots, &seed, &tag);
     }
-    for (int i = 0; i < SLOTS; i++)
-        if (slots[i].p) release(slots[i]);
+    release_all(slots);
     return NULL;
 }
 
@@ -86,14 +96,8 @@ static void child(item *mine) {
     alarm(getenv("CTESTS_UNDER_VALGRIND") ? 120 : 10); /* a deadlock fails, not hangs */
     uint64_t seed = 0x5EED, tag = 1ULL << 56;
     item slots[SLOTS] = {{0}};
-    for (int op = 0; op < 5000; op++) {
-        uint64_t r = rng_next(&seed);
-        item *s = &slots[r % SLOTS];
-        if (s->p) { release(*s); s->p = NULL; }
-        else *s = make(1 + (r >> 32) % 512, ++tag);
-    }
-    for (int i = 0; i < SLOTS; i++)
-        if (slots[i].p) release(slots[i]);
+    for (int op = 0; op < 5000; op++) churn_step(slots, &seed, &tag);
+    release_all(slots);
     for (int i = 0; i < MINE; i++) release(mine[i]);
     /* Blocks of a thread that does not exist in the child: remote frees into its heap. */
     for (int i = 0; i < HANDOFF; i++) release(handoff[i]);
