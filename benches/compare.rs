@@ -139,14 +139,11 @@ fn available(names: &[&'static str]) -> Vec<(&'static str, Option<&'static str>)
     ok
 }
 
+#[path = "../src/bin/pymalloc/median.rs"]
+mod median_of;
+
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    median_of::median(&mut v)
 }
 
 /// Targets for pymalloc-rs from issue 5 (time ratio against CPython's pymalloc).

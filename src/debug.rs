@@ -75,7 +75,12 @@ impl Api {
     }
 }
 
-/// Debug state under one lock: the quarantine and the registry of large inner blocks.
+/// Debug state under one lock.
+///
+/// Invariants: `quarantine` holds the data pointers of at most [`QUARANTINE`] freed debug
+/// blocks, oldest first, each marked `MAGIC_FREED` and poisoned, none yet given back to its
+/// allocator; `large` holds the inner addresses of every fallback-backed debug block that is
+/// live or quarantined, and nothing else.
 struct State {
     quarantine: Option<VecDeque<usize>>,
     large: Option<HashSet<usize>>,
@@ -120,13 +125,17 @@ fn header(p: usize) -> Option<Header> {
         let pool = pool_of(inner as *const u8);
         // SAFETY: `pool` is a pool of a mapped arena of ours; its header is readable.
         let (heap, class) = unsafe { ((*pool).heap, (*pool).class as usize) };
-        if heap.is_null() || !is_block_start(pool, class, inner) {
+        // Debug blocks are at least HEAD + TAIL bytes: a smaller class holds none, and
+        // reading a header there could run past the pool (even past the arena).
+        if heap.is_null() || class_size(class) < HEAD + TAIL || !is_block_start(pool, class, inner)
+        {
             return None;
         }
     } else if !with_state(|_, large| large.contains(&inner)) {
         return None;
     }
-    // SAFETY: `inner` is the start of one of our inner blocks, at least HEAD bytes long.
+    // SAFETY: `inner` starts one of our pool blocks of at least HEAD + TAIL bytes, or a
+    // registered fallback block of at least that size; the header lies inside it.
     unsafe {
         let w = inner as *const u64;
         Some(Header {

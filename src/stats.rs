@@ -205,7 +205,9 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     let free_bytes: u64 = s.classes.iter().map(|c| c.blocks_free * c.size).sum();
     let headers = s.pools_in_use * POOL_HEADER_SIZE as u64;
     let arena_headers = s.arenas_current * POOL_SIZE as u64;
-    let quantization = s.pools_in_use * POOL_SIZE as u64 - headers - s.bytes_in_use - free_bytes;
+    // Saturating: the per-class figures are a snapshot taken while other threads run.
+    let quantization =
+        (s.pools_in_use * POOL_SIZE as u64).saturating_sub(headers + s.bytes_in_use + free_bytes);
     let unused = s.pools_free - s.pools_returned;
     line(&mut o, "# bytes in allocated blocks", s.bytes_in_use);
     line(&mut o, "# bytes in available blocks", free_bytes);

@@ -4,6 +4,7 @@
 //! when installed; alternates the allocators run by run, and prints median wall time, peak
 //! RSS and their ratios to CPython's pymalloc as markdown (`--svg FILE` draws the chart).
 
+use crate::median::median;
 use crate::{fail, library};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -120,29 +121,17 @@ fn measure(cmd: &[String], cfg: &Config) -> Result<(f64, u64), String> {
     Ok((secs, usage.ru_maxrss as u64))
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn find_python() -> Result<String, String> {
     if let Ok(p) = std::env::var("PYMALLOC_PYTHON") {
         return Ok(p);
     }
-    for name in ["python3"] {
-        if std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
-            .unwrap_or(false)
-        {
-            return Ok(name.to_string());
-        }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("python3").is_file()));
+    if on_path {
+        Ok("python3".into())
+    } else {
+        Err("no python3 found on PATH (set PYMALLOC_PYTHON=/path/to/python)".into())
     }
-    Err("no python3 found on PATH (set PYMALLOC_PYTHON=/path/to/python)".into())
 }
 
 /// Geometric mean.

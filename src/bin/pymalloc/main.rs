@@ -3,6 +3,7 @@
 //! compares allocators on it.
 
 mod compare;
+mod median;
 mod run;
 
 use std::path::PathBuf;
