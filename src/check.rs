@@ -83,7 +83,7 @@ unsafe fn check_heap(
 ) -> Result<(), String> {
     // SAFETY: per the caller.
     let lists = unsafe { heap::lists_of(h) };
-    for (class, &head) in lists.iter().enumerate() {
+    for (class, &(head, tail)) in lists.iter().enumerate() {
         let mut pool = head;
         let mut prev: *mut Pool = core::ptr::null_mut();
         while pool != empty_pool() && !pool.is_null() {
@@ -99,6 +99,11 @@ unsafe fn check_heap(
             }
             prev = pool;
             pool = p.next;
+        }
+        if tail != prev {
+            return Err(format!(
+                "heap {h:p}: class list {class} ends at {prev:p}, its tail says {tail:p}"
+            ));
         }
     }
     // SAFETY: per the caller.
@@ -181,6 +186,11 @@ unsafe fn check_pool(
             "remote",
         )
     }?;
+    if remote_word & NOTIFY != 0 && remote != 0 {
+        return Err(format!(
+            "pool {pool:p}: NOTIFY set on a non-empty remote list"
+        ));
+    }
     if free + used != cap {
         return Err(format!(
             "pool {pool:p}: {free} free + {used} used != {cap} blocks"

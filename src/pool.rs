@@ -19,8 +19,13 @@ pub struct Block {
     pub next: *mut Block,
 }
 
-/// Bit 0 of [`Pool::remote`]: the pool is full and out of its owner's class list, so the
-/// next remote free must tell the owner (blocks are 16-aligned, the low bits are spare).
+/// Bit 0 of [`Pool::remote`]: the next remote free must tell the owner, because the pool
+/// may be full and out of its owner's class list (blocks are 16-aligned, the low bits are
+/// spare). The owner sets it, with one CAS from an empty `remote`, when a pool first runs
+/// out; after that it is *sticky*: the owner never clears it, only the first remote freer
+/// does. So a pool that goes full → not full → full again by its owner's own frees and
+/// allocations (the common case: with 4 KiB pools most frees land in a full pool) crosses
+/// both transitions with plain loads and stores, no atomic read-modify-write.
 pub const NOTIFY: usize = 1;
 
 /// The header at the start of every pool in use.
@@ -30,7 +35,10 @@ pub const NOTIFY: usize = 1;
 ///   including blocks waiting on `remote` or on the owner's delayed list;
 /// - `free` and `remote` hold distinct blocks of this pool, never a block handed out;
 /// - `linked` is true exactly while the pool is on its owner's class list for `class`;
-///   an unlinked pool has no block on `free` or `remote` once `NOTIFY` is set;
+///   an unlinked pool has no block on `free`, and `NOTIFY` set or a block on its owner's
+///   delayed list;
+/// - `remote` is either exactly `NOTIFY` or a list of blocks (possibly empty) without it:
+///   the bit is only set from an empty list, and freers clear it before pushing;
 /// - `heap` and `class` change only while `used == 0`, i.e. when no thread can hold a block
 ///   of the pool, so any thread freeing a block may read them without a lock.
 #[repr(C)]
@@ -117,6 +125,19 @@ pub unsafe fn snapshot(pool: *mut Pool) -> (usize, u64, usize) {
     }
 }
 
+/// Hints the CPU to bring `pool`'s header into the cache; never faults, whatever `pool` is
+/// (null included).
+#[inline(always)]
+pub fn prefetch(pool: *mut Pool) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it reads nothing architecturally and cannot fault.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(pool as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = pool;
+}
+
 /// First block address of `pool`.
 #[inline(always)]
 fn first_block(pool: *mut Pool) -> usize {
@@ -169,10 +190,10 @@ pub unsafe fn init(pool: *mut Pool, heap: *mut Heap, class: usize) {
 /// Frees `block` into `pool` from a thread that does not own the pool. (`block` first: it
 /// arrives in the first argument register and the free fast path need not move it.)
 ///
-/// While `NOTIFY` is clear the block is pushed on `remote`. When it is set, the pool is full
-/// and off its owner's lists, so the owner would never look at `remote`: the first freer
-/// clears the bit and pushes the block on the owner heap's delayed list instead, which the
-/// owner drains in its slow path and which relinks the pool. The block stays counted in
+/// While `NOTIFY` is clear the block is pushed on `remote`. When it is set, the pool may be
+/// full and off its owner's lists, so the owner might never look at `remote`: the first
+/// freer clears the bit and pushes the block on the owner heap's delayed list instead, which
+/// the owner drains in its slow path and which relinks the pool if it was unlinked. The block stays counted in
 /// `used` until the owner takes it, so the pool (and the `heap` field read here) cannot
 /// change under us; after the successful exchange we no longer touch the pool.
 ///
@@ -218,11 +239,18 @@ pub unsafe extern "C" fn remote_free(block: *mut Block, pool: *mut Pool) {
 /// Owner: moves every remotely freed block onto `free` and returns how many there were.
 ///
 /// # Safety
-/// The caller owns `pool`, which is linked (so `NOTIFY` is clear).
+/// The caller owns `pool`, which is linked.
 pub unsafe fn collect_remote(pool: *mut Pool) -> u32 {
     // SAFETY: the caller owns the pool; the swap hands us the whole list, whose links
     // were published by the freers' release exchanges.
     unsafe {
+        // A plain load first: in a single-threaded program `remote` is always empty (or
+        // just `NOTIFY`, which is not ours to clear), and the swap would cost a locked
+        // instruction on every refill.
+        if (*pool).remote.load(Ordering::Relaxed) & !NOTIFY == 0 {
+            return 0;
+        }
+        // Not `NOTIFY` (it is only ever set on an empty list), so a list of blocks: take it.
         let mut list = (*pool).remote.swap(0, Ordering::Acquire) as *mut Block;
         let mut n = 0;
         while !list.is_null() {
@@ -245,20 +273,16 @@ pub unsafe fn collect_remote(pool: *mut Pool) -> u32 {
 pub unsafe fn try_mark_full(pool: *mut Pool) -> bool {
     // SAFETY: the header is mapped while the caller owns the pool.
     unsafe {
-        (*pool)
-            .remote
-            .compare_exchange(0, NOTIFY, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    }
-}
-
-/// Owner: the pool is back on its class list; remote frees may go to `remote` again.
-///
-/// # Safety
-/// The caller owns `pool`.
-pub unsafe fn clear_notify(pool: *mut Pool) {
-    // SAFETY: the header is mapped while the caller owns the pool.
-    unsafe {
-        (*pool).remote.fetch_and(!NOTIFY, Ordering::Relaxed);
+        let remote = &(*pool).remote;
+        // Already marked (sticky, see `NOTIFY`): nothing to do. A freer may clear the bit
+        // right after this load; it then puts its block on the delayed list, which the
+        // owner drains before it could miss it.
+        match remote.load(Ordering::Relaxed) {
+            NOTIFY => true,
+            0 => remote
+                .compare_exchange(0, NOTIFY, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok(),
+            _ => false,
+        }
     }
 }
