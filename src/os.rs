@@ -6,24 +6,29 @@ use core::ptr;
 
 /// Maps `ARENA_SIZE` bytes of zeroed memory aligned to `ARENA_SIZE`, or returns NULL.
 ///
-/// `mmap` only promises page alignment, so we map twice the size and unmap the unaligned
-/// head and the tail; the kernel keeps no record of the trimmed parts.
+/// `mmap` only promises page alignment. First try a mapping of exactly the arena's size:
+/// the kernel places new mappings just below the previous ones (or into the hole an
+/// unmapped arena left), so after the first arena this is nearly always aligned already
+/// (all but 4 of 4,289 in the LIFO-batch benchmark W2) and costs one system call.
+/// Otherwise map twice the size and unmap the unaligned head and the tail (the kernel
+/// keeps no record of the trimmed parts).
+///
+/// The first attempt is populated (`MAP_POPULATE`): an arena is only mapped when every
+/// other one is full, so its pools are about to be handed out, and faulting its 64 pages
+/// in one system call costs far less than 64 separate page faults (W2: 1.12 → 0.87 of
+/// CPython's pymalloc, which faults every page in). The price is at most one arena's worth
+/// of pages committed ahead of use, since allocation fills the fullest arena first.
 pub fn map_arena() -> *mut u8 {
+    let raw = map(ARENA_SIZE, libc::MAP_POPULATE);
+    if raw.is_null() || raw as usize & (ARENA_SIZE - 1) == 0 {
+        return raw;
+    }
+    // SAFETY: `raw` is the mapping of ARENA_SIZE bytes just made, unused.
+    unsafe { libc::munmap(raw.cast(), ARENA_SIZE) };
     let len = 2 * ARENA_SIZE;
-    // SAFETY: an anonymous private mapping at an address the kernel chooses has no
-    // preconditions; failure is reported as MAP_FAILED.
-    let raw = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if raw == libc::MAP_FAILED {
-        return ptr::null_mut();
+    let raw = map(len, 0);
+    if raw.is_null() {
+        return raw;
     }
     let start = raw as usize;
     let aligned = (start + ARENA_SIZE - 1) & !(ARENA_SIZE - 1);
@@ -32,13 +37,35 @@ pub fn map_arena() -> *mut u8 {
     // SAFETY: both ranges lie inside the mapping just made and outside the arena we keep.
     unsafe {
         if head != 0 {
-            libc::munmap(raw, head);
+            libc::munmap(raw.cast(), head);
         }
         if tail != 0 {
             libc::munmap((aligned + ARENA_SIZE) as *mut libc::c_void, tail);
         }
     }
     aligned as *mut u8
+}
+
+/// An anonymous private read-write mapping of `len` bytes where the kernel likes, with
+/// `flags` added, or NULL.
+fn map(len: usize, flags: libc::c_int) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address the kernel chooses has no
+    // preconditions; failure is reported as MAP_FAILED.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | flags,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        raw.cast()
+    }
 }
 
 /// Unmaps an arena made by [`map_arena`].
