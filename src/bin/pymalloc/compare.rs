@@ -127,14 +127,27 @@ fn find_python() -> Result<String, String> {
     }
     let on_path = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("python3").is_file()));
-    if on_path {
-        Ok("python3".into())
-    } else {
-        Err("no python3 found on PATH (set PYMALLOC_PYTHON=/path/to/python)".into())
+    if !on_path {
+        return Err("no python3 found on PATH (set PYMALLOC_PYTHON=/path/to/python)".into());
     }
+    Ok(real_executable("python3").unwrap_or_else(|| "python3".into()))
 }
 
-/// Geometric mean.
+/// The interpreter binary behind `python`, as `sys.executable` names it. `python3` on the
+/// PATH may be a wrapper (pyenv's shim is a shell script that runs several processes): run
+/// through it, every measurement would include the wrapper's start-up, which is longer
+/// than a short workload, and the preloaded allocator would be timed in the shell too.
+fn real_executable(python: &str) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .env_remove("LD_PRELOAD")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let path = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && Path::new(&path).is_file()).then_some(path)
+}
+
 fn geomean(v: &[f64]) -> f64 {
     (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
 }

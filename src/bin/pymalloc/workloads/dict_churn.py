@@ -3,7 +3,7 @@ import random
 
 random.seed(1)
 d = {}
-for i in range(100000):
+for i in range(600000):
     k = random.randrange(20000)
     d[k] = (k, str(k), [k])
 print(len(d))

@@ -9,7 +9,7 @@ class Node:
 
 
 n = 0
-for _ in range(20):
+for _ in range(120):
     nodes = [Node() for _ in range(5000)]
     for a, b in zip(nodes, nodes[1:]):
         a.peer, b.items = b, [a]

@@ -5,6 +5,6 @@ def gen(n):
 
 
 n = 0
-for _ in range(20):
+for _ in range(240):
     n += sum(f() for _, f in gen(10000))
 print(n)

@@ -21,4 +21,4 @@ def run(rounds):
     return total
 
 
-print(run(700))
+print(run(7000))
