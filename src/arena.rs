@@ -21,6 +21,9 @@ use crate::{os, ownership};
 use core::cell::UnsafeCell;
 use core::ptr;
 
+/// Arenas mapped before new ones are populated at once (see [`Arenas::map`]).
+const POPULATE_FROM: u64 = 32;
+
 /// Usable pools in an arena (pool 0 holds the header).
 pub const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
 /// Bits of the usable pools in a free-pool set.
@@ -196,7 +199,10 @@ impl Arenas {
 
     /// Maps a new arena, all pools free, and puts it on its bucket; NULL on failure.
     fn map(&mut self) -> *mut Arena {
-        let base = os::map_arena();
+        // Populate (see `os::map_arena`) only once the heap is big: then the pages committed
+        // ahead of use are at most 1/POPULATE_FROM of it, while a small program (CPython
+        // starts with about 15 arenas) faults in only what it touches.
+        let base = os::map_arena(self.counts.current >= POPULATE_FROM);
         if base.is_null() {
             return ptr::null_mut();
         }

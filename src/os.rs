@@ -13,13 +13,14 @@ use core::ptr;
 /// Otherwise map twice the size and unmap the unaligned head and the tail (the kernel
 /// keeps no record of the trimmed parts).
 ///
-/// The first attempt is populated (`MAP_POPULATE`): an arena is only mapped when every
-/// other one is full, so its pools are about to be handed out, and faulting its 64 pages
-/// in one system call costs far less than 64 separate page faults (W2: 1.12 → 0.87 of
-/// CPython's pymalloc, which faults every page in). The price is at most one arena's worth
-/// of pages committed ahead of use, since allocation fills the fullest arena first.
-pub fn map_arena() -> *mut u8 {
-    let raw = map(ARENA_SIZE, libc::MAP_POPULATE);
+/// With `populate`, the first attempt is populated (`MAP_POPULATE`): an arena is only
+/// mapped when every other one is full, so its pools are about to be handed out, and
+/// faulting its 64 pages in one system call costs far less than 64 separate page faults
+/// (W2: 1.12 → 0.87 of CPython's pymalloc, which faults every page in). The price is at
+/// most one arena's worth of pages committed ahead of use, since allocation fills the
+/// fullest arena first.
+pub fn map_arena(populate: bool) -> *mut u8 {
+    let raw = map(ARENA_SIZE, if populate { libc::MAP_POPULATE } else { 0 });
     if raw.is_null() || raw as usize & (ARENA_SIZE - 1) == 0 {
         return raw;
     }
