@@ -38,7 +38,7 @@ fn run_child(what: &str, a: &Alloc) {
             for n in W1_SIZES {
                 common::w1(a, n, 200_000);
                 let t = Instant::now();
-                let ops = common::w1(a, n, 3_000_000);
+                let ops = common::w1(a, n, 50_000_000);
                 report(&format!("W1 {n} B"), t, ops);
             }
             warm.free(a);
@@ -46,16 +46,14 @@ fn run_child(what: &str, a: &Alloc) {
         "w2" => {
             let mut rng = Rng(0x2222);
             let start = common::rss_kib();
-            let mut peak = 0;
             common::w2(a, &mut vec, &mut rng);
             let (t, mut ops) = (Instant::now(), 0);
             for _ in 0..3 {
                 common::w2_fill(a, &mut vec, &mut rng);
-                peak = peak.max(common::rss_kib());
                 ops += common::w2_drain(a, &mut vec);
             }
             report("W2", t, ops);
-            report_rss("W2", start, peak, common::rss_kib());
+            report_rss("W2", start, common::peak_rss_kib(), common::rss_kib());
         }
         "w3" | "w5" => {
             let key = if what == "w3" { "W3" } else { "W5" };
@@ -65,9 +63,8 @@ fn run_child(what: &str, a: &Alloc) {
             let t = Instant::now();
             let ops = s.steps(a, 3_000_000);
             report(key, t, ops);
-            let peak = common::rss_kib();
             s.free(a);
-            report_rss(key, start, peak, common::rss_kib());
+            report_rss(key, start, common::peak_rss_kib(), common::rss_kib());
         }
         "w4" => {
             common::w4(a, 64, &mut vec);
@@ -86,7 +83,7 @@ fn run_child(what: &str, a: &Alloc) {
             let mut r = Replay::new();
             r.run(a);
             let (t, mut ops) = (Instant::now(), 0);
-            for _ in 0..50 {
+            for _ in 0..300 {
                 ops += r.run(a);
             }
             report("W6 replay", t, ops);
@@ -105,7 +102,9 @@ fn icount_child(n: usize, loops: u64, a: &Alloc) {
 
 fn child_cmd(spec: &str, preload: Option<&str>) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.env("COMPARE_CHILD", spec);
+    c.env("COMPARE_CHILD", spec)
+        .env_remove("PYTHONMALLOC")
+        .env_remove("PYTHONDEVMODE");
     if let Some(lib) = preload {
         c.env("LD_PRELOAD", lib);
     }
@@ -160,6 +159,10 @@ fn target(key: &str) -> &'static str {
 
 fn times(runs: usize) {
     let allocs = available(&ALL);
+    if !allocs.iter().any(|a| a.0 == REFERENCE) {
+        eprintln!("{REFERENCE}, the reference of every ratio, cannot be loaded (see above)");
+        std::process::exit(1);
+    }
     let names: Vec<&str> = allocs.iter().map(|a| a.0).collect();
     // (key, allocator) -> per-run (seconds, ops); (key, allocator) -> per-run RSS.
     let mut t: BTreeMap<(String, &str), Vec<(f64, f64)>> = BTreeMap::new();

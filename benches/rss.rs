@@ -3,13 +3,16 @@
 //! lifetime) time with pymalloc-rs's lazy decommit on and off, alternating runs.
 //!
 //! `cargo bench --bench rss` prints markdown tables. Peers are loaded with dlopen and
-//! skipped, with a line saying so, when missing: CPython 3.11's pymalloc (libpython from
-//! pyenv, after `Py_InitializeEx(0)`), glibc, mimalloc (`libmimalloc2.0`), jemalloc
-//! (`libjemalloc2`).
+//! skipped, with a line saying so, when missing: the peers of `common::ALL` (jemalloc and
+//! tcmalloc preloaded when they will not `dlopen`).
 
 mod common;
 
-use common::{load, rss_kib, Alloc, Rng};
+#[path = "../src/bin/pymalloc/median.rs"]
+mod median_of;
+
+use common::{load, rss_kib, Alloc, Rng, Slots, ALL};
+use median_of::median;
 use std::ffi::c_void;
 use std::process::Command;
 use std::time::Instant;
@@ -48,45 +51,35 @@ fn fragmentation(a: &Alloc) {
     println!("{start} {peak} {held} {end}");
 }
 
-/// Child: W3, 100k slots, each step frees a random slot and allocates 1..512 into it.
-/// Prints the seconds taken.
+/// Child: W3 (see `common::Slots`), 5M steps. Prints the seconds taken.
 fn w3(a: &Alloc) {
-    const SLOTS: usize = 100_000;
-    const STEPS: usize = 5_000_000;
-    let mut rng = Rng(0x9e37_79b9);
-    // SAFETY (whole function): a C allocator; every block is touched and freed once.
-    let mut slots: Vec<*mut c_void> = (0..SLOTS)
-        .map(|_| unsafe { (a.malloc)(1 + rng.next() as usize % 512) })
-        .collect();
+    let mut slots = Slots::new(a, false);
     let t = Instant::now();
-    for _ in 0..STEPS {
-        let s = rng.next() as usize % SLOTS;
-        let n = 1 + rng.next() as usize % 512;
-        unsafe {
-            (a.free)(slots[s]);
-            slots[s] = (a.malloc)(n);
-            slots[s].cast::<u8>().write(1);
-        }
-    }
+    slots.steps(a, 5_000_000);
     println!("{}", t.elapsed().as_secs_f64());
-    if std::env::var_os("RSS_BENCH_COUNTS").is_some() {
-        eprintln!("{:?}", pymalloc::arena::counts());
-    }
-    for p in slots {
-        unsafe { (a.free)(p) };
-    }
+    slots.free(a);
 }
 
+/// Runs child `what` for allocator `name`; an allocator that will not `dlopen` is retried
+/// with its library preloaded (see `common::preload_for`).
 fn child(what: &str, name: &str, env: &[(&str, &str)]) -> Result<String, String> {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env("RSS_BENCH_CHILD", format!("{what}:{name}"))
-        .envs(env.iter().copied())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let run = |preload: Option<&str>| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.env("RSS_BENCH_CHILD", format!("{what}:{name}"))
+            .envs(env.iter().copied());
+        if let Some(lib) = preload {
+            c.env("LD_PRELOAD", lib);
+        }
+        let out = c.output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    run(None).or_else(|e| match common::preload_for(name) {
+        Some(lib) => run(Some(lib)).map_err(|_| e),
+        None => Err(e),
+    })
 }
 
 fn main() {
@@ -103,18 +96,11 @@ fn main() {
         }
         return;
     }
-    let names = [
-        "pymalloc-rs",
-        "cpython-pymalloc",
-        "glibc",
-        "mimalloc",
-        "jemalloc",
-    ];
     println!("## 1M blocks of 1..512 bytes, 90 % freed at random (RSS, MiB)\n");
     println!("| allocator | start | peak | after freeing 90 % | vs CPython pymalloc | after freeing all | above start |");
     println!("|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
-    for name in names {
+    for name in ALL {
         match child("frag", name, &[]) {
             Ok(line) => {
                 let v: Vec<f64> = line
@@ -153,10 +139,6 @@ fn main() {
             v.push(s.parse::<f64>().unwrap());
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
     let (m_on, m_off) = (median(&mut on), median(&mut off));
     println!("| decommit on | decommit off | ratio on/off |\n|---|---|---|");
     println!("| {m_on:.3} | {m_off:.3} | {:.3} |", m_on / m_off);

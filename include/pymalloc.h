@@ -148,7 +148,10 @@ size_t pymalloc_usable_size(const void *ptr);
 bool pymalloc_owns(const void *ptr);
 
 /*
- Returns every free pool and spare arena to the OS now.
+ Returns free pools and spare arenas to the OS now: every free pool in the arenas, the
+ empty pools cached by the calling thread, by the shared heap and by exited threads'
+ heaps. (Other running threads each keep their last empty pool of a class until they
+ exit.)
  */
 void pymalloc_trim(void);
 

@@ -135,6 +135,7 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     let keep = if n <= size {
         // Shrinking: stay unless that would waste more than a quarter of the block.
         if 4 * n > 3 * size {
+            valgrind::resized_in_place(p, n);
             return p;
         }
         n

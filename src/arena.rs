@@ -305,7 +305,8 @@ pub fn alloc_pool() -> *mut Pool {
 /// Gives `pool` back to its arena; unmaps the arena if that leaves two arenas all free.
 ///
 /// # Safety
-/// `pool` came from [`alloc_pool`], and no block of it is in use or on any list.
+/// `pool` came from [`alloc_pool`], no block of it is in use, and none waits on a remote or
+/// delayed list (every block is on its `free` list, or it was never carved).
 pub unsafe fn release_pool(pool: *mut Pool) {
     locked(|s| {
         let a = arena_of(pool);

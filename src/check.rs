@@ -124,7 +124,7 @@ unsafe fn check_heap(
 /// Walks a list of blocks of `pool`, checking each and collecting them in `seen`.
 ///
 /// # Safety
-/// `head` is a list of blocks the allocator keeps; nothing changes it meanwhile.
+/// `b` heads a list of blocks the allocator keeps; nothing changes it meanwhile.
 unsafe fn walk_list(
     pool: *mut Pool,
     class: usize,

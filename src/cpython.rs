@@ -43,7 +43,7 @@ static REPLACED: Replaced = Replaced(UnsafeCell::new(MaybeUninit::uninit()));
 static FALLBACK_TAKEN: AtomicBool = AtomicBool::new(false);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 crate::sync::global! {
-    static INSTALL_LOCK: Lock = Lock::new();
+    pub(crate) static INSTALL_LOCK: Lock = Lock::new();
 }
 
 /// The interpreter's own `PyObject_Malloc`, `_Calloc`, `_Realloc`, `_Free`; null outside
@@ -53,7 +53,9 @@ pub static FORWARD_CALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
 pub static FORWARD_REALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
 pub static FORWARD_FREE: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
 
-/// Whether we are the allocator of at least one CPython domain.
+/// Whether this process ever installed us as the allocator of a CPython domain. Never
+/// cleared: an interpreter that later restores its defaults (3.12+ re-initialisation)
+/// goes unnoticed.
 pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
 }

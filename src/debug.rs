@@ -89,7 +89,8 @@ struct Global(UnsafeCell<State>);
 // SAFETY: only touched with `LOCK` held.
 unsafe impl Sync for Global {}
 crate::sync::global! {
-    static LOCK: Lock = Lock::new();
+    /// Guards [`STATE`]; innermost of the allocator's locks (see `fork`).
+    pub(crate) static LOCK: Lock = Lock::new();
 }
 static STATE: Global = Global(UnsafeCell::new(State {
     quarantine: None,

@@ -64,6 +64,9 @@ pub static SYSTEM: AllocatorEx = AllocatorEx {
     free: system_free,
 };
 
+/// The fallback in force. Invariant: it always points to an allocator that lives for the
+/// rest of the process (`SYSTEM`, or the replaced CPython allocator copied into a static),
+/// and changes only at installation into CPython (see [`set`]).
 static CURRENT: AtomicPtr<AllocatorEx> =
     AtomicPtr::new(&SYSTEM as *const AllocatorEx as *mut AllocatorEx);
 

@@ -79,6 +79,18 @@ pub extern "C" fn double_free(p: *mut u8) {
         .abort()
 }
 
+/// Reports that `p` was freed into a pool that holds no live block (freed twice, the
+/// pool emptied and given back to its arena in between) and aborts.
+#[cold]
+#[inline(never)]
+pub fn free_in_free_pool(p: *mut u8) -> ! {
+    Report::new("double free")
+        .text("    address ")
+        .hex(p as usize)
+        .text(": its pool holds no live block (freed already, or never allocated)\n")
+        .abort()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

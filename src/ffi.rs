@@ -59,7 +59,10 @@ pub extern "C" fn pymalloc_owns(ptr: *const c_void) -> bool {
     api::owns(ptr.cast())
 }
 
-/// Returns every free pool and spare arena to the OS now.
+/// Returns free pools and spare arenas to the OS now: every free pool in the arenas, the
+/// empty pools cached by the calling thread, by the shared heap and by exited threads'
+/// heaps. (Other running threads each keep their last empty pool of a class until they
+/// exit.)
 #[no_mangle]
 pub extern "C" fn pymalloc_trim() {
     heap::trim();
@@ -109,10 +112,15 @@ pub extern "C" fn pymalloc_allocator() -> AllocatorEx {
 
 /// Loads a forwarding slot: the interpreter's function of type `F`, or `None` outside CPython.
 #[inline(always)]
-fn forward<F: Copy>(slot: &crate::sync::unmodeled::AtomicPtr<c_void>) -> Option<F> {
+///
+/// # Safety
+/// `F` is the function pointer type of the function `slot` holds.
+unsafe fn forward<F: Copy>(slot: &crate::sync::unmodeled::AtomicPtr<c_void>) -> Option<F> {
+    const { assert!(core::mem::size_of::<F>() == core::mem::size_of::<*mut c_void>()) };
     let p = slot.load(crate::sync::Ordering::Relaxed);
     // SAFETY: a non-null slot holds the interpreter's function of the matching signature
-    // (see `cpython::resolve_forwarding`); `F` is that function pointer type.
+    // (see `cpython::resolve_forwarding`); per the caller `F` is that function pointer type,
+    // and it is pointer-sized (checked above).
     (!p.is_null()).then(|| unsafe { core::mem::transmute_copy::<*mut c_void, F>(&p) })
 }
 
@@ -120,7 +128,9 @@ fn forward<F: Copy>(slot: &crate::sync::unmodeled::AtomicPtr<c_void>) -> Option<
 /// interpreter's own (which dispatches to the installed allocator).
 #[no_mangle]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    match forward::<unsafe extern "C" fn(usize) -> *mut c_void>(&cpython::FORWARD_MALLOC) {
+    // SAFETY: `FORWARD_MALLOC` holds the interpreter's PyObject_Malloc, of this type.
+    match unsafe { forward::<unsafe extern "C" fn(usize) -> *mut c_void>(&cpython::FORWARD_MALLOC) }
+    {
         // SAFETY: the interpreter's PyObject_Malloc.
         Some(f) => unsafe { f(size) },
         None => api::malloc(size).cast(),
@@ -130,7 +140,10 @@ pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
 /// `PyObject_Calloc`: see [`PyObject_Malloc`].
 #[no_mangle]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    match forward::<unsafe extern "C" fn(usize, usize) -> *mut c_void>(&cpython::FORWARD_CALLOC) {
+    // SAFETY: `FORWARD_CALLOC` holds the interpreter's PyObject_Calloc, of this type.
+    match unsafe {
+        forward::<unsafe extern "C" fn(usize, usize) -> *mut c_void>(&cpython::FORWARD_CALLOC)
+    } {
         // SAFETY: the interpreter's PyObject_Calloc.
         Some(f) => unsafe { f(nelem, elsize) },
         None => api::calloc(nelem, elsize).cast(),
@@ -143,9 +156,12 @@ pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// As for [`pymalloc_realloc`].
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    match forward::<unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void>(
-        &cpython::FORWARD_REALLOC,
-    ) {
+    // SAFETY: `FORWARD_REALLOC` holds the interpreter's PyObject_Realloc, of this type.
+    match unsafe {
+        forward::<unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void>(
+            &cpython::FORWARD_REALLOC,
+        )
+    } {
         // SAFETY: the interpreter's PyObject_Realloc, with the caller's contract.
         Some(f) => unsafe { f(ptr, size) },
         // SAFETY: forwarded caller contract.
@@ -159,7 +175,8 @@ pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, size: usize) -> *mut
 /// As for [`pymalloc_free`].
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    match forward::<unsafe extern "C" fn(*mut c_void)>(&cpython::FORWARD_FREE) {
+    // SAFETY: `FORWARD_FREE` holds the interpreter's PyObject_Free, of this type.
+    match unsafe { forward::<unsafe extern "C" fn(*mut c_void)>(&cpython::FORWARD_FREE) } {
         // SAFETY: the interpreter's PyObject_Free, with the caller's contract.
         Some(f) => unsafe { f(ptr) },
         // SAFETY: forwarded caller contract.

@@ -12,11 +12,15 @@
 //! further down this list, and [`prepare`] takes them all in this order, so it cannot
 //! deadlock with a thread already inside:
 //!
-//! 1. `heap::SHARED_LOCK` (the shared heap of exited threads and debug mode; its slow path takes 2-4),
-//! 2. `heap::REGISTRY_LOCK` (attach, thread exit, trim: takes 3 and 4),
-//! 3. `meta::LOCK` (metadata memory: takes nothing),
-//! 4. `arena::LOCK` (pool hand-out and return: takes nothing),
-//! 5. `sync::KEY_LOCK` (creation of the thread-exit key: taken with nothing else held).
+//! 1. `cpython::INSTALL_LOCK` (installation into CPython: takes none of ours, but is
+//!    outermost so that any could be taken under it),
+//! 2. `heap::SHARED_LOCK` (the shared heap of exited threads and debug mode; its slow path takes 3-5),
+//! 3. `heap::REGISTRY_LOCK` (attach, thread exit, trim: takes 4 and 5),
+//! 4. `meta::LOCK` (metadata memory: takes nothing),
+//! 5. `arena::LOCK` (pool hand-out and return: takes nothing),
+//! 6. `sync::KEY_LOCK` (creation of the thread-exit key: taken with nothing else held),
+//! 7. `debug::LOCK` (debug mode's quarantine and large-block registry: takes nothing; its
+//!    collections allocate from the C library's malloc, which has its own fork handlers).
 //!
 //! ## The child's other heaps
 //!
@@ -36,27 +40,31 @@
 //! heap attach in case the constructor was not linked in, and does the work once.
 
 use crate::sync::Ordering;
-use crate::{arena, heap, meta, sync};
+use crate::{arena, cpython, debug, heap, meta, sync};
 
 /// Takes every allocator lock, in the order stated above.
 extern "C" fn prepare() {
+    cpython::INSTALL_LOCK.acquire();
     heap::SHARED_LOCK.acquire();
     heap::REGISTRY_LOCK.acquire();
     meta::LOCK.acquire();
     arena::LOCK.acquire();
     sync::KEY_LOCK.acquire();
+    debug::LOCK.acquire();
 }
 
 /// Releases every lock [`prepare`] took, in reverse order.
 extern "C" fn release_all() {
-    // SAFETY: `prepare` ran in this thread just before the fork and took all five; in the
+    // SAFETY: `prepare` ran in this thread just before the fork and took all seven; in the
     // child this thread is the one that took them.
     unsafe {
+        debug::LOCK.release();
         sync::KEY_LOCK.release();
         arena::LOCK.release();
         meta::LOCK.release();
         heap::REGISTRY_LOCK.release();
         heap::SHARED_LOCK.release();
+        cpython::INSTALL_LOCK.release();
     }
 }
 

@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn pool_geometry_matches_cpython() {
-        // CPython 3.8-3.13 with 4 KiB pools: 48-byte header, 255 blocks of 16, 7 of 512.
+        // CPython 3.8-3.13 with 4 KiB pools: 48-byte header, 253 blocks of 16, 7 of 512.
         assert_eq!(blocks_per_pool(0), 253);
         assert_eq!(blocks_per_pool(NUM_CLASSES - 1), 7);
     }

@@ -29,8 +29,9 @@ use core::ptr;
 ///   null, so the fast path needs no null test. Owned pools that are not on the list are
 ///   full and have `NOTIFY` set or a block of theirs on `delayed`; pools on the list may
 ///   have `NOTIFY` set too (it is sticky, see [`pool::NOTIFY`]).
-/// - `delayed` holds blocks freed by other threads into this heap's full pools; each is
-///   still counted in its pool's `used`.
+/// - `delayed` holds blocks freed by other threads into this heap's pools that had
+///   `NOTIFY` set (full ones, or linked ones whose bit stayed set); each is still counted
+///   in its pool's `used`.
 /// - Only the owning thread (or, for an abandoned heap, whoever holds the registry lock)
 ///   touches anything but `delayed`.
 /// - `tails[c]` is the last pool of `lists[c]`, null when the list is empty.
@@ -48,8 +49,9 @@ pub struct Heap {
 /// A `Sync` home for statics holding raw pointers.
 #[repr(transparent)]
 pub struct Shared<T>(T);
-// SAFETY: the wrapped statics are only ever read through raw pointers by code that follows
-// the heap and pool invariants above; the empty heap and empty pool are never written.
+// SAFETY: the statics wrapped are the empty heap and empty pool, which are never written,
+// and the registry and shared-heap slots, whose `UnsafeCell` contents are only touched
+// with their lock held (`REGISTRY_LOCK`, `SHARED_LOCK`).
 unsafe impl<T> Sync for Shared<T> {}
 // SAFETY: as above (loom's lazy statics want `Send`).
 unsafe impl<T> Send for Shared<T> {}
@@ -116,7 +118,9 @@ crate::sync::global! {
 crate::sync::global! {
     /// The shared heap, guarded by `SHARED_LOCK`: it serves threads whose own heap was
     /// handed back at exit (their thread-local destructors may still allocate), threads
-    /// that could get no heap, and debug mode's blocks.
+    /// that could get no heap, and debug mode's blocks. The holder of `SHARED_LOCK` acts as
+    /// its owner. The slot is set once, under both `SHARED_LOCK` and `REGISTRY_LOCK`, so
+    /// either lock suffices to read it.
     static SHARED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
         Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
 }
@@ -145,6 +149,10 @@ impl Heap {
             let delayed = &(*heap).delayed;
             let mut old = delayed.load(Ordering::Relaxed);
             loop {
+                // The cheap double-free check of the owner's free, for remote frees.
+                if old == block {
+                    return crate::fault::double_free(block.cast());
+                }
                 (*block).next = old;
                 match delayed.compare_exchange_weak(
                     old,
@@ -219,8 +227,15 @@ unsafe extern "C" fn free_remote(block: *mut Block, pool: *mut Pool) {
         // SAFETY: forwarded caller contract.
         return unsafe { debug::free(block.cast(), debug::Api::Native) };
     }
-    // SAFETY: per the caller.
-    unsafe { pool::remote_free(block, pool) }
+    // SAFETY: per the caller the header is mapped; a pool given back to its arena has a
+    // null `heap`, so a second free of a block whose pool emptied in between is seen here
+    // (it would otherwise be pushed on the delayed list of no heap).
+    unsafe {
+        if (*pool).heap.is_null() {
+            crate::fault::free_in_free_pool(block.cast());
+        }
+        pool::remote_free(block, pool)
+    }
 }
 
 /// Pushes `block` back on its pool's free list: the owner's side of every free.
@@ -252,7 +267,8 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 /// Owner: a pool that was full has a free block again, or a pool has become empty.
 ///
 /// # Safety
-/// The calling thread owns `heap`, and `heap` owns `pool`.
+/// The caller acts as `heap`'s owner (its thread, or the holder of the lock that guards an
+/// abandoned or the shared heap), and `heap` owns `pool`.
 #[cold]
 unsafe extern "C" fn free_slow(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller, we own both; list links are ours to change.
@@ -415,7 +431,7 @@ unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
     }
 }
 
-/// Takes back every block other threads freed into this heap's full pools.
+/// Takes back every block other threads put on this heap's delayed list.
 ///
 /// # Safety
 /// The caller owns `heap`.
@@ -542,13 +558,25 @@ pub fn alloc_shared(n: usize) -> *mut u8 {
     }
 }
 
-/// Returns to the arenas every empty pool of the calling thread's heap and of every
-/// abandoned heap (see `pymalloc_trim`).
+/// Returns to the arenas every empty pool of the calling thread's heap, of the shared heap
+/// and of every abandoned heap (see `pymalloc_trim`).
 pub fn trim() {
     let own = sync::thread_heap();
     if own != Heap::empty() {
         // SAFETY: the calling thread owns its heap.
         unsafe { tidy(own) };
+    }
+    {
+        let _guard = SHARED_LOCK.lock();
+        // SAFETY: the lock is held, so we act as the owner of the shared heap. Its blocks
+        // come back as remote frees, and a pool emptied by collected remote frees stays on
+        // its lists until tidied.
+        unsafe {
+            let shared = *SHARED_HEAP.0.get();
+            if !shared.is_null() {
+                tidy(shared);
+            }
+        }
     }
     let _guard = REGISTRY_LOCK.lock();
     // SAFETY: abandoned heaps are owned by the registry lock holder.

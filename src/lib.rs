@@ -6,8 +6,8 @@
 //! ## The picture
 //!
 //! ```text
-//!  arena: 256 KiB mmap, aligned to 256 KiB                     ownership map (1 bit/arena)
-//!  +--------+--------+--------+-- ... --+--------+             addr >> 18 -> bit: ours?
+//!  arena: 256 KiB mmap, aligned to 256 KiB                    ownership map (1 byte/arena)
+//!  +--------+--------+--------+-- ... --+--------+             addr >> 18 -> byte: ours?
 //!  | arena  | pool 1 | pool 2 |         | pool 63|
 //!  | header | cls 3  | cls 0  |         | free   |
 //!  +--------+--------+--------+-- ... --+--------+
@@ -31,9 +31,10 @@
 //!   An all-free arena is unmapped, one spare kept.
 //! - **Pools** belong to one thread heap at a time ([`pool`]). The owner pops and pushes the
 //!   pool's free list with plain loads and stores. Another thread freeing a block pushes it
-//!   on the pool's lock-free `remote` list; if the pool is full (off the owner's lists), the
-//!   first such freer puts the block on the owner heap's `delayed` list instead, so the
-//!   owner finds the pool again. The owner takes both lists back in its slow path.
+//!   on the pool's lock-free `remote` list; if the pool has ever run out (it may be off the
+//!   owner's lists, and its `NOTIFY` bit says so), the first such freer puts the block on
+//!   the owner heap's `delayed` list instead, so the owner finds the pool again. The owner
+//!   takes both lists back in its slow path.
 //! - **Heaps** belong to one thread ([`heap`]). A thread's first allocation gives it a heap;
 //!   at its exit (a pthread key destructor) the heap is tidied and abandoned whole, and the
 //!   next new thread adopts it, blocks left behind and all. Heaps are never unmapped.

@@ -41,7 +41,7 @@ impl Drop for Bump {
     fn drop(&mut self) {
         for &chunk in &self.chunks {
             // SAFETY: mapped by `alloc` below; the execution is over, nothing uses it.
-            unsafe { libc::munmap(chunk as *mut libc::c_void, CHUNK) };
+            unsafe { crate::os::unmap(chunk as *mut u8, CHUNK) };
         }
     }
 }
@@ -55,18 +55,8 @@ pub fn alloc<T>() -> *mut T {
     let bump = unsafe { &mut *BUMP.0.get() };
     let mut start = (bump.next + align - 1) & !(align - 1);
     if bump.next == 0 || start + size > bump.end {
-        // SAFETY: an anonymous private mapping has no preconditions.
-        let chunk = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                CHUNK,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if chunk == libc::MAP_FAILED {
+        let chunk = crate::os::map(CHUNK);
+        if chunk.is_null() {
             return ptr::null_mut();
         }
         start = chunk as usize;

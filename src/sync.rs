@@ -49,7 +49,8 @@ use core::cell::Cell;
 /// A test-and-test-and-set lock. It never allocates, has a `const` constructor (it guards
 /// statics), and can be released without a guard, which `fork` handling needs.
 ///
-/// Invariant: `locked` is true exactly while one thread is between `lock` and `unlock`.
+/// Invariant: `locked` is true exactly while one thread holds the lock: from `lock` until
+/// its guard drops, or from `acquire` until `release`.
 pub struct Lock {
     locked: AtomicBool,
 }

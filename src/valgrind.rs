@@ -67,10 +67,23 @@ mod imp {
     pub fn noaccess(_: *const u8, _: usize) {}
 }
 
-/// A pool block of `n` requested bytes was handed out.
+/// A pool block of `n` requested bytes was handed out (or NULL, which is no block).
 #[inline(always)]
 pub fn allocated(p: *const u8, n: usize) {
+    if cfg!(feature = "valgrind") && p.is_null() {
+        return;
+    }
     imp::malloclike(p, n);
+}
+
+/// A block kept in place by a realloc to `n` bytes: memcheck learns its new size. The
+/// contents are kept, so all `n` bytes count as defined (the requested size before is not
+/// recorded, so bytes past it cannot be told apart).
+#[inline(always)]
+pub fn resized_in_place(p: *const u8, n: usize) {
+    imp::freelike(p);
+    imp::malloclike(p, n);
+    imp::defined(p, n);
 }
 
 /// A pool block is being freed: from now on only its link word is ours to use.

@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::{library_dir, root, run, scratch};
@@ -110,9 +111,14 @@ fn python(exe: &Path, preload: bool) -> Command {
         "PYTHONDEVMODE",
         "PYTHONTRACEMALLOC",
         "LD_PRELOAD",
-        "PYMALLOC_INSTALL",
     ] {
         c.env_remove(var);
+    }
+    // A developer's own settings (PYMALLOC_STATS, _DEBUG, …) would change what is measured.
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("PYMALLOC_") {
+            c.env_remove(var);
+        }
     }
     if preload {
         c.env("LD_PRELOAD", lib());
@@ -218,6 +224,7 @@ fn verbose_says_what_happened_and_silence_otherwise() {
         let loud = run(python(exe, true)
             .args(["-c", "pass"])
             .env("PYMALLOC_VERBOSE", "1"));
+        ok(&loud)?;
         let text = String::from_utf8_lossy(&loud.stderr);
         if !text.contains("installed for CPython's OBJ and MEM domain(s)") {
             return Err(format!("verbose install message missing: {text:?}"));
@@ -245,6 +252,9 @@ fn debug_mode_catches_an_api_mismatch_and_runs_python() {
         let out = run(python(exe, true)
             .args(["-c", code])
             .env("PYMALLOC_DEBUG", "1"));
+        if out.status.signal() != Some(libc::SIGABRT) {
+            return Err(format!("API mismatch did not abort: {:?}", out.status));
+        }
         let err = String::from_utf8_lossy(&out.stderr);
         if !err.contains("pymalloc: API mismatch")
             || !err.contains("released through the PyMem_Malloc family")

@@ -70,6 +70,27 @@ fn every_fault_is_reported_and_aborts() {
     }
 }
 
+/// `fork()` while other threads are inside the allocator, in debug mode: the fork handlers
+/// must take debug mode's own lock too, or a child can inherit it held and hang (the
+/// program's alarm then fails it).
+#[test]
+fn fork_under_busy_threads_in_debug_mode() {
+    let exe = scratch().join("debug-fork");
+    compile_c(
+        &support::root().join("ctests/fork.c"),
+        &exe,
+        Link::Shared,
+        &[],
+    );
+    let out = run(Command::new(&exe).env("PYMALLOC_DEBUG", "1"));
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn correct_programs_run_clean_in_debug_mode() {
     let out = run(Command::new(program()).arg("ok").env("PYMALLOC_DEBUG", "1"));

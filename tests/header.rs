@@ -9,6 +9,6 @@ fn committed_header_matches_generated() {
             .expect("include/pymalloc.h exists");
     assert!(
         generated == committed,
-        "include/pymalloc.h is stale: run `cargo build` outside CI (CI unset) and commit the result"
+        "include/pymalloc.h is stale: run `PYMALLOC_BLESS=1 cargo build` and commit the result"
     );
 }

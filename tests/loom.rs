@@ -194,6 +194,10 @@ fn owner_exits_while_others_free_and_a_third_adopts() {
                     s2.free(addr, tag);
                 }
             });
+            // Let the freer run while pool 1 is still full and unlinked: the owner's own
+            // frees below relink it, and they hold no atomic operation where loom could
+            // switch threads.
+            thread::yield_now();
             for (addr, tag) in mine {
                 s1.free(addr, tag);
             }
@@ -211,6 +215,38 @@ fn owner_exits_while_others_free_and_a_third_adopts() {
         freer.join().unwrap();
         newcomer.join().unwrap();
         shadow.free(left.0, left.1);
+        assert_all_returned();
+    });
+}
+
+/// A pool that ran out (so `NOTIFY` is set) gets a block back from its owner (relinked at
+/// the back with the bit still set: it is sticky) and runs out again while another thread
+/// frees one of its blocks. The remote free must reach the owner whether it comes before,
+/// during or after the owner's `try_mark_full` finds the bit still set and unlinks the
+/// pool without an atomic read-modify-write.
+#[test]
+fn remote_free_into_a_relinked_pool_that_runs_out_again() {
+    model(|| {
+        let shadow = Shadow::default();
+        // Pool 1 takes tags 0..7 and runs out (marked); pool 2 takes tag 7.
+        let mut mine: Vec<(usize, u64)> = (0..=PER_POOL as u64)
+            .map(|t| (shadow.alloc(BIG, t), t))
+            .collect();
+        let back = mine.remove(0);
+        shadow.free(back.0, back.1); // pool 1 relinked, NOTIFY still set
+        let given = mine.remove(0); // pool 1, freed by another thread
+        let s2 = shadow.clone();
+        let freer = thread::spawn(move || s2.free(given.0, given.1));
+        thread::yield_now();
+        // Use up pool 2's six free blocks, then pool 1's returned one, then one more: pool
+        // 1 runs out again and the owner goes past it.
+        for t in 100..101 + PER_POOL as u64 {
+            mine.push((shadow.alloc(BIG, t), t));
+        }
+        for (addr, tag) in mine {
+            shadow.free(addr, tag);
+        }
+        freer.join().unwrap();
         assert_all_returned();
     });
 }

@@ -82,3 +82,82 @@ fn worker(t: u8) -> Vec<Block> {
     mine.into_iter().for_each(release);
     keep
 }
+
+/// The list transitions, step by step: a pool that ran out is marked (`NOTIFY`); a block
+/// its owner frees relinks it at the tail with the bit still set, so the next allocation
+/// comes from the pool at the head; a remote free into the relinked pool then goes to the
+/// owner's delayed list (clearing the bit), and nothing is lost.
+#[test]
+fn relinked_pools_wait_at_the_tail_and_keep_notify() {
+    use pymalloc::heap;
+    use pymalloc::pool::{pool_of, NOTIFY};
+    use std::sync::atomic::Ordering;
+    let _serial = SERIAL.lock().unwrap();
+    // A fresh thread: a heap of its own, with no pool of class 31 yet.
+    thread::spawn(|| {
+        let big = 512;
+        let per = pymalloc::geometry::blocks_per_pool(big / 16 - 1);
+        let before = check::verify().unwrap().blocks_in_use;
+        let a: Vec<usize> = (0..per).map(|_| api::malloc(big) as usize).collect();
+        let b0 = api::malloc(big);
+        let (pa, pb) = (pool_of(a[0] as *const u8), pool_of(b0));
+        assert!(a.iter().all(|&p| pool_of(p as *const u8) == pa) && pa != pb);
+        // SAFETY (here and below): `pa` is a pool in use of this thread's heap; reading its
+        // header while no other thread touches it.
+        unsafe { assert_eq!((*pa).remote.load(Ordering::Relaxed), NOTIFY, "marked full") };
+        // SAFETY: a live block of this allocator.
+        unsafe { api::free(a[1] as *mut u8) };
+        // SAFETY: as above.
+        unsafe {
+            assert!((*pa).linked, "relinked by its owner's free");
+            assert_eq!(
+                (*pa).remote.load(Ordering::Relaxed),
+                NOTIFY,
+                "bit stays set"
+            );
+        }
+        check::verify().unwrap();
+        let b1 = api::malloc(big);
+        assert_eq!(pool_of(b1), pb, "the relinked pool waits at the tail");
+        let victim = a[2];
+        // SAFETY: a live block of this allocator, freed once, by another thread.
+        thread::spawn(move || unsafe { api::free(victim as *mut u8) })
+            .join()
+            .unwrap();
+        // SAFETY: this thread's heap, read while no other thread touches it.
+        unsafe {
+            assert_eq!(
+                heap::delayed_of(pymalloc::sync::thread_heap()) as usize,
+                victim
+            );
+            assert_eq!(
+                (*pa).remote.load(Ordering::Relaxed),
+                0,
+                "the freer cleared it"
+            );
+        }
+        check::verify().unwrap();
+        for (i, &p) in a.iter().enumerate() {
+            if i != 1 && i != 2 {
+                // SAFETY: live blocks of this allocator.
+                unsafe { api::free(p as *mut u8) };
+            }
+        }
+        // SAFETY: live blocks of this allocator.
+        unsafe {
+            api::free(b0);
+            api::free(b1);
+        }
+        heap::trim();
+        // Every block came back, the delayed one included.
+        // SAFETY: this thread's heap, read while no other thread touches it.
+        unsafe { assert!(heap::delayed_of(pymalloc::sync::thread_heap()).is_null()) };
+        assert_eq!(
+            check::verify().unwrap().blocks_in_use,
+            before,
+            "blocks lost"
+        );
+    })
+    .join()
+    .unwrap();
+}

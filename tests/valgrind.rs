@@ -86,6 +86,12 @@ fn memcheck_sees_pool_blocks() {
         log.contains("0 bytes after a block of size 40 alloc'd"),
         "{log}"
     );
+    let (clean, log) = memcheck(&compile("ctests/valgrind/realloc_in_place.c", &lib), &lib);
+    assert!(!clean, "{log}");
+    assert!(
+        !log.contains("Invalid write") && log.contains("block of size 110 alloc'd"),
+        "a realloc in place resizes the block for memcheck: {log}"
+    );
     let (clean, log) = memcheck(&compile("ctests/semantics.c", &lib), &lib);
     assert!(clean, "a correct program must stay clean: {log}");
 }

@@ -26,24 +26,39 @@ pub fn open(path: &str) -> Result<*mut c_void, String> {
     Ok(h)
 }
 
-/// pyenv's CPython 3.11 shared library.
+/// pyenv's CPython 3.11 shared library (`$PYENV_ROOT`, else `~/.pyenv`; the newest 3.11.x
+/// built with `--enable-shared`).
 pub fn cpython_lib() -> Option<String> {
-    let home = std::env::var("HOME").ok()?;
-    let dir = std::fs::read_dir(format!("{home}/.pyenv/versions")).ok()?;
-    let mut versions: Vec<String> = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("3.11."))
+    let root = std::env::var("PYENV_ROOT")
+        .or_else(|_| std::env::var("HOME").map(|h| format!("{h}/.pyenv")))
+        .ok()?;
+    let dir = std::fs::read_dir(format!("{root}/versions")).ok()?;
+    let mut versions: Vec<(u32, String)> = dir
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let patch = name.strip_prefix("3.11.")?.parse().ok()?;
+            Some((patch, name))
+        })
+        .map(|(p, n)| (p, format!("{root}/versions/{n}/lib/libpython3.11.so.1.0")))
+        .filter(|(_, lib)| std::path::Path::new(lib).is_file())
         .collect();
     versions.sort();
-    let v = versions.pop()?;
-    Some(format!(
-        "{home}/.pyenv/versions/{v}/lib/libpython3.11.so.1.0"
-    ))
+    versions.pop().map(|(_, lib)| lib)
 }
 
 /// Loads CPython 3.11 and runs `Py_InitializeEx(0)`; returns the library handle.
 pub fn cpython() -> Result<*mut c_void, String> {
-    let h = open(&cpython_lib().ok_or("no pyenv 3.11")?)?;
+    for var in ["PYTHONMALLOC", "PYTHONDEVMODE"] {
+        if std::env::var_os(var).is_some() {
+            return Err(format!(
+                "{var} is set, so CPython would not use its pymalloc: unset it"
+            ));
+        }
+    }
+    let h = open(&cpython_lib().ok_or(
+        "no pyenv CPython 3.11 shared library (PYTHON_CONFIGURE_OPTS=--enable-shared \
+         pyenv install 3.11)",
+    )?)?;
     let init = sym(h, "Py_InitializeEx").ok_or("no Py_InitializeEx")?;
     // SAFETY: CPython's initialisation, no signal handlers; the symbol has this signature.
     unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32)>(init)(0) };

@@ -176,6 +176,16 @@ pub unsafe fn touch(p: *mut c_void, n: usize) {
 }
 
 /// Resident set size in KiB.
+/// The process's peak resident set so far (`VmHWM`), KiB.
+pub fn peak_rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The process's resident set now, KiB.
 pub fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap();
     s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4

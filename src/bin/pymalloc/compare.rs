@@ -93,9 +93,19 @@ fn measure(cmd: &[String], cfg: &Config) -> Result<(f64, u64), String> {
         c.env("PYTHONMALLOC", m);
     }
     let start = Instant::now();
-    let child = c
+    let mut child = c
         .spawn()
         .map_err(|e| format!("cannot run {:?}: {e}", cmd[0]))?;
+    // Drain stderr while the command runs: a command that writes more than a pipe holds
+    // would otherwise block on it forever.
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -105,12 +115,8 @@ fn measure(cmd: &[String], cfg: &Config) -> Result<(f64, u64), String> {
     if pid < 0 {
         return Err("wait4 failed".into());
     }
+    let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
         return Err(format!(
             "{:?} failed under {} (status {status:#x}): {}",
             cmd.join(" "),
@@ -123,7 +129,7 @@ fn measure(cmd: &[String], cfg: &Config) -> Result<(f64, u64), String> {
 
 fn find_python() -> Result<String, String> {
     if let Ok(p) = std::env::var("PYMALLOC_PYTHON") {
-        return Ok(p);
+        return Ok(real_executable(&p).unwrap_or(p));
     }
     let on_path = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("python3").is_file()));
@@ -148,6 +154,7 @@ fn real_executable(python: &str) -> Option<String> {
     (out.status.success() && Path::new(&path).is_file()).then_some(path)
 }
 
+/// Geometric mean.
 fn geomean(v: &[f64]) -> f64 {
     (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
 }
@@ -192,7 +199,19 @@ pub fn main(args: &[String]) -> ExitCode {
     // The jobs: (label, argv).
     let mut scratch = None;
     let jobs: Vec<(String, Vec<String>)> = match command {
-        Some(cmd) if !cmd.is_empty() => vec![(cmd.join(" "), cmd)],
+        Some(cmd) if !cmd.is_empty() => {
+            let label = cmd.join(" ");
+            let mut argv = cmd;
+            let is_python = Path::new(&argv[0])
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("python"));
+            if is_python {
+                if let Some(real) = real_executable(&argv[0]) {
+                    argv[0] = real;
+                }
+            }
+            vec![(label, argv)]
+        }
         Some(_) => return fail("compare: no command after --", 2),
         None => {
             let python = match find_python() {
@@ -257,11 +276,15 @@ fn run_all(jobs: &[(String, Vec<String>)], cfgs: &[Config], runs: usize) -> Resu
             for k in 0..cfgs.len() {
                 let c = (k + run + j) % cfgs.len();
                 done += 1;
-                eprint!(
-                    "\rpymalloc compare: run {}/{runs}, {label} under {} [{done}/{total}]\x1b[K",
-                    run + 1,
-                    cfgs[c].name
-                );
+                if tty {
+                    eprint!(
+                        "\rpymalloc compare: run {}/{runs}, {label} under {} [{done}/{total}]\x1b[K",
+                        run + 1,
+                        cfgs[c].name
+                    );
+                } else if j == 0 && k == 0 {
+                    eprintln!("pymalloc compare: run {}/{runs}", run + 1);
+                }
                 let (t, r) = measure(cmd, &cfgs[c])?;
                 times[j][c].push(t);
                 rss[j][c].push(r as f64);
@@ -306,7 +329,7 @@ fn markdown(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table, runs
                 }
             };
             let base = get(0);
-            o.push_str(&format!("| {label} | {base:.3} |"));
+            o.push_str(&format!("| {} | {base:.3} |", label.replace('|', "\\|")));
             for &c in &others {
                 let r = get(c) / base;
                 ratios[c].push(r);
@@ -332,7 +355,8 @@ fn chart(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table) -> Stri
     ];
     let (bar, gap, h, top, left) = (14.0, 18.0, 260.0, 40.0, 60.0);
     let group = bar * cfgs.len() as f64 + gap;
-    let width = left + group * jobs.len() as f64 + 20.0;
+    // Wide enough for the bars and for the legend (120 px an allocator).
+    let width = (left + group * jobs.len() as f64).max(left + 120.0 * cfgs.len() as f64) + 20.0;
     let max = table
         .iter()
         .flat_map(|row| row.iter().map(|c| c.0 / row[0].0))

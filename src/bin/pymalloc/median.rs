@@ -1,4 +1,5 @@
-//! The median of repeated measurements (shared with `benches/compare.rs` by `#[path]`).
+//! The median of repeated measurements (shared with `benches/compare.rs` and `benches/rss.rs`
+//! by `#[path]`).
 
 /// The median of `v` (the mean of the middle two for an even count); `v` is sorted.
 pub fn median(v: &mut [f64]) -> f64 {
