@@ -1,5 +1,5 @@
-/* RSS comes back after a large free: arenas that empty are unmapped, and pymalloc_trim
- * returns the rest (the spare arena, free pools in live arenas). */
+/* RSS comes back after a large free: pymalloc_trim returns at once, without waiting for
+ * the decay, every empty arena and every free pool in live arenas. */
 #include "common.h"
 
 enum { N = 400000 };

@@ -148,7 +148,8 @@ size_t pymalloc_usable_size(const void *ptr);
 bool pymalloc_owns(const void *ptr);
 
 /*
- Returns free pools and spare arenas to the OS now: every free pool in the arenas, the
+ Returns free pools and empty arenas to the OS now, without waiting for the decay (SPEC
+ §3): every free pool and empty arena, the
  empty pools cached by the calling thread, by the shared heap and by exited threads'
  heaps. (Other running threads each keep their last empty pool of a class until they
  exit.)

@@ -1,6 +1,7 @@
 //! The environment variables (SPEC §5): `PYMALLOC_INSTALL`, `PYMALLOC_DOMAINS`,
-//! `PYMALLOC_STATS`, `PYMALLOC_DEBUG`, `PYMALLOC_VERBOSE`. All optional; a malformed value
-//! gets one clear line on stderr and the default.
+//! `PYMALLOC_STATS`, `PYMALLOC_DEBUG`, `PYMALLOC_VERBOSE`, and `PYMALLOC_DECAY_MS` (the
+//! decay of SPEC §3). All optional; a malformed value gets one clear line on stderr and the
+//! default.
 
 /// Which CPython allocator domains to take over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,8 +23,9 @@ pub struct Config {
     pub debug: bool,
     /// Say what was installed or skipped, and why.
     pub verbose: bool,
-    /// Return free pools to the OS lazily (`PYMALLOC_DECOMMIT`, default on).
-    pub decommit: bool,
+    /// The decay epoch in milliseconds (`PYMALLOC_DECAY_MS`; `-1` is
+    /// [`crate::arena::DECAY_NEVER`]): how long free memory waits before it goes back.
+    pub decay_ms: u32,
 }
 
 impl Default for Config {
@@ -37,7 +39,7 @@ impl Default for Config {
             stats: false,
             debug: false,
             verbose: false,
-            decommit: true,
+            decay_ms: crate::arena::DEFAULT_DECAY_MS,
         }
     }
 }
@@ -67,6 +69,15 @@ fn domains(value: &str) -> Option<Domains> {
     (d.obj || d.mem).then_some(d)
 }
 
+/// Parses a decay in milliseconds: `0..=3_600_000` (an hour), or `-1` for never.
+/// `None` for a malformed value.
+fn decay(value: &str) -> Option<u32> {
+    match value.trim() {
+        "-1" => Some(crate::arena::DECAY_NEVER),
+        v => v.parse().ok().filter(|&ms| ms <= 3_600_000),
+    }
+}
+
 impl Config {
     /// Reads the settings through `get` (the environment, in production), reporting each
     /// malformed value through `warn` and keeping the default for it.
@@ -87,7 +98,15 @@ impl Config {
         flag("PYMALLOC_STATS", &mut c.stats);
         flag("PYMALLOC_DEBUG", &mut c.debug);
         flag("PYMALLOC_VERBOSE", &mut c.verbose);
-        flag("PYMALLOC_DECOMMIT", &mut c.decommit);
+        if let Some(v) = get("PYMALLOC_DECAY_MS").filter(|v| !v.is_empty()) {
+            match decay(&v) {
+                Some(ms) => c.decay_ms = ms,
+                None => warn(format!(
+                    "pymalloc: ignoring PYMALLOC_DECAY_MS={v:?}: expected milliseconds (0 = at once) or -1 (never); using {}",
+                    c.decay_ms
+                )),
+            }
+        }
         if let Some(v) = get("PYMALLOC_DOMAINS").filter(|v| !v.is_empty()) {
             match domains(&v) {
                 Some(d) => c.domains = d,
@@ -137,8 +156,14 @@ mod tests {
             ("PYMALLOC_DEBUG", "yes"),
             ("PYMALLOC_VERBOSE", "true"),
             ("PYMALLOC_DOMAINS", "obj"),
+            ("PYMALLOC_DECAY_MS", "25"),
         ]);
         assert!(w.is_empty());
+        assert_eq!(c.decay_ms, 25);
+        assert_eq!(
+            read(&[("PYMALLOC_DECAY_MS", "-1")]).0.decay_ms,
+            crate::arena::DECAY_NEVER
+        );
         assert!(!c.install && c.stats && c.debug && c.verbose);
         assert_eq!(
             c.domains,
@@ -158,10 +183,15 @@ mod tests {
 
     #[test]
     fn malformed_values_warn_once_and_keep_the_default() {
-        let (c, w) = read(&[("PYMALLOC_STATS", "maybe"), ("PYMALLOC_DOMAINS", "obj,raw")]);
+        let (c, w) = read(&[
+            ("PYMALLOC_STATS", "maybe"),
+            ("PYMALLOC_DOMAINS", "obj,raw"),
+            ("PYMALLOC_DECAY_MS", "soon"),
+        ]);
         assert_eq!(c, Config::default());
-        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[1].contains("PYMALLOC_DECAY_MS=\"soon\"") && w[1].contains("using 400"));
         assert!(w[0].contains("PYMALLOC_STATS=\"maybe\"") && w[0].contains("using 0"));
-        assert!(w[1].contains("PYMALLOC_DOMAINS=\"obj,raw\""));
+        assert!(w[2].contains("PYMALLOC_DOMAINS=\"obj,raw\""));
     }
 }

@@ -302,7 +302,7 @@ unsafe extern "C" fn constructor(
     if config.debug {
         debug::enable();
     }
-    crate::arena::set_lazy_decommit(config.decommit);
+    crate::arena::set_decay_ms(config.decay_ms);
     if config.stats {
         // SAFETY: registering a plain C function.
         unsafe { libc::atexit(print_stats_at_exit) };

@@ -59,7 +59,8 @@ pub extern "C" fn pymalloc_owns(ptr: *const c_void) -> bool {
     api::owns(ptr.cast())
 }
 
-/// Returns free pools and spare arenas to the OS now: every free pool in the arenas, the
+/// Returns free pools and empty arenas to the OS now, without waiting for the decay (SPEC
+/// §3): every free pool and empty arena, the
 /// empty pools cached by the calling thread, by the shared heap and by exited threads'
 /// heaps. (Other running threads each keep their last empty pool of a class until they
 /// exit.)

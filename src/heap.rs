@@ -35,10 +35,12 @@ use core::ptr;
 /// - Only the owning thread (or, for an abandoned heap, whoever holds the registry lock)
 ///   touches anything but `delayed`.
 /// - `tails[c]` is the last pool of `lists[c]`, null when the list is empty.
+/// - `slow_events` counts the owner's slow-path calls (wrapping), for the decay heartbeat.
 #[repr(C)]
 pub struct Heap {
     lists: [*mut Pool; NUM_CLASSES],
     tails: [*mut Pool; NUM_CLASSES],
+    slow_events: u32,
     delayed: AtomicPtr<Block>,
     /// Next heap in the registry's list of all heaps (registry lock).
     next_all: *mut Heap,
@@ -73,6 +75,7 @@ crate::sync::const_unless_loom! {
         Heap {
             lists: [empty_pool(); NUM_CLASSES],
             tails: [ptr::null_mut(); NUM_CLASSES],
+            slow_events: 0,
             delayed: AtomicPtr::new(ptr::null_mut()),
             next_all: ptr::null_mut(),
             next_abandoned: ptr::null_mut(),
@@ -273,6 +276,7 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 unsafe extern "C" fn free_slow(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller, we own both; list links are ours to change.
     unsafe {
+        heartbeat(heap);
         if !(*pool).linked {
             // At the back, not the front: the pools ahead are used up first, and meanwhile
             // more frees land in this one, so when its turn comes it serves several
@@ -294,6 +298,27 @@ unsafe extern "C" fn free_slow(heap: *mut Heap, pool: *mut Pool) {
             }
             unlink(heap, pool);
             arena::release_pool(pool);
+        }
+    }
+}
+
+/// Slow-path calls between two reads of the decay clock.
+const HEARTBEAT_EVERY: u32 = 64;
+
+/// Advances the arenas' decay (see [`arena::tick`]) every [`HEARTBEAT_EVERY`] slow-path calls
+/// of `heap`: a program that keeps allocating gives idle memory back even when it never
+/// hands a pool to or from an arena (the last pool of each class stays with the heap), and
+/// the clock is read on one slow path in 64.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner.
+#[inline(always)]
+unsafe fn heartbeat(heap: *mut Heap) {
+    // SAFETY: per the caller, the counter is ours.
+    unsafe {
+        (*heap).slow_events = (*heap).slow_events.wrapping_add(1);
+        if (*heap).slow_events % HEARTBEAT_EVERY == 0 {
+            arena::tick();
         }
     }
 }
@@ -403,6 +428,7 @@ unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
     let class = class_of(n);
     // SAFETY: the caller owns `heap` and so every pool on its lists.
     unsafe {
+        heartbeat(heap);
         drain_delayed(heap);
         loop {
             let pool = (*heap).lists[class];

@@ -1,5 +1,6 @@
-//! OS memory: aligned arena mappings, unmapping, and handing pages back with `madvise`.
-//! The only module that calls `mmap`, `munmap` and `madvise`.
+//! OS memory: aligned arena mappings, unmapping, and handing pages back with `madvise`;
+//! and the coarse clock that drives the decay. The only module that calls `mmap`, `munmap`,
+//! `madvise` and `clock_gettime`.
 
 use crate::geometry::ARENA_SIZE;
 use core::ptr;
@@ -114,4 +115,24 @@ pub unsafe fn decommit(start: *mut u8, len: usize) {
     unsafe {
         libc::madvise(start.cast(), len, libc::MADV_DONTNEED);
     }
+}
+
+/// Milliseconds on the monotonic clock, at the kernel tick's resolution (1–4 ms):
+/// `CLOCK_MONOTONIC_COARSE` is a vDSO read of a few nanoseconds, no system call.
+#[cfg(not(loom))]
+pub fn now_ms() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid out-parameter; the clock id is one Linux always has.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+/// Under loom time stands still: an execution must not depend on the wall clock, so the
+/// decay never runs there (the sweep runs under the arena lock, which is modelled).
+#[cfg(loom)]
+pub fn now_ms() -> u64 {
+    0
 }

@@ -14,7 +14,9 @@ pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 /// other start-up settings (CPython forwarding, debug and decommit switches), and the
 /// statistics counter of large blocks.
 pub mod unmodeled {
-    pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
+    pub use std::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+    };
 }
 
 /// Declares a global: a plain `static` normally; under loom a `loom::lazy_static!`, made

@@ -1,5 +1,5 @@
 //! The arena policy: a new pool comes from the fullest arena that has a free one, so others
-//! drain; an arena whose pools are all free is unmapped, keeping at most one spare.
+//! drain; free pools and empty arenas go back to the OS after the decay, or at once on trim.
 //! (Its own test binary: it reasons about every arena in the process.)
 
 use pymalloc::arena::{self, USABLE_POOLS};
@@ -12,7 +12,7 @@ fn arena_of(p: *mut Pool) -> usize {
 }
 
 #[test]
-fn fullest_arena_first_and_one_spare() {
+fn fullest_arena_first_then_decay() {
     let per = USABLE_POOLS as usize;
     let start = arena::counts();
     assert_eq!(start.current, 0, "nothing else in this process maps arenas");
@@ -49,24 +49,25 @@ fn fullest_arena_first_and_one_spare() {
     live[2].extend(next);
     live[0].push(then);
 
-    // Emptying arena 1 keeps it as the spare; emptying arena 0 too unmaps one of them.
-    for p in live[1].drain(..) {
+    // Emptied arenas stay mapped until the decay gives them back (here: never), and trim
+    // gives them back at once.
+    arena::set_decay_ms(arena::DECAY_NEVER);
+    let emptied: Vec<*mut Pool> = [live.remove(1), live.remove(0)].concat();
+    for p in emptied {
         // SAFETY: as above.
         unsafe { arena::release_pool(p) };
     }
-    assert_eq!(arena::counts().current, 3, "one all-free arena is kept");
-    for p in live[0].drain(..) {
-        // SAFETY: as above.
-        unsafe { arena::release_pool(p) };
-    }
-    let c = arena::counts();
-    assert_eq!(c.current, 2, "a second all-free arena is unmapped");
-    assert_eq!(c.reclaimed, start.reclaimed + 1);
-
-    // Trim drops the spare.
+    arena::tick();
+    assert_eq!(
+        arena::counts().current,
+        3,
+        "empty arenas wait for the decay"
+    );
     arena::trim();
-    assert_eq!(arena::counts().current, 1);
-    for p in live[2].drain(..) {
+    let c = arena::counts();
+    assert_eq!(c.current, 1, "trim unmaps every empty arena");
+    assert_eq!(c.reclaimed, start.reclaimed + 2);
+    for p in live.remove(0) {
         // SAFETY: as above.
         unsafe { arena::release_pool(p) };
     }
@@ -76,49 +77,107 @@ fn fullest_arena_first_and_one_spare() {
     // Pools handed out here had no heap, so the walker runs only once all are back.
     check::verify().unwrap();
 
-    lazy_decommit();
+    decay();
+    decay_zero();
+    arena::set_decay_ms(arena::DEFAULT_DECAY_MS);
 }
 
-/// Free pools in live arenas are decommitted by the sweeps that pool releases trigger, and
-/// only once they stayed free across a sweep.
-fn lazy_decommit() {
+/// Runs `tick` every few milliseconds until `done` holds, for at most 100 epochs of `ms`.
+fn tick_until(ms: u32, done: impl Fn(&arena::ArenaCounts) -> bool) -> arena::ArenaCounts {
+    for _ in 0..100 * ms / 5 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        arena::tick();
+        let c = arena::counts();
+        if done(&c) {
+            return c;
+        }
+    }
+    panic!("the decay did not finish: {:?}", arena::counts());
+}
+
+/// Free pools and empty arenas go back to the OS once idle for an epoch, driven by `tick`;
+/// pools taken again in between are not touched.
+fn decay() {
     let per = USABLE_POOLS as usize;
+    // A long epoch first: pools cycled within it are never decommitted.
+    arena::set_decay_ms(3_600_000);
     let pools: Vec<*mut Pool> = (0..10 * per).map(|_| arena::alloc_pool()).collect();
-    assert_eq!(arena::counts().pools_decommitted, 0);
-    // Keep one pool per arena alive; release the rest (620 releases: two sweeps or more).
-    let (keep, release): (Vec<_>, Vec<_>) =
-        pools.iter().enumerate().partition(|(i, _)| i % per == 0);
-    assert!(release.len() as u32 >= 2 * arena::SWEEP_EVERY);
+    for _ in 0..3 {
+        let (keep, cycle): (Vec<_>, Vec<_>) =
+            pools.iter().enumerate().partition(|(i, _)| i % per == 0);
+        for (_, &p) in &cycle {
+            // SAFETY: a pool from alloc_pool, idle.
+            unsafe { arena::release_pool(p) };
+        }
+        let mut again: Vec<*mut Pool> = (0..cycle.len()).map(|_| arena::alloc_pool()).collect();
+        let mut cycled: Vec<*mut Pool> = cycle.iter().map(|(_, &p)| p).collect();
+        again.sort();
+        cycled.sort();
+        assert_eq!(again, cycled, "the same pools come back");
+        assert!(!keep.is_empty());
+    }
+    let c = arena::counts();
+    assert_eq!((c.pools_decommitted, c.current), (0, 10), "{c:?}");
+
+    // Keep one pool per arena alive, release the rest and one whole arena's.
+    let (keep, release): (Vec<_>, Vec<_>) = pools
+        .iter()
+        .enumerate()
+        .partition(|(i, _)| i % per == 0 && *i != 0);
     for (_, &p) in &release {
         // SAFETY: a pool from alloc_pool, idle.
         unsafe { arena::release_pool(p) };
     }
-    let c = arena::counts();
-    assert!(
-        c.pools_decommitted > 0,
-        "no sweep decommitted anything: {c:?}"
+    assert_eq!(
+        arena::counts().current,
+        10,
+        "nothing leaves before the decay"
     );
-    assert!(
-        c.pools_decommitted < c.pools_free,
-        "the freshest pools wait a sweep: {c:?}"
-    );
-    // Reused pools are usable (and no longer counted as decommitted).
+    arena::set_decay_ms(20);
+    let c = tick_until(20, |c| {
+        c.current == 9 && c.pools_decommitted == c.pools_free
+    });
+    assert_eq!(c.pools_free, 9 * (per as u64 - 1), "{c:?}");
+
+    // Reused decommitted pools are usable (and no longer counted as decommitted).
+    arena::set_decay_ms(arena::DECAY_NEVER);
     let again: Vec<*mut Pool> = (0..per).map(|_| arena::alloc_pool()).collect();
     for &p in &again {
         // SAFETY: a pool of a mapped arena, ours alone.
         unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0xA5, pymalloc::geometry::POOL_SIZE) };
     }
-    arena::trim();
     let c = arena::counts();
-    assert_eq!(
-        c.pools_decommitted, c.pools_free,
-        "trim decommits every free pool: {c:?}"
-    );
+    assert_eq!(c.pools_decommitted, c.pools_free, "{c:?}");
     for p in again.into_iter().chain(keep.into_iter().map(|(_, &p)| p)) {
         // SAFETY: as above.
         unsafe { arena::release_pool(p) };
     }
-    arena::trim();
+    arena::set_decay_ms(20);
+    tick_until(20, |c| c.current == 0);
+    check::verify().unwrap();
+}
+
+/// With a decay of 0, pools and arenas go back the moment they become free.
+fn decay_zero() {
+    arena::set_decay_ms(0);
+    let pools: Vec<*mut Pool> = (0..2 * USABLE_POOLS).map(|_| arena::alloc_pool()).collect();
+    // SAFETY: a pool from alloc_pool, idle.
+    unsafe { arena::release_pool(pools[1]) };
+    assert_eq!(arena::counts().pools_decommitted, 1);
+    for &p in pools
+        .iter()
+        .take(USABLE_POOLS as usize)
+        .filter(|&&p| p != pools[1])
+    {
+        // SAFETY: as above.
+        unsafe { arena::release_pool(p) };
+    }
+    let c = arena::counts();
+    assert_eq!((c.current, c.pools_decommitted), (1, 0), "{c:?}");
+    for &p in &pools[USABLE_POOLS as usize..] {
+        // SAFETY: as above.
+        unsafe { arena::release_pool(p) };
+    }
     assert_eq!(arena::counts().current, 0);
     check::verify().unwrap();
 }

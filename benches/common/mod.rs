@@ -78,7 +78,7 @@ unsafe extern "C" fn empty_realloc(p: *mut c_void, _: usize) -> *mut c_void {
 }
 
 /// `libpymalloc.so` next to the bench executable (`target/<profile>/`).
-fn our_cdylib() -> Option<String> {
+pub fn our_cdylib() -> Option<String> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?.parent()?;
     Some(dir.join("libpymalloc.so").to_str()?.to_string())
