@@ -6,7 +6,8 @@
 //! - `cargo bench --bench compare` — time ratios and RSS (`COMPARE_RUNS`, default 5).
 //! - `cargo bench --bench compare -- callgrind` — instructions per malloc+free pair under
 //!   `valgrind --tool=callgrind`: two loop counts, the difference over the count, so start-up
-//!   (CPython's included) cancels out.
+//!   (CPython's included) cancels out. `CALLGRIND_ALLOCS=empty,pymalloc-rs.so` limits it to
+//!   the allocators named.
 //!
 //! jemalloc (and tcmalloc if it will not `dlopen`) run with their library in `LD_PRELOAD`;
 //! a peer that still cannot be loaded is skipped with a line saying why.
@@ -286,6 +287,10 @@ fn callgrind_total(spec: &str, pre: Option<&str>) -> Result<f64, String> {
 fn callgrind() {
     let mut names = vec!["empty", "pymalloc-rs.so"];
     names.extend(ALL);
+    // `CALLGRIND_ALLOCS=empty,pymalloc-rs.so` measures only those (a quick check of ours).
+    if let Ok(only) = std::env::var("CALLGRIND_ALLOCS") {
+        names.retain(|n| only.split(',').any(|o| o == *n));
+    }
     let allocs = available(&names);
     let (l1, l2) = (100_000u64, 300_000u64);
     println!("## Instructions per W1 malloc(n) + touch + free pair (callgrind, warm heap of 10,000 blocks)\n");

@@ -252,7 +252,8 @@ impl Arenas {
         if base.is_null() {
             return ptr::null_mut();
         }
-        if !ownership::in_range(base as usize) {
+        if !ownership::insert(base as usize) {
+            // Above the 47-bit range, or no memory for the map's leaf: as if `mmap` failed.
             // SAFETY: just mapped, nothing refers to it.
             unsafe { os::unmap_arena(base) };
             return ptr::null_mut();
@@ -276,7 +277,6 @@ impl Arenas {
             self.all = a;
             self.bucket_push(a);
         }
-        ownership::insert(base as usize);
         let c = &mut self.counts;
         c.allocated_total += 1;
         c.current += 1;

@@ -6,8 +6,9 @@
 //! ## The picture
 //!
 //! ```text
-//!  arena: 256 KiB mmap, aligned to 256 KiB                    ownership map (1 byte/arena)
-//!  +--------+--------+--------+-- ... --+--------+             addr >> 18 -> byte: ours?
+//!  arena: 256 KiB mmap, aligned to 256 KiB          ownership map: radix tree, 1 byte/arena
+//!  +--------+--------+--------+-- ... --+--------+   ROOT[addr >> 34] -> 64 KiB leaf (mapped
+//!                                                    on first use) -> byte: ours?
 //!  | arena  | pool 1 | pool 2 |         | pool 63|
 //!  | header | cls 3  | cls 0  |         | free   |
 //!  +--------+--------+--------+-- ... --+--------+
@@ -19,8 +20,8 @@
 //!           +--------+-------+-------+-------+-----+
 //! ```
 //!
-//! `p & !0xfff` is the pool of a block, `p & !0x3ffff` its arena, and `p >> 18` indexes the
-//! ownership map, so every lookup is arithmetic plus one load ([`ownership`]). Requests of
+//! `p & !0xfff` is the pool of a block, `p & !0x3ffff` its arena, and `p >> 18` numbers its
+//! slot in the ownership map, so every lookup is arithmetic plus two loads ([`ownership`]). Requests of
 //! 1..=512 bytes are served from pools; size 0 and larger requests go to the fallback
 //! allocator ([`fallback`]: the C library's, or inside CPython the allocator we replaced).
 //!

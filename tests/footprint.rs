@@ -1,0 +1,120 @@
+//! Footprint under CPython (SPEC §3 "Address space"): the preloaded library adds at most a
+//! few MiB of address space, loads under a tight `ulimit -v`, and a program that allocates
+//! until `MemoryError` gets nearly as far with it as without.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// pyenv's newest 3.11, else Debian's `python3.11`.
+fn python() -> PathBuf {
+    let root = std::env::var("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".pyenv"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("3.11."))
+        .map(|e| e.path().join("bin/python3.11"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .or_else(|| Some(PathBuf::from("/usr/bin/python3.11")).filter(|p| p.is_file()))
+        .expect("no CPython 3.11 (pyenv install 3.11, or apt-get install python3.11)")
+}
+
+fn library() -> String {
+    env!("CARGO_MANIFEST_DIR").to_string() + "/target/release/libpymalloc.so"
+}
+
+/// Runs `code` with `python` under `ulimit -v limit_kib` (none when 0), with or without the
+/// library preloaded; returns (exit status success, stdout, stderr).
+fn run(code: &str, limit_kib: u64, preload: bool) -> (bool, String, String) {
+    let limit = if limit_kib == 0 {
+        String::new()
+    } else {
+        format!("ulimit -v {limit_kib}; ")
+    };
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("{limit}exec \"$0\" -c \"$1\""))
+        .arg(python())
+        .arg(code);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PYMALLOC_") || k == "PYTHONMALLOC" || k == "PYTHONDEVMODE" {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("LD_PRELOAD");
+    if preload {
+        c.env("LD_PRELOAD", library());
+    }
+    let out = c.output().expect("sh runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+const VMSIZE: &str = "print([int(l.split()[1]) for l in open('/proc/self/status') \
+                      if l.startswith('VmSize')][0])";
+
+const LOADED: &str = "print(any('libpymalloc' in l for l in open('/proc/self/maps')))";
+
+/// Appends lists of 10,000 short strings until `MemoryError`; prints how many it made.
+const UNTIL_FULL: &str = "
+keep = []
+try:
+    while True:
+        keep.append([str(i) for i in range(10000)])
+except MemoryError:
+    n = len(keep)
+    keep = None
+    print(n)
+";
+
+#[test]
+fn address_space_is_a_few_mib() {
+    let (ok, plain, _) = run(VMSIZE, 0, false);
+    assert!(ok);
+    let (ok, ours, err) = run(VMSIZE, 0, true);
+    assert!(ok, "{err}");
+    let (plain, ours): (u64, u64) = (plain.parse().unwrap(), ours.parse().unwrap());
+    println!("VmSize: {plain} KiB plain, {ours} KiB preloaded");
+    assert!(
+        ours <= plain + 4 * 1024,
+        "VmSize {ours} KiB with the library, {plain} KiB without"
+    );
+}
+
+#[test]
+fn loads_under_a_tight_address_space_limit() {
+    let (ok, out, err) = run(LOADED, 100_000, true);
+    assert!(
+        ok && out == "True",
+        "not loaded under ulimit -v 100000: {out} {err}"
+    );
+    assert!(err.is_empty(), "stderr: {err}");
+}
+
+#[test]
+fn memory_error_comes_as_late_as_without_the_library() {
+    let (ok, plain_vm, _) = run(VMSIZE, 0, false);
+    assert!(ok);
+    // About 300 MiB to fill above the interpreter's own address space.
+    let limit = plain_vm.parse::<u64>().unwrap() + 300 * 1024;
+    let (ok, plain, err) = run(UNTIL_FULL, limit, false);
+    assert!(ok, "{err}");
+    let (ok, ours, err) = run(UNTIL_FULL, limit, true);
+    assert!(ok, "with the library: {err}");
+    let (plain, ours): (u64, u64) = (plain.parse().unwrap(), ours.parse().unwrap());
+    println!("lists before MemoryError: {plain} plain, {ours} preloaded");
+    assert!(plain > 10, "the limit leaves too little room: {plain}");
+    assert!(
+        ours * 10 >= plain * 9,
+        "MemoryError after {ours} lists with the library, {plain} without"
+    );
+}
