@@ -13,66 +13,10 @@ mod common;
 #[path = "../src/bin/pymalloc/median.rs"]
 mod median_of;
 
-use common::{load, rss_kib, Alloc, Rng, Slots, ALL};
+use common::{load, Alloc, Slots, ALL};
 use median_of::median;
-use std::ffi::c_void;
 use std::process::Command;
 use std::time::Instant;
-
-/// One second of light activity: every 5 ms, 1,000 blocks of 1..512 bytes allocated and
-/// freed (what a program that goes on working, more slowly, does).
-fn light_activity(a: &Alloc, rng: &mut Rng) {
-    let t = Instant::now();
-    let mut batch = Vec::with_capacity(1000);
-    while t.elapsed().as_secs_f64() < 1.0 {
-        for _ in 0..1000 {
-            // SAFETY: a C allocator; each block is freed once below.
-            batch.push(unsafe { (a.malloc)(1 + rng.next() as usize % 512) });
-        }
-        for p in batch.drain(..) {
-            // SAFETY: as above.
-            unsafe { (a.free)(p) };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-/// Child: 1M blocks of 1..512 bytes, free a random 90 %, then the rest. Prints RSS (KiB)
-/// at start, peak, after the 90 % and after everything, each of the last two after one
-/// second of [`light_activity`].
-fn fragmentation(a: &Alloc) {
-    const N: usize = 1_000_000;
-    let mut blocks: Vec<*mut c_void> = Vec::with_capacity(N);
-    let mut order: Vec<usize> = (0..N).collect();
-    let mut rng = Rng(0x1234_5678);
-    for i in (1..N).rev() {
-        order.swap(i, rng.next() as usize % (i + 1));
-    }
-    blocks.resize(N, std::ptr::null_mut()); // touch the array before the baseline
-    blocks.clear();
-    let start = rss_kib();
-    for _ in 0..N {
-        let n = 1 + rng.next() as usize % 512;
-        // SAFETY: a C allocator; every block is touched.
-        let p = unsafe { (a.malloc)(n) };
-        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, n) };
-        blocks.push(p);
-    }
-    let peak = rss_kib();
-    for &i in &order[..N * 9 / 10] {
-        // SAFETY: each block is freed once.
-        unsafe { (a.free)(blocks[i]) };
-    }
-    light_activity(a, &mut rng);
-    let held = rss_kib();
-    for &i in &order[N * 9 / 10..] {
-        // SAFETY: as above.
-        unsafe { (a.free)(blocks[i]) };
-    }
-    light_activity(a, &mut rng);
-    let end = rss_kib();
-    println!("{start} {peak} {held} {end}");
-}
 
 /// Child: W3 (see `common::Slots`), 5M steps. Prints the seconds taken.
 fn w3(a: &Alloc) {
@@ -113,7 +57,7 @@ fn main() {
             std::process::exit(3)
         });
         match what {
-            "frag" => fragmentation(&a),
+            "frag" => common::fragmentation(&a),
             "w3" => w3(&a),
             _ => unreachable!(),
         }

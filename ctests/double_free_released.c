@@ -3,7 +3,7 @@
  * belongs to no heap, and the free aborts with a message instead of touching it. */
 #include "common.h"
 
-enum { PER_POOL = 7 }; /* 512-byte blocks in a 4 KiB pool after its header */
+enum { PER_POOL = 8 }; /* 512-byte blocks in a 4 KiB pool (its header is in the arena's table) */
 
 int main(void) {
     void *first[PER_POOL];

@@ -79,10 +79,11 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
 /// fallback allocator can free.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if ownership::owns_arena_of(p as usize) {
+    let arena = ownership::arena_of(p as usize);
+    if arena != 0 {
         valgrind::freed(p);
         // SAFETY: per the caller, a pointer in our arenas is a live block of ours.
-        unsafe { heap::free(p) }
+        unsafe { heap::free(p, arena) }
     } else {
         // SAFETY: per the caller, the pointer belongs to the fallback.
         unsafe { free_foreign(p) }

@@ -38,7 +38,7 @@
 //! back the moment they become free (no sweep), -1 never (only `pymalloc_trim`).
 
 use crate::geometry::{ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
-use crate::pool::{pool_index, Pool};
+use crate::pool::{self, Pool};
 use crate::sync::{unmodeled, Lock, Ordering};
 use crate::{os, ownership};
 use core::cell::UnsafeCell;
@@ -52,7 +52,8 @@ pub const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
 /// Bits of the usable pools in a free-pool set.
 const ALL_USABLE: u64 = !1;
 
-/// The header in pool 0 of every arena. All fields are guarded by the arena lock.
+/// The header at the start of every arena, entry 0 of its header table (see [`pool`]).
+/// All fields are guarded by the arena lock.
 ///
 /// Invariants:
 /// - `free_pools` has bit `i` set exactly when pool `i` (1..=63) belongs to no heap;
@@ -73,6 +74,9 @@ pub struct Arena {
     all_next: *mut Arena,
     all_prev: *mut Arena,
 }
+
+// The arena header is entry 0 of the header table: one pool header's room.
+const _: () = assert!(core::mem::size_of::<Arena>() <= crate::geometry::POOL_HEADER_SIZE);
 
 /// Counters kept by the arena layer.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -313,8 +317,9 @@ impl Arenas {
     }
 }
 
-/// Takes a free pool from the fullest arena that has one, mapping an arena if none has.
-/// Returns NULL when no arena can be mapped. The pool's contents are unspecified.
+/// Takes a free pool from the fullest arena that has one, mapping an arena if none has, and
+/// returns its header. NULL when no arena can be mapped. The header's and the page's
+/// contents are unspecified.
 pub fn alloc_pool() -> *mut Pool {
     locked(|s| {
         s.decay();
@@ -350,7 +355,7 @@ pub fn alloc_pool() -> *mut Pool {
             }
             s.counts.pools_in_use += 1;
             s.counts.pools_free -= 1;
-            (a as usize + i as usize * POOL_SIZE) as *mut Pool
+            pool::header(a as usize, i as usize)
         }
     })
 }
@@ -371,7 +376,7 @@ pub unsafe fn release_pool(pool: *mut Pool) {
             if (*a).nfree > 0 {
                 s.bucket_remove(a);
             }
-            (*a).free_pools |= 1 << pool_index(pool as usize);
+            (*a).free_pools |= 1 << pool::index_of(pool);
             (*a).nfree += 1;
             s.counts.pools_in_use -= 1;
             s.counts.pools_free += 1;
@@ -380,7 +385,7 @@ pub unsafe fn release_pool(pool: *mut Pool) {
                 let idle = if (*a).nfree == USABLE_POOLS {
                     ALL_USABLE
                 } else {
-                    1 << pool_index(pool as usize)
+                    1 << pool::index_of(pool)
                 };
                 s.give_back(a, idle);
             }

@@ -2,9 +2,9 @@
 //! invariants stated where those structures are defined, and counts what is in use.
 //! Tests call it between phases; it must run while no other thread is inside the allocator.
 
-use crate::geometry::{blocks_per_pool, NUM_CLASSES, POOLS_PER_ARENA, POOL_SIZE};
+use crate::geometry::{blocks_per_pool, NUM_CLASSES, POOLS_PER_ARENA};
 use crate::heap::{self, empty_pool, Heap};
-use crate::pool::{is_block_start, pool_of, Block, Pool, NOTIFY};
+use crate::pool::{self, is_block_start, pool_of, Block, Pool, NOTIFY};
 use crate::{arena, sync::Ordering};
 use std::collections::{HashMap, HashSet};
 
@@ -43,7 +43,7 @@ pub fn verify() -> Result<Summary, String> {
             if free_pools >> i & 1 != 0 {
                 continue;
             }
-            let pool = (base + i * POOL_SIZE) as *mut Pool;
+            let pool = pool::header(base, i);
             sum.pools_in_use += 1;
             let d = delayed.get(&(pool as usize)).copied().unwrap_or(0);
             // SAFETY: a pool in use of a mapped arena; the allocator is quiescent.
@@ -133,10 +133,17 @@ unsafe fn walk_list(
     what: &str,
 ) -> Result<u64, String> {
     let mut n = 0;
+    // SAFETY: per the caller nothing changes the header.
+    let fresh = unsafe { (*pool).fresh };
     while !b.is_null() {
         if !is_block_start(pool, class, b as usize) {
             return Err(format!(
                 "pool {pool:p}: {what} list holds {b:p}, not a block start"
+            ));
+        }
+        if fresh != 0 && b as usize >= fresh {
+            return Err(format!(
+                "pool {pool:p}: {what} list holds {b:p}, a block never handed out"
             ));
         }
         if !seen.insert(b as usize) {
@@ -181,7 +188,7 @@ unsafe fn check_pool(
         walk_list(
             pool,
             class,
-            (remote_word & !NOTIFY) as *mut Block,
+            pool::remote_list(remote_word).0,
             &mut seen,
             "remote",
         )
@@ -191,9 +198,17 @@ unsafe fn check_pool(
             "pool {pool:p}: NOTIFY set on a non-empty remote list"
         ));
     }
-    if free + used != cap {
+    let counted = u64::from(pool::remote_list(remote_word).1);
+    if counted != remote {
         return Err(format!(
-            "pool {pool:p}: {free} free + {used} used != {cap} blocks"
+            "pool {pool:p}: remote list of {remote} blocks counted as {counted}"
+        ));
+    }
+    // SAFETY: as above.
+    let uncarved = unsafe { pool::uncarved(pool, class) } as u64;
+    if free + used + uncarved != cap {
+        return Err(format!(
+            "pool {pool:p}: {free} free + {used} used + {uncarved} uncarved != {cap} blocks"
         ));
     }
     if remote + delayed > used {

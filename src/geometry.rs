@@ -1,8 +1,9 @@
 //! Size classes and geometry: every constant that fixes the shape of the heap lives here.
 //!
 //! An *arena* is a 256 KiB mapping aligned to its own size, so `addr & !ARENA_MASK` is the
-//! arena that contains `addr`. It is cut into 64 *pools* of one 4 KiB page; pool 0 holds the
-//! arena header, pools 1..=63 serve blocks. A pool serves one *size class* at a time: class
+//! arena that contains `addr`. It is cut into 64 *pools* of one 4 KiB page; page 0 holds the
+//! arena header and the table of pool headers, pools 1..=63 serve blocks, every byte of
+//! their page (SPEC §2). A pool serves one *size class* at a time: class
 //! `i` hands out blocks of `(i + 1) * 16` bytes, so requests of 1..=512 bytes map to the 32
 //! classes by `(n - 1) >> 4`, exactly as CPython's pymalloc does.
 
@@ -31,13 +32,15 @@ pub const SMALL_REQUEST_THRESHOLD: usize = 512;
 /// Number of size classes.
 pub const NUM_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
 
-/// Bytes at the start of every pool taken by its header; blocks start right after.
-/// A multiple of [`ALIGNMENT`], so every block is 16-byte aligned.
-#[cfg(not(loom))]
-pub const POOL_HEADER_SIZE: usize = 48;
-/// Under loom the header holds loom's larger atomics (models do not depend on the layout).
-#[cfg(loom)]
-pub const POOL_HEADER_SIZE: usize = 64;
+/// log2 of [`POOL_HEADER_SIZE`].
+pub const POOL_HEADER_SHIFT: u32 = 6;
+/// Bytes of one pool header, one cache line: the header of pool `i` is entry `i` of the
+/// table in its arena's first page (entry 0 is the arena header), so the 63 headers of an
+/// arena share that page and no two pools share a line.
+pub const POOL_HEADER_SIZE: usize = 1 << POOL_HEADER_SHIFT;
+/// `(addr >> (POOL_SHIFT - POOL_HEADER_SHIFT)) & HEADER_TABLE_MASK` is the offset of the
+/// header of `addr`'s pool in the arena's first page.
+pub const HEADER_TABLE_MASK: usize = (POOLS_PER_ARENA - 1) << POOL_HEADER_SHIFT;
 
 /// CPython's `PY_SSIZE_T_MAX`: no request above it is ever granted.
 pub const PY_SSIZE_T_MAX: usize = isize::MAX as usize;
@@ -57,7 +60,7 @@ pub const fn class_size(class: usize) -> usize {
 /// How many blocks of class `class` fit in one pool.
 #[inline(always)]
 pub const fn blocks_per_pool(class: usize) -> usize {
-    (POOL_SIZE - POOL_HEADER_SIZE) / class_size(class)
+    POOL_SIZE / class_size(class)
 }
 
 /// Whether a request of `n` bytes is served from a pool: `1 <= n <= 512`.
@@ -67,7 +70,7 @@ pub const fn is_small(n: usize) -> bool {
     n.wrapping_sub(1) < SMALL_REQUEST_THRESHOLD
 }
 
-const _: () = assert!(POOL_HEADER_SIZE % ALIGNMENT == 0);
+const _: () = assert!(POOLS_PER_ARENA * POOL_HEADER_SIZE == POOL_SIZE);
 const _: () = assert!(
     POOLS_PER_ARENA == 64,
     "the arena's free-pool set is one u64"
@@ -96,9 +99,10 @@ mod tests {
     }
 
     #[test]
-    fn pool_geometry_matches_cpython() {
-        // CPython 3.8-3.13 with 4 KiB pools: 48-byte header, 253 blocks of 16, 7 of 512.
-        assert_eq!(blocks_per_pool(0), 253);
-        assert_eq!(blocks_per_pool(NUM_CLASSES - 1), 7);
+    fn whole_pools_hold_blocks() {
+        // The headers live in the arena's first page, so a pool is all blocks: 256 of 16
+        // bytes, 8 of 512 (CPython's pools, header inside, hold 253 and 7).
+        assert_eq!(blocks_per_pool(0), 256);
+        assert_eq!(blocks_per_pool(NUM_CLASSES - 1), 8);
     }
 }

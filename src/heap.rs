@@ -193,21 +193,43 @@ unsafe fn alloc_from(heap: *mut Heap, n: usize) -> *mut u8 {
         let pool = (*heap).lists[class_of(n)];
         let block = (*pool).free;
         if block.is_null() {
-            return alloc_slow(n, heap);
+            return alloc_fresh(n, heap, pool);
         }
-        (*pool).free = (*block).next;
+        let next = (*block).next;
+        (*pool).free = next;
+        // The next allocation reads `next`'s link: start loading it now (W3's free lists
+        // are LIFOs of blocks freed at random, often out of cache).
+        pool::prefetch(next);
         (*pool).used += 1;
         block.cast()
     }
 }
 
-/// Frees `p`, a block of one of our pools.
+/// The free list of the head pool of `n`'s class is empty: hand out its next never-used
+/// block, or take the slow path. Not `#[cold]`: a fresh pool serves all its blocks once
+/// from here. (Its own function so that the fast path stays frameless and this one needs
+/// no registers saved.)
 ///
 /// # Safety
-/// `p` lies in one of our arenas and is a block handed out and not yet freed.
+/// As for [`alloc_from`]; `pool` heads `heap`'s list for `n`'s class.
+#[inline(never)]
+unsafe extern "C" fn alloc_fresh(n: usize, heap: *mut Heap, pool: *mut Pool) -> *mut u8 {
+    // SAFETY: per the caller we own `pool` (or it is the empty pool, never carved).
+    let block = unsafe { pool::carve(pool, class_size(class_of(n))) };
+    if block.is_null() {
+        // SAFETY: forwarded caller contract.
+        return unsafe { alloc_slow(n, heap) };
+    }
+    block
+}
+
+/// Frees `p`, a block of one of our pools, in the arena based at `arena`.
+///
+/// # Safety
+/// `p` lies in our arena `arena` and is a block handed out and not yet freed.
 #[inline(always)]
-pub unsafe fn free(p: *mut u8) {
-    let pool = pool_of(p);
+pub unsafe fn free(p: *mut u8, arena: usize) {
+    let pool = pool::pool_in(arena, p as usize);
     let heap = sync::thread_heap();
     // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;
     // if the calling thread's heap owns it, so does the calling thread.
@@ -261,7 +283,10 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
         if (*pool).used == 0 {
             return free_slow(heap, pool);
         }
-        if next.is_null() {
+        // A pool off its class list (it ran out) takes this block back onto the list. Not
+        // "the free list was empty": with lazy carving a linked pool often has an empty
+        // list (its blocks come from `fresh`), and a free into it needs nothing more.
+        if !(*pool).linked {
             free_slow(heap, pool);
         }
     }
@@ -435,7 +460,7 @@ unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
             if pool == empty_pool() {
                 break;
             }
-            if (*pool).free.is_null() && pool::collect_remote(pool) == 0 {
+            if (*pool).free.is_null() && (*pool).fresh == 0 && pool::collect_remote(pool) == 0 {
                 if !pool::try_mark_full(pool) {
                     continue; // a remote free just arrived: collect it
                 }

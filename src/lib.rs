@@ -6,22 +6,21 @@
 //! ## The picture
 //!
 //! ```text
-//!  arena: 256 KiB mmap, aligned to 256 KiB          ownership map: radix tree, 1 byte/arena
-//!  +--------+--------+--------+-- ... --+--------+   ROOT[addr >> 34] -> 64 KiB leaf (mapped
-//!                                                    on first use) -> byte: ours?
-//!  | arena  | pool 1 | pool 2 |         | pool 63|
-//!  | header | cls 3  | cls 0  |         | free   |
-//!  +--------+--------+--------+-- ... --+--------+
-//!             |
-//!             v  pool: 4 KiB page, one size class at a time
-//!           +--------+-------+-------+-------+-----+
-//!           | header | block | block | block | ... |   blocks of (class + 1) * 16 bytes
-//!           | 48 B   |       |       |       |     |   free blocks linked through word 0
-//!           +--------+-------+-------+-------+-----+
+//!  arena: 256 KiB mmap, aligned to 256 KiB
+//!  +------------------+--------+--------+-- ... --+--------+
+//!  | page 0: headers  | pool 1 | pool 2 |         | pool 63|   pool: one 4 KiB page, one
+//!  | arena | p1 | p2 …| cls 3  | cls 0  |         | free   |   size class at a time, all
+//!  +------------------+--------+--------+-- ... --+--------+   blocks: (class + 1) * 16 B,
+//!    64 B entries: the arena header, then the header            free ones linked through
+//!    of pool i at arena + 64 * i (one cache line each)          their first word
+//!
+//!  ownership map (a radix tree, one byte per possible arena):
+//!  ROOT[p >> 34] (8,192 entries, .bss) -> 64 KiB leaf, mapped on first use -> byte: ours?
 //! ```
 //!
-//! `p & !0xfff` is the pool of a block, `p & !0x3ffff` its arena, and `p >> 18` numbers its
-//! slot in the ownership map, so every lookup is arithmetic plus two loads ([`ownership`]). Requests of
+//! `p & !0x3ffff` is the arena of a block, `(p >> 12) & 63` its pool's index, and the pool's
+//! header sits at `arena + 64 * index` ([`pool::pool_of`]); `p >> 18` numbers its slot in
+//! the ownership map. Every lookup is arithmetic plus two loads ([`ownership`]). Requests of
 //! 1..=512 bytes are served from pools; size 0 and larger requests go to the fallback
 //! allocator ([`fallback`]: the C library's, or inside CPython the allocator we replaced).
 //!
@@ -36,14 +35,18 @@
 //!   on the pool's lock-free `remote` list; if the pool has ever run out (it may be off the
 //!   owner's lists, and its `NOTIFY` bit says so), the first such freer puts the block on
 //!   the owner heap's `delayed` list instead, so the owner finds the pool again. The owner
-//!   takes both lists back in its slow path.
+//!   takes both lists back in its slow path; the remote list carries its length in its
+//!   head word, so it becomes the pool's free list whole, without a block being read.
+//!   Blocks are carved lazily: a pool's never-used blocks are handed out from a bump
+//!   pointer (`fresh`), unread, and only freed blocks are ever on a free list.
 //! - **Heaps** belong to one thread ([`heap`]). A thread's first allocation gives it a heap;
 //!   at its exit (a pthread key destructor) the heap is tidied and abandoned whole, and the
 //!   next new thread adopts it, blocks left behind and all. Heaps are never unmapped.
 //!
 //! So a thread that frees its own block takes no lock and does no atomic read-modify-write;
 //! cross-thread frees cost one compare-and-swap; the arena lock is taken once per pool
-//! handed out or back (every 7 to 253 blocks), never per block.
+//! handed out or back (every 8 to 256 blocks), never per block. Memory goes back to the OS
+//! after a decay of idleness, not at once ([`arena`]'s "Decay").
 //!
 //! ## Invariants
 //!

@@ -1,4 +1,19 @@
-//! Pools: one 4 KiB page serving blocks of one size class, with its header at the start.
+//! Pools: one 4 KiB page serving blocks of one size class, and its header, which lives in
+//! the table of pool headers in its arena's first page:
+//!
+//! ```text
+//!  arena page 0 (headers)                       pool i (page i of the arena): blocks only
+//!  +-------+-------+-------+-- ... --+-------+  +-------+-------+-- ... --+-------+
+//!  | arena | pool 1| pool 2|         |pool 63|  | block | block |         | block |
+//!  | 64 B  | 64 B  | 64 B  |         | 64 B  |  +-------+-------+-- ... --+-------+
+//!  +-------+-------+-------+-- ... --+-------+
+//!  header of block p: (p & !0x3ffff) | ((p >> 6) & 0xfc0)    page of header h: the inverse
+//! ```
+//!
+//! Why a table and not a header at each pool's start (CPython's layout): a header at offset
+//! 0 of every page puts all headers in the same few cache sets, where they evict each other
+//! (each free reads one); in the table they spread over every set, share one TLB entry per
+//! arena, and the whole page holds blocks (the 512-byte class gets 8 instead of 7).
 //!
 //! A pool in use belongs to exactly one heap (its *owner*). The owner alone pops and pushes
 //! `free` and changes `used`; any other thread that frees a block of the pool pushes it on
@@ -7,7 +22,8 @@
 //! atomic swap when its own list runs dry.
 
 use crate::geometry::{
-    blocks_per_pool, class_size, ARENA_MASK, POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT,
+    blocks_per_pool, class_size, ARENA_MASK, HEADER_TABLE_MASK, POOL_HEADER_SHIFT,
+    POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT, POOL_SIZE,
 };
 use crate::heap::Heap;
 use crate::sync::{AtomicUsize, Ordering};
@@ -29,20 +45,40 @@ pub struct Block {
 /// loads and stores, no atomic read-modify-write.
 pub const NOTIFY: usize = 1;
 
-/// The header at the start of every pool in use.
+/// Bits 48..=63 of [`Pool::remote`] count the blocks on the remote list, so that the owner
+/// can take the list whole, as its free list, without walking it (a cross-core cache miss
+/// per block): user-space addresses fit in 47 bits, and a pool holds at most 256 blocks.
+const REMOTE_COUNT_SHIFT: u32 = 48;
+/// The list-head bits of [`Pool::remote`].
+const REMOTE_LIST_MASK: usize = ((1 << REMOTE_COUNT_SHIFT) - 1) & !NOTIFY;
+
+/// Splits a [`Pool::remote`] word into its list head and the list's length.
+#[inline(always)]
+pub fn remote_list(word: usize) -> (*mut Block, u32) {
+    (
+        (word & REMOTE_LIST_MASK) as *mut Block,
+        (word >> REMOTE_COUNT_SHIFT) as u32,
+    )
+}
+
+/// The header of a pool, in its arena's header table (see the module's picture).
 ///
 /// Invariants, for a pool in use (`heap` non-null):
-/// - `used + len(free) == blocks_per_pool(class)`: `used` counts every block not on `free`,
-///   including blocks waiting on `remote` or on the owner's delayed list;
-/// - `free` and `remote` hold distinct blocks of this pool, never a block handed out;
+/// - `used + len(free) + uncarved == blocks_per_pool(class)`, where `uncarved` counts the
+///   never-used blocks from `fresh` to the end of the page (0 when `fresh` is 0): `used`
+///   counts every block handed out and not back on `free`, including blocks waiting on
+///   `remote` or on the owner's delayed list;
+/// - `free` and `remote` hold distinct blocks of this pool below `fresh`, never a block
+///   handed out;
 /// - `linked` is true exactly while the pool is on its owner's class list for `class`;
-///   an unlinked pool has no block on `free`, and `NOTIFY` set or a block on its owner's
-///   delayed list;
-/// - `remote` is either exactly `NOTIFY` or a list of blocks (possibly empty) without it:
-///   the bit is only set from an empty list, and freers clear it before pushing;
+///   an unlinked pool has no block on `free`, `fresh == 0`, and `NOTIFY` set or a block on
+///   its owner's delayed list;
+/// - `remote` is either exactly `NOTIFY` or a list of blocks (possibly empty) without it,
+///   its head in the low 48 bits and its length in the high 16 ([`remote_list`]): the bit
+///   is only set from an empty list, and freers clear it before pushing;
 /// - `heap` and `class` change only while `used == 0`, i.e. when no thread can hold a block
 ///   of the pool, so any thread freeing a block may read them without a lock.
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct Pool {
     /// Blocks the owner can hand out (owner only).
     pub free: *mut Block,
@@ -55,18 +91,19 @@ pub struct Pool {
     _pad: u16,
     /// The owning heap; null while the pool is free in its arena.
     pub heap: *mut Heap,
-    /// Blocks freed by other threads, as a list head, plus the [`NOTIFY`] bit.
+    /// Blocks freed by other threads: a list head and its length, or the [`NOTIFY`] bit.
     pub remote: AtomicUsize,
     /// Links of the owner's class list (owner only).
     pub next: *mut Pool,
     pub prev: *mut Pool,
+    /// The first never-used block of the page, 0 once every block has been handed out at
+    /// least once (owner only). Blocks are carved lazily, as in CPython: a fresh block is
+    /// handed out from here without being read, so it costs no cache miss.
+    pub fresh: usize,
 }
 
-#[cfg(not(loom))]
+// One cache line, loom's larger atomics included.
 const _: () = assert!(core::mem::size_of::<Pool>() == POOL_HEADER_SIZE);
-// Loom's atomics are larger than the real ones; the header size grows to fit under loom.
-#[cfg(loom)]
-const _: () = assert!(core::mem::size_of::<Pool>() <= POOL_HEADER_SIZE);
 
 impl Pool {
     crate::sync::const_unless_loom! {
@@ -83,21 +120,47 @@ impl Pool {
             remote: AtomicUsize::new(0),
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
+            fresh: 0,
         }
     }
     }
 }
 
-/// The pool containing `p`.
+/// The header of the pool containing `p`: entry `pool_index(p)` of its arena's table.
 #[inline(always)]
 pub fn pool_of<T>(p: *const T) -> *mut Pool {
-    (p as usize & !POOL_MASK) as *mut Pool
+    pool_in(p as usize & !ARENA_MASK, p as usize)
 }
 
-/// Index of the pool containing `p` inside its arena (0 is the arena header).
+/// [`pool_of`] for a `p` whose arena base `arena` is known (the free path has it from the
+/// ownership map).
+#[inline(always)]
+pub fn pool_in(arena: usize, p: usize) -> *mut Pool {
+    (arena | ((p >> (POOL_SHIFT - POOL_HEADER_SHIFT)) & HEADER_TABLE_MASK)) as *mut Pool
+}
+
+/// The header of pool `i` (1..=63) of the arena based at `arena`.
+#[inline(always)]
+pub fn header(arena: usize, i: usize) -> *mut Pool {
+    (arena + i * POOL_HEADER_SIZE) as *mut Pool
+}
+
+/// Index of the pool containing `p` inside its arena (0 is the header page).
 #[inline(always)]
 pub fn pool_index(p: usize) -> usize {
     (p & ARENA_MASK) >> POOL_SHIFT
+}
+
+/// Index inside its arena of the pool whose header is `pool`.
+#[inline(always)]
+pub fn index_of(pool: *mut Pool) -> usize {
+    (pool as usize & ARENA_MASK) >> POOL_HEADER_SHIFT
+}
+
+/// The address of the page (the blocks) of the pool whose header is `pool`.
+#[inline(always)]
+pub fn page_of(pool: *mut Pool) -> usize {
+    (pool as usize & !ARENA_MASK) + (index_of(pool) << POOL_SHIFT)
 }
 
 /// Block size of the pool holding `p`.
@@ -126,56 +189,79 @@ pub unsafe fn snapshot(pool: *mut Pool) -> (usize, u64, usize) {
     }
 }
 
-/// Hints the CPU to bring `pool`'s header into the cache; never faults, whatever `pool` is
-/// (null included).
+/// Hints the CPU to bring the cache line at `p` (a pool header, a free block) into the
+/// cache; never faults, whatever `p` is (null included).
 #[inline(always)]
-pub fn prefetch(pool: *mut Pool) {
+pub fn prefetch<T>(p: *mut T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it reads nothing architecturally and cannot fault.
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(pool as *const i8);
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = pool;
-}
-
-/// First block address of `pool`.
-#[inline(always)]
-fn first_block(pool: *mut Pool) -> usize {
-    pool as usize + POOL_HEADER_SIZE
+    let _ = p;
 }
 
 /// Whether `p` is the start of a block slot of `pool` (right offset and inside the pool).
 pub fn is_block_start(pool: *mut Pool, class: usize, p: usize) -> bool {
-    let base = first_block(pool);
+    let base = page_of(pool);
     let size = class_size(class);
     p >= base && (p - base) % size == 0 && (p - base) / size < blocks_per_pool(class)
 }
 
-/// Prepares a pool fresh from its arena to serve `class` for `heap`: every block goes on
-/// the free list, in address order.
+/// Blocks of `pool` (serving `class`) never handed out yet: from `fresh` to the page's end.
 ///
 /// # Safety
-/// `pool` is a whole pool of one of our arenas that no heap owns, and the caller is the
-/// thread about to own it.
-pub unsafe fn init(pool: *mut Pool, heap: *mut Heap, class: usize) {
-    let size = class_size(class);
-    let count = blocks_per_pool(class);
-    let base = first_block(pool);
-    crate::valgrind::pool_reset(pool.cast(), crate::geometry::POOL_SIZE);
-    // SAFETY: the whole page is ours and unused; every block written lies inside it.
+/// The caller owns `pool`, or nothing changes it meanwhile.
+pub unsafe fn uncarved(pool: *mut Pool, class: usize) -> usize {
+    // SAFETY: per the caller.
+    let fresh = unsafe { (*pool).fresh };
+    if fresh == 0 {
+        return 0;
+    }
+    blocks_per_pool(class) - (fresh - page_of(pool)) / class_size(class)
+}
+
+/// Owner: hands out the next never-used block of `pool`, whose blocks are `size` bytes, or
+/// returns NULL when every block has been used once. The block is not read.
+///
+/// # Safety
+/// The caller owns `pool` (or it is the empty pool, whose `fresh` is 0).
+#[inline(always)]
+pub unsafe fn carve(pool: *mut Pool, size: usize) -> *mut u8 {
+    // SAFETY: per the caller the header is ours to change.
     unsafe {
-        for i in 0..count {
-            let block = (base + i * size) as *mut Block;
-            (*block).next = if i + 1 < count {
-                (base + (i + 1) * size) as *mut Block
-            } else {
-                ptr::null_mut()
-            };
+        let block = (*pool).fresh;
+        if block == 0 {
+            return ptr::null_mut();
         }
-        crate::valgrind::pool_carved(base, size, count);
+        // The next block exists if it lies wholly inside the page: past the last block the
+        // offset either wraps to 0 (sizes that divide 4 KiB) or leaves less than a block.
+        let next = block + size;
+        let off = next & POOL_MASK;
+        (*pool).fresh = if off != 0 && off + size <= POOL_SIZE {
+            next
+        } else {
+            0
+        };
+        (*pool).used += 1;
+        block as *mut u8
+    }
+}
+
+/// Prepares a pool fresh from its arena to serve `class` for `heap`: no block is on the
+/// free list, all are uncarved (see [`carve`]); the page is not touched.
+///
+/// # Safety
+/// `pool` is the header of a pool of one of our arenas that no heap owns, and the caller is
+/// the thread about to own it.
+pub unsafe fn init(pool: *mut Pool, heap: *mut Heap, class: usize) {
+    let base = page_of(pool);
+    crate::valgrind::pool_fresh(base as *const u8, POOL_SIZE);
+    // SAFETY: the header is ours and unused.
+    unsafe {
         pool.write(Pool {
-            free: base as *mut Block,
+            free: ptr::null_mut(),
             used: 0,
             class: class as u8,
             linked: false,
@@ -184,6 +270,7 @@ pub unsafe fn init(pool: *mut Pool, heap: *mut Heap, class: usize) {
             remote: AtomicUsize::new(0),
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
+            fresh: base,
         });
     }
 }
@@ -222,17 +309,14 @@ pub unsafe extern "C" fn remote_free(block: *mut Block, pool: *mut Pool) {
                     Err(seen) => old = seen,
                 }
             } else {
+                let (head, count) = remote_list(old);
                 // The cheap double-free check of the owner's free, for remote frees.
-                if old == block as usize {
+                if head == block {
                     return crate::fault::double_free(block.cast());
                 }
-                (*block).next = old as *mut Block;
-                match remote.compare_exchange_weak(
-                    old,
-                    block as usize,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ) {
+                (*block).next = head;
+                let new = block as usize | ((count as usize + 1) << REMOTE_COUNT_SHIFT);
+                match remote.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
                     Ok(_) => return,
                     Err(seen) => old = seen,
                 }
@@ -242,6 +326,8 @@ pub unsafe extern "C" fn remote_free(block: *mut Block, pool: *mut Pool) {
 }
 
 /// Owner: moves every remotely freed block onto `free` and returns how many there were.
+/// With `free` empty (always so when the allocation slow path asks) the remote list
+/// becomes the free list whole: no block is read, its length comes with the list.
 ///
 /// # Safety
 /// The caller owns `pool`, which is linked.
@@ -256,15 +342,16 @@ pub unsafe fn collect_remote(pool: *mut Pool) -> u32 {
             return 0;
         }
         // Not `NOTIFY` (it is only ever set on an empty list), so a list of blocks: take it.
-        let mut list = (*pool).remote.swap(0, Ordering::Acquire) as *mut Block;
-        let mut n = 0;
-        while !list.is_null() {
-            let next = (*list).next;
-            (*list).next = (*pool).free;
-            (*pool).free = list;
-            list = next;
-            n += 1;
+        let (list, n) = remote_list((*pool).remote.swap(0, Ordering::Acquire));
+        if !(*pool).free.is_null() {
+            // Append the free list behind the remote one (`tidy` only; rare).
+            let mut tail = list;
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+            }
+            (*tail).next = (*pool).free;
         }
+        (*pool).free = list;
         (*pool).used -= n;
         n
     }

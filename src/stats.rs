@@ -12,7 +12,7 @@ use crate::geometry::{
     POOL_SIZE, SMALL_REQUEST_THRESHOLD,
 };
 use crate::heap::HeapRole;
-use crate::pool::{self, Pool};
+use crate::pool;
 use crate::sync::unmodeled::AtomicUsize;
 use crate::sync::Ordering;
 use std::fmt::Write as _;
@@ -116,8 +116,7 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
         for i in 1..POOLS_PER_ARENA {
             if free_pools >> i & 1 == 0 {
                 // SAFETY: a pool in use of a mapped arena; the arena lock keeps it mapped.
-                let (class, used, heap) =
-                    unsafe { pool::snapshot((base + i * POOL_SIZE) as *mut Pool) };
+                let (class, used, heap) = unsafe { pool::snapshot(pool::header(base, i)) };
                 if class < NUM_CLASSES {
                     let cs = &mut s.classes[class];
                     let used = used.min(blocks_per_pool(class) as u64);
@@ -203,11 +202,12 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     );
     o.push('\n');
     let free_bytes: u64 = s.classes.iter().map(|c| c.blocks_free * c.size).sum();
+    // Pool headers live in the arenas' first pages: the arena header lines count the rest.
     let headers = s.pools_in_use * POOL_HEADER_SIZE as u64;
-    let arena_headers = s.arenas_current * POOL_SIZE as u64;
+    let arena_headers = s.arenas_current * POOL_SIZE as u64 - headers;
     // Saturating: the per-class figures are a snapshot taken while other threads run.
     let quantization =
-        (s.pools_in_use * POOL_SIZE as u64).saturating_sub(headers + s.bytes_in_use + free_bytes);
+        (s.pools_in_use * POOL_SIZE as u64).saturating_sub(s.bytes_in_use + free_bytes);
     let unused = s.pools_free - s.pools_returned;
     line(&mut o, "# bytes in allocated blocks", s.bytes_in_use);
     line(&mut o, "# bytes in available blocks", free_bytes);

@@ -99,20 +99,9 @@ pub fn copied_whole(p: *const u8, n: usize) {
     imp::defined(p, n);
 }
 
-/// A whole pool is about to be carved anew.
+/// A pool's page of `n` bytes at `p` starts anew: no byte of it is anyone's until its
+/// blocks are handed out (carved lazily, see `pool::carve`).
 #[inline(always)]
-pub fn pool_reset(p: *const u8, n: usize) {
-    imp::defined(p, n);
-}
-
-/// A pool was carved into `count` free blocks of `size` bytes from `first`: all but their
-/// link words become no-access.
-#[inline(always)]
-pub fn pool_carved(first: usize, size: usize, count: usize) {
-    if cfg!(feature = "valgrind") {
-        let word = core::mem::size_of::<usize>();
-        for i in 0..count {
-            imp::noaccess((first + i * size + word) as *const u8, size - word);
-        }
-    }
+pub fn pool_fresh(p: *const u8, n: usize) {
+    imp::noaccess(p, n);
 }

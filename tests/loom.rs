@@ -20,10 +20,9 @@ use pymalloc::{api, arena, check, heap};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Class 31 (512 bytes): 7 blocks per pool under loom's 64-byte pool header, so a pool
-/// fills up in a few steps.
+/// Class 31 (512 bytes): 8 blocks per pool, so a pool fills up in a few steps.
 const BIG: usize = 512;
-const PER_POOL: usize = 7;
+const PER_POOL: usize = pymalloc::geometry::blocks_per_pool(31);
 
 /// A loom cell standing for a block's memory.
 struct Cell(loom::cell::UnsafeCell<u64>);
@@ -147,7 +146,7 @@ fn lock_excludes_and_publishes() {
 fn remote_free_while_owner_allocates_and_reclaims() {
     model(|| {
         let shadow = Shadow::default();
-        // Fill pool 1 (7 blocks); the 8th allocation marks it full and opens pool 2.
+        // Fill pool 1 (8 blocks); the 9th allocation marks it full and opens pool 2.
         let mut mine: Vec<(usize, u64)> = (0..=PER_POOL as u64)
             .map(|t| (shadow.alloc(BIG, t), t))
             .collect();
@@ -228,7 +227,7 @@ fn owner_exits_while_others_free_and_a_third_adopts() {
 fn remote_free_into_a_relinked_pool_that_runs_out_again() {
     model(|| {
         let shadow = Shadow::default();
-        // Pool 1 takes tags 0..7 and runs out (marked); pool 2 takes tag 7.
+        // Pool 1 takes tags 0..8 and runs out (marked); pool 2 takes tag 8.
         let mut mine: Vec<(usize, u64)> = (0..=PER_POOL as u64)
             .map(|t| (shadow.alloc(BIG, t), t))
             .collect();
