@@ -91,7 +91,7 @@ fn the_summary_groups_checks_and_lists_the_installs() {
             ),
         ]
     );
-    let text = summary.render();
+    let text = summary.render(false);
     assert!(text.contains("ran     [regrtest] pyenv 3.8\n"), "{text}");
     assert!(
         text.contains("SKIPPED [compare] mimalloc: valgrind is missing"),
@@ -110,9 +110,16 @@ fn the_summary_groups_checks_and_lists_the_installs() {
         ],
         "each package once, on one apt-get line, then the other commands: {text}"
     );
+    let strict = summary.render(true);
+    assert!(
+        strict.contains("FAILED  [compare] mimalloc: valgrind is missing")
+            && strict.contains("2 ran, 5 FAILED for a missing prerequisite (CI=true)")
+            && strict.contains("    apt-get install thing valgrind\n"),
+        "{strict}"
+    );
     let full = Summary::parse(&ran_record("memcheck", "valgrind")).unwrap();
     assert!(full
-        .render()
-        .contains("1 ran, none skipped: the full suite ran"));
+        .render(false)
+        .contains("1 ran, none skipped: every prerequisite was present"));
     assert!(Summary::parse("ran\tonly-a-check\n").is_err());
 }

@@ -56,8 +56,8 @@ pub fn skip_record(check: &str, subject: &str, m: &Missing) -> String {
     format!("skipped\t{check}\t{subject}\t{}\t{}\n", m.what, m.install)
 }
 
-/// Skips `check` on `subject`, which lacks `missing`: one loud line on stderr and a record
-/// for the summary; under CI a panic with the same line instead.
+/// Skips `check` on `subject`, which lacks `missing`: a record for the summary and one loud
+/// line on stderr; under CI the same line as a panic instead.
 pub fn skip(check: &str, subject: &str, missing: Missing) {
     skip_all(check, &[(subject.to_string(), missing)]);
 }
@@ -71,14 +71,16 @@ pub fn skip_all(check: &str, skips: &[(String, Missing)]) {
         .iter()
         .map(|(subject, m)| skip_line(check, subject, m))
         .collect();
+    for (subject, m) in skips {
+        record(&skip_record(check, subject, m));
+    }
     if under_ci() {
         panic!("CI=true requires every prerequisite:\n{}", lines.join("\n"));
     }
     let mut err = std::io::stderr().lock();
-    for ((subject, m), line) in skips.iter().zip(&lines) {
+    for line in &lines {
         // The loud line is best effort: a closed stderr must not turn a skip into a failure.
         let _ = writeln!(err, "SKIPPED {line}");
-        record(&skip_record(check, subject, m));
     }
 }
 
@@ -99,7 +101,7 @@ pub fn gate<T>(check: &str, subject: &str, found: Result<T, Missing>) -> Option<
 /// Valgrind, for `check`; `None` once the check is skipped for lack of it.
 pub fn valgrind(check: &str) -> Option<PathBuf> {
     let found = super::which("valgrind")
-        .ok_or_else(|| Missing::new("valgrind", format!("{APT_INSTALL}valgrind")));
+        .ok_or_else(|| Missing::new("valgrind", "apt-get install valgrind"));
     gate(check, "valgrind", found)
 }
 
@@ -201,13 +203,16 @@ impl Summary {
         Ok(s)
     }
 
-    /// The text printed at the end of `cargo test`: per check what it ran on and what it
-    /// skipped, then either "the full suite ran" or the commands that would make it so.
-    pub fn render(&self) -> String {
+    /// The text printed at the end of `cargo test` (`ci`: run under CI): per check what it
+    /// ran on and what it skipped (under CI: failed for), then either "none skipped" or the
+    /// commands that install what was missing.
+    pub fn render(&self, ci: bool) -> String {
         let mut out =
             String::from("\n==== pymalloc-rs tests: checks that need a prerequisite ====\n");
         let mut installs: Vec<&str> = Vec::new();
         let (mut ran, mut skipped) = (0, 0);
+        // Under CI a missing prerequisite failed its test instead of skipping it.
+        let skip_word = if ci { "FAILED " } else { "SKIPPED" };
         for c in &self.checks {
             ran += c.ran.len();
             skipped += c.skipped.len();
@@ -215,7 +220,7 @@ impl Summary {
                 out += &format!("ran     [{}] {}\n", c.name, c.ran.join(", "));
             }
             for (subject, m) in &c.skipped {
-                out += &format!("SKIPPED {}\n", skip_line(&c.name, subject, m));
+                out += &format!("{skip_word} {}\n", skip_line(&c.name, subject, m));
                 if !installs.contains(&m.install.as_str()) {
                     installs.push(&m.install);
                 }
@@ -224,12 +229,18 @@ impl Summary {
         if self.checks.is_empty() {
             out += "none ran: this was not the whole `cargo test --release`\n";
         } else if skipped == 0 {
-            out += &format!("{ran} ran, none skipped: the full suite ran\n");
+            out += &format!("{ran} ran, none skipped: every prerequisite was present\n");
         } else {
-            out += &format!(
-                "{ran} ran, {skipped} SKIPPED: NOT the full suite (under CI=true each skip \
-                 fails the run); to run everything:\n"
-            );
+            out += &if ci {
+                format!(
+                    "{ran} ran, {skipped} FAILED for a missing prerequisite (CI=true); install:\n"
+                )
+            } else {
+                format!(
+                    "{ran} ran, {skipped} SKIPPED: NOT the full suite (under CI=true each skip \
+                     fails the run); to run everything:\n"
+                )
+            };
             // One apt-get line for all the Debian packages, then any other command.
             let (apt, other): (Vec<&str>, Vec<&str>) = installs
                 .iter()
@@ -275,5 +286,5 @@ pub fn take_summary() -> String {
     }
     Summary::parse(&text)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-        .render()
+        .render(under_ci())
 }
