@@ -1,9 +1,11 @@
-//! `pymalloc compare`: a table for a user's command, the SVG chart, and clear errors.
+//! `pymalloc compare`: a table for a user's command, with a column for each peer allocator
+//! installed (a missing one is skipped loudly, a failure under CI), the SVG chart, and clear
+//! errors.
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
+use support::prereq::{self, Missing};
 use support::{library_dir, run, scratch};
 
 fn bin() -> Command {
@@ -12,24 +14,32 @@ fn bin() -> Command {
     c
 }
 
-fn python() -> PathBuf {
-    let debian = PathBuf::from("/usr/bin/python3.11");
-    assert!(
-        debian.is_file(),
-        "/usr/bin/python3.11 is MISSING: the compare test needs a CPython"
-    );
-    debian
-}
+/// The peers `pymalloc compare` adds when installed: name, library, what installs it.
+const PEERS: [(&str, &str, &str); 2] = [
+    (
+        "mimalloc",
+        "libmimalloc.so.2",
+        "apt-get install libmimalloc2.0",
+    ),
+    (
+        "jemalloc",
+        "libjemalloc.so.2",
+        "apt-get install libjemalloc2",
+    ),
+];
 
 #[test]
 fn compares_a_users_command_and_draws_the_chart() {
+    let Some(python) = prereq::gate("compare", "Debian python3.11", prereq::debian_python()) else {
+        return;
+    };
     let svg = scratch().join("compare.svg");
     let _ = std::fs::remove_file(&svg);
     let out = run(bin()
         .args(["compare", "-n", "1", "--svg"])
         .arg(&svg)
         .arg("--")
-        .arg(python())
+        .arg(python)
         .args(["-c", "x = [str(i) * 3 for i in range(200000)]"]));
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
@@ -53,6 +63,18 @@ fn compares_a_users_command_and_draws_the_chart() {
         .collect();
     assert!(cells[1].parse::<f64>().unwrap() > 0.0, "{row}");
     assert!(cells[2].parse::<f64>().unwrap() > 0.0, "{row}");
+    let notes = String::from_utf8_lossy(&out.stderr);
+    for (peer, file, install) in PEERS {
+        if notes.contains(&format!("pymalloc compare: {peer} not installed")) {
+            prereq::skip("compare with peers", peer, Missing::new(file, install));
+        } else {
+            assert!(
+                table.contains(&format!(" {peer} |")),
+                "no {peer} column in\n{table}"
+            );
+            prereq::ran("compare with peers", peer);
+        }
+    }
     let chart = std::fs::read_to_string(&svg).expect("the chart was written");
     assert!(chart.starts_with("<svg") && chart.contains("pymalloc-rs"));
 }

@@ -1,6 +1,7 @@
 //! Injection tests over every CPython on the machine: pyenv's 3.8–3.13 (`--enable-shared`)
-//! and Debian's static `python3.11`. Each interpreter is printed as run or MISSING; a
-//! missing one fails the test rather than passing silently.
+//! and Debian's static `python3.11`. Each interpreter is printed as run, FAILED or skipped;
+//! one the machine lacks (or whose `Lib/test` or `python3.X-config` a check needs) is
+//! skipped loudly, or fails the test under CI (`support::prereq`).
 
 mod support;
 
@@ -8,14 +9,37 @@ use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::prereq::{self, Missing};
 use support::{library_dir, root, run, scratch};
 
-/// A CPython to test, or the reason it is missing.
+/// A CPython to test, or what installs it.
 struct Python {
     label: String,
-    path: Result<PathBuf, String>,
-    /// `python3.X-config`, for the embedding test (pyenv builds only).
-    config: Option<PathBuf>,
+    path: Result<PathBuf, Missing>,
+    /// `python3.X-config`, for the embedding test.
+    config: Result<PathBuf, Missing>,
+    /// What installs its regression tests (`Lib/test`) when they are missing.
+    lib_test: Missing,
+}
+
+/// Why a check did not pass on one interpreter.
+enum Problem {
+    /// It ran and failed.
+    Failed(String),
+    /// It needs something the machine lacks: a skip, or a failure under CI.
+    Missing(Missing),
+}
+
+impl From<String> for Problem {
+    fn from(e: String) -> Self {
+        Problem::Failed(e)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(e: &str) -> Self {
+        Problem::Failed(e.to_string())
+    }
 }
 
 fn pyenv_root() -> Option<PathBuf> {
@@ -40,64 +64,91 @@ fn pythons() -> Vec<Python> {
     let mut v = Vec::new();
     for minor in 8..=13 {
         let prefix = format!("3.{minor}.");
-        let label = format!("pyenv 3.{minor}");
         let found = versions
             .iter()
             .filter(|name| name.starts_with(&prefix))
             .max_by_key(|name| name[prefix.len()..].parse::<u32>().unwrap_or(0));
+        let reinstall = Missing::new(
+            "its Lib/test (the regression tests)",
+            match found {
+                Some(name) => format!("pyenv install --force {name}"),
+                None => format!("pyenv install 3.{minor}"),
+            },
+        );
         let (path, config) = match (found, &root) {
             (Some(name), Some(r)) => {
                 let bin = r.join("versions").join(name).join("bin");
                 let exe = bin.join(format!("python3.{minor}"));
                 let cfg = bin.join(format!("python3.{minor}-config"));
-                if exe.is_file() {
-                    (Ok(exe), cfg.is_file().then_some(cfg))
-                } else {
-                    (Err(format!("{} has no interpreter", bin.display())), None)
-                }
+                let lacking = |p: &Path| Missing::new(p.display().to_string(), &reinstall.install);
+                (
+                    Some(exe.clone())
+                        .filter(|e| e.is_file())
+                        .ok_or_else(|| lacking(&exe)),
+                    Some(cfg.clone())
+                        .filter(|c| c.is_file())
+                        .ok_or_else(|| lacking(&cfg)),
+                )
             }
-            _ => (Err("not installed (pyenv versions)".to_string()), None),
+            _ => {
+                let none =
+                    Missing::new(format!("CPython 3.{minor} under pyenv"), &reinstall.install);
+                (Err(none.clone()), Err(none))
+            }
         };
         v.push(Python {
-            label,
+            label: format!("pyenv 3.{minor}"),
             path,
             config,
+            lib_test: reinstall,
         });
     }
-    let debian = PathBuf::from("/usr/bin/python3.11");
+    // Its python3.11-config links Debian's libpython3.11.so, built with
+    // -Bsymbolic-functions: the embedding test covers that third kind of build.
+    let config = PathBuf::from("/usr/bin/python3.11-config");
     v.push(Python {
         label: "Debian python3.11 (static)".into(),
-        path: if debian.is_file() {
-            Ok(debian)
-        } else {
-            Err("not installed (apt-get install python3.11)".into())
-        },
-        // Its python3.11-config links Debian's libpython3.11.so, built with
-        // -Bsymbolic-functions: the embedding test covers that third kind of build.
-        config: Some(PathBuf::from("/usr/bin/python3.11-config")).filter(|c| c.exists()),
+        path: prereq::debian_python(),
+        config: Some(config)
+            .filter(|c| c.exists())
+            .ok_or_else(|| Missing::new("python3.11-config", "apt-get install python3.11-dev")),
+        lib_test: Missing::new(
+            "its Lib/test (the regression tests)",
+            "apt-get install libpython3.11-testsuite",
+        ),
     });
     v
 }
 
-/// Runs `check` on every interpreter; fails at the end if any is missing or failed.
-fn over_all_pythons(what: &str, mut check: impl FnMut(&Python, &Path) -> Result<(), String>) {
-    let mut problems = Vec::new();
+/// Runs `check` on every interpreter, recording each as run or skipped (`prereq`); at the
+/// end reports the skips (under CI: fails on them), then fails if any check failed.
+fn over_all_pythons(what: &str, mut check: impl FnMut(&Python, &Path) -> Result<(), Problem>) {
+    let mut failed = Vec::new();
+    let mut skipped = Vec::new();
     for py in pythons() {
-        match &py.path {
+        let outcome = match &py.path {
             Ok(exe) => {
                 println!("[{what}] {}: run ({})", py.label, exe.display());
-                if let Err(e) = check(&py, exe) {
-                    println!("[{what}] {}: FAILED: {e}", py.label);
-                    problems.push(format!("{}: {e}", py.label));
-                }
+                check(&py, exe)
             }
-            Err(why) => {
-                println!("[{what}] {}: MISSING — {why}", py.label);
-                problems.push(format!("{}: MISSING ({why})", py.label));
+            Err(m) => Err(Problem::Missing(m.clone())),
+        };
+        match outcome {
+            Err(Problem::Missing(m)) => {
+                println!("[{what}] {}: skipped, {} is missing", py.label, m.what);
+                skipped.push((py.label, m));
+                continue;
             }
+            Err(Problem::Failed(e)) => {
+                println!("[{what}] {}: FAILED: {e}", py.label);
+                failed.push(format!("{}: {e}", py.label));
+            }
+            Ok(()) => {}
         }
+        prereq::ran(what, &py.label);
     }
-    assert!(problems.is_empty(), "{what}:\n{}", problems.join("\n"));
+    prereq::skip_all(what, &skipped);
+    assert!(failed.is_empty(), "{what}:\n{}", failed.join("\n"));
 }
 
 fn lib() -> PathBuf {
@@ -159,7 +210,7 @@ fn allocation_heavy_script_runs_the_same_and_our_pools_serve_it() {
         }
         let owned = String::from_utf8_lossy(&pre.stderr);
         if owned.trim() != "owned 2000 of 2000" {
-            return Err(format!("our pools did not serve the objects: {owned}"));
+            return Err(format!("our pools did not serve the objects: {owned}").into());
         }
         Ok(())
     });
@@ -187,15 +238,12 @@ fn tracemalloc_sees_the_same_traffic() {
         let plain = traced(exe, false)?;
         let pre = traced(exe, true)?;
         if plain.len() != pre.len() {
-            return Err(format!("different lines traced: {plain:?} vs {pre:?}"));
+            return Err(format!("different lines traced: {plain:?} vs {pre:?}").into());
         }
         for (a, b) in plain.iter().zip(&pre) {
             let close = |x: u64, y: u64| (x as f64 - y as f64).abs() <= 0.03 * x.max(y) as f64;
             if a.0 != b.0 || !close(a.1, b.1) || !close(a.2, b.2) {
-                return Err(format!(
-                    "line {}: {a:?} without, {b:?} with the preload",
-                    a.0
-                ));
+                return Err(format!("line {}: {a:?} without, {b:?} with the preload", a.0).into());
             }
         }
         Ok(())
@@ -209,7 +257,7 @@ fn pythonmalloc_malloc_keeps_us_out() {
             .arg(script("not_ours.py"))
             .env("PYTHONMALLOC", "malloc")
             .env("PYMALLOC_LIB", lib()));
-        ok(&out)
+        Ok(ok(&out)?)
     });
 }
 
@@ -227,14 +275,14 @@ fn verbose_says_what_happened_and_silence_otherwise() {
         ok(&loud)?;
         let text = String::from_utf8_lossy(&loud.stderr);
         if !text.contains("installed for CPython's OBJ and MEM domain(s)") {
-            return Err(format!("verbose install message missing: {text:?}"));
+            return Err(format!("verbose install message missing: {text:?}").into());
         }
         let aside = run(python(exe, true)
             .args(["-X", "dev", "-c", "pass"])
             .env("PYMALLOC_VERBOSE", "1"));
         let text = String::from_utf8_lossy(&aside.stderr);
         if !text.contains("not installing: python runs with -X dev") {
-            return Err(format!("verbose step-aside message missing: {text:?}"));
+            return Err(format!("verbose step-aside message missing: {text:?}").into());
         }
         Ok(())
     });
@@ -253,13 +301,13 @@ fn debug_mode_catches_an_api_mismatch_and_runs_python() {
             .args(["-c", code])
             .env("PYMALLOC_DEBUG", "1"));
         if out.status.signal() != Some(libc::SIGABRT) {
-            return Err(format!("API mismatch did not abort: {:?}", out.status));
+            return Err(format!("API mismatch did not abort: {:?}", out.status).into());
         }
         let err = String::from_utf8_lossy(&out.stderr);
         if !err.contains("pymalloc: API mismatch")
             || !err.contains("released through the PyMem_Malloc family")
         {
-            return Err(format!("API mismatch not reported: {err}"));
+            return Err(format!("API mismatch not reported: {err}").into());
         }
         Ok(())
     });
@@ -274,7 +322,7 @@ fn malformed_settings_get_one_line_and_the_default() {
         ok(&out)?;
         let err = String::from_utf8_lossy(&out.stderr);
         if err.lines().count() != 1 || !err.contains("PYMALLOC_STATS=\"maybe\"") {
-            return Err(format!("expected one warning line, got {err:?}"));
+            return Err(format!("expected one warning line, got {err:?}").into());
         }
         Ok(())
     });
@@ -321,8 +369,10 @@ const REGRTESTS: &[&str] = &[
 #[test]
 fn cpython_regression_tests_have_no_new_failure_under_preload() {
     over_all_pythons("regrtest", |py, exe| {
-        let lib_test = exe.parent().unwrap().parent().unwrap().join("lib");
-        if py.label.contains("3.10") && !has_test(&lib_test, "test_capi") {
+        if !has_regrtest(exe, REGRTESTS[0]) {
+            return Err(Problem::Missing(py.lib_test.clone()));
+        }
+        if py.label.contains("3.10") && !has_regrtest(exe, "test_capi") {
             println!("[regrtest] {}: has no test_capi (3.10 ships none); its absence counts the same both ways", py.label);
         }
         let regr = |preload: bool| -> Result<BTreeSet<String>, String> {
@@ -341,8 +391,9 @@ fn cpython_regression_tests_have_no_new_failure_under_preload() {
         let without = regr(false)?;
         if without.len() > REGRTESTS.len() / 2 {
             return Err(format!(
-                "most regression tests fail even without the preload ({without:?}): is Lib/test installed?"
-            ));
+                "most regression tests fail even without the preload ({without:?})"
+            )
+            .into());
         }
         let with = regr(true)?;
         println!(
@@ -353,21 +404,22 @@ fn cpython_regression_tests_have_no_new_failure_under_preload() {
         if new.is_empty() {
             Ok(())
         } else {
-            Err(format!("new failures under preload: {new:?}"))
+            Err(format!("new failures under preload: {new:?}").into())
         }
     });
 }
 
-fn has_test(lib: &Path, name: &str) -> bool {
-    std::fs::read_dir(lib)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            let t = e.path().join("test");
-            t.join(format!("{name}.py")).exists() || t.join(name).is_dir()
-        })
+/// Whether `exe`'s `test` package holds the regression test `name` (module or package).
+fn has_regrtest(exe: &Path, name: &str) -> bool {
+    let found = python(exe, false)
+        .args([
+            "-c",
+            "import importlib.util, sys; sys.exit(importlib.util.find_spec('test.' + sys.argv[1]) is None)",
+            name,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    found.status.success()
 }
 
 #[test]
@@ -385,7 +437,7 @@ fn pymalloc_run_preloads_and_reports_errors() {
         if String::from_utf8_lossy(&out.stdout).trim() != "488890"
             || !err.contains("# arenas allocated total")
         {
-            return Err(format!("unexpected output: {err}"));
+            return Err(format!("unexpected output: {err}").into());
         }
         Ok(())
     });
@@ -405,11 +457,10 @@ fn pymalloc_run_preloads_and_reports_errors() {
 #[test]
 fn embedder_installs_by_hand_and_after_reinitialisation() {
     over_all_pythons("embed", |py, _| {
-        let Some(config) = &py.config else {
-            return Err(
-                "no python3.X-config to embed with (apt-get install python3.11-dev)".into(),
-            );
-        };
+        let config = py
+            .config
+            .as_ref()
+            .map_err(|m| Problem::Missing(m.clone()))?;
         let flags = |args: &[&str]| -> Result<Vec<String>, String> {
             let out = Command::new(config)
                 .args(args)

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests: building the C library with the same profile
-//! as the running test, compiling C programs against it, and running them.
+//! as the running test, compiling C programs against it, and running them; [`prereq`]
+//! skips (or, under CI, fails) a check whose prerequisite the machine lacks.
 
 #![allow(dead_code)]
+
+pub mod prereq;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
