@@ -282,10 +282,6 @@ unsafe fn arguments<'a>(argc: c_int, argv: *const *const c_char) -> Vec<&'a [u8]
         .collect()
 }
 
-extern "C" fn print_stats_at_exit() {
-    stats::print(2);
-}
-
 fn say(config: &Config, what: &str) {
     if config.verbose {
         eprintln!("pymalloc: {what}");
@@ -305,7 +301,7 @@ unsafe extern "C" fn constructor(
     crate::arena::set_lazy_decommit(config.decommit);
     if config.stats {
         // SAFETY: registering a plain C function.
-        unsafe { libc::atexit(print_stats_at_exit) };
+        unsafe { libc::atexit(stats::print_at_exit) };
     }
     if allocator_api().is_none() {
         say(
