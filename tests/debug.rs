@@ -51,6 +51,16 @@ fn every_fault_is_reported_and_aborts() {
             "buffer overrun",
             "from the system allocator",
         ),
+        (
+            "damaged-size",
+            "damaged block header",
+            "stored size 4702111234474983745 (0x4141414141414141), but the block holds at most 32 bytes",
+        ),
+        (
+            "large-damaged-size",
+            "damaged block header",
+            "at most 1000 bytes of data (a system allocator block of 1064 bytes)",
+        ),
     ];
     for (fault, title, detail) in cases {
         let out = run(Command::new(&exe).arg(fault).env("PYMALLOC_DEBUG", "1"));
