@@ -1,0 +1,90 @@
+//! What a shared library costs a process in resident memory, read from
+//! `/proc/PID/smaps`: the `Rss:` of every mapping of a file whose name contains a given
+//! string, summed (text, read-only data and relocated data alike). The footprint benchmark
+//! and `tests/lean.rs` measure the library this way at CPython's start.
+
+use std::path::Path;
+use std::process::Command;
+
+/// KiB resident in the mappings of `smaps` (the text of a `/proc/PID/smaps`) whose path's
+/// file name contains `library`; 0 when none does.
+pub fn resident_kib(smaps: &str, library: &str) -> u64 {
+    let mut ours = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: "start-end perms offset dev inode [path]".
+            let file = fields
+                .nth(4)
+                .and_then(|p| p.rsplit('/').next())
+                .unwrap_or("");
+            ours = file.contains(library);
+        } else if ours && first == "Rss:" {
+            kib += fields
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    kib
+}
+
+/// The smaps of `python` as it starts (`-c` of a line that prints its own smaps), with
+/// `preload` in `LD_PRELOAD` (or without any preload), and `PYMALLOC_*` / `PYTHONMALLOC`
+/// cleared. Errors: the interpreter cannot run or fails.
+pub fn python_start_smaps(python: &Path, preload: Option<&Path>) -> Result<String, String> {
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-c",
+        "import sys; sys.stdout.write(open('/proc/self/smaps').read())",
+    ])
+    .env_remove("LD_PRELOAD")
+    .env_remove("PYTHONMALLOC");
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("PYMALLOC_") {
+            cmd.env_remove(var);
+        }
+    }
+    if let Some(lib) = preload {
+        cmd.env("LD_PRELOAD", lib);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}): {}",
+            python.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+7f0000000000-7f0000001000 r--p 00000000 fd:01 42   /x/libpymalloc.so
+Size:                  4 kB
+Rss:                   4 kB
+7f0000001000-7f0000009000 r-xp 00001000 fd:01 42   /x/libpymalloc.so
+Rss:                  28 kB
+7f000000a000-7f000000b000 rw-p 00000000 00:00 0
+Rss:                   4 kB
+7f000000b000-7f000000c000 r-xp 00000000 fd:01 43   /lib/libc.so.6
+Rss:                   8 kB
+VmFlags: rd ex mr mw me
+";
+
+    #[test]
+    fn sums_the_named_library_only() {
+        assert_eq!(resident_kib(SAMPLE, "libpymalloc"), 32);
+        assert_eq!(resident_kib(SAMPLE, "libc.so"), 8);
+        assert_eq!(resident_kib(SAMPLE, "libgcc_s"), 0);
+    }
+}

@@ -1,0 +1,63 @@
+//! The shared library stays lean (SPEC §3): it needs the C library only (no `libgcc_s`:
+//! nothing in it unwinds), and what it costs a CPython process in resident memory at start
+//! is measured from `/proc/self/smaps` and printed.
+
+#[path = "../benches/common/smaps.rs"]
+mod smaps;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::library_dir;
+
+#[test]
+fn the_shared_library_needs_only_the_c_library() {
+    let lib = library_dir().join("libpymalloc.so");
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(&lib)
+        .output()
+        .expect("readelf runs (apt-get install binutils)");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    println!("NEEDED: {needed:?}");
+    assert!(needed.contains(&"libc.so.6"), "{needed:?}");
+    for n in &needed {
+        assert!(
+            *n == "libc.so.6" || n.starts_with("ld-linux"),
+            "{} needs {n}: {needed:?}",
+            lib.display()
+        );
+    }
+}
+
+#[test]
+fn resident_memory_at_cpython_start_is_measured_and_has_no_unwinder() {
+    let py = Path::new("/usr/bin/python3.11");
+    assert!(
+        py.is_file(),
+        "Debian's python3.11 is missing (apt-get install python3.11)"
+    );
+    let lib = library_dir().join("libpymalloc.so");
+    let with = smaps::python_start_smaps(py, Some(&lib)).unwrap();
+    let without = smaps::python_start_smaps(py, None).unwrap();
+    let kib = |s: &str, name: &str| smaps::resident_kib(s, name);
+    println!(
+        "python3.11 -c at start: libpymalloc.so {} KiB resident, libgcc_s {} KiB (without the library: {} / {} KiB)",
+        kib(&with, "libpymalloc"),
+        kib(&with, "libgcc_s"),
+        kib(&without, "libpymalloc"),
+        kib(&without, "libgcc_s"),
+    );
+    assert!(kib(&with, "libpymalloc") > 0, "the library was not mapped");
+    assert_eq!(kib(&without, "libpymalloc"), 0);
+    assert!(
+        !with.contains("libgcc_s"),
+        "the preloaded library brought in libgcc_s"
+    );
+}
