@@ -61,3 +61,23 @@ fn resident_memory_at_cpython_start_is_measured_and_has_no_unwinder() {
         "the preloaded library brought in libgcc_s"
     );
 }
+
+const SAMPLE: &str = "\
+7f0000000000-7f0000001000 r--p 00000000 fd:01 42   /x/libpymalloc.so
+Size:                  4 kB
+Rss:                   4 kB
+7f0000001000-7f0000009000 r-xp 00001000 fd:01 42   /x/libpymalloc.so
+Rss:                  28 kB
+7f000000a000-7f000000b000 rw-p 00000000 00:00 0
+Rss:                   4 kB
+7f000000b000-7f000000c000 r-xp 00000000 fd:01 43   /lib/libc.so.6
+Rss:                   8 kB
+VmFlags: rd ex mr mw me
+";
+
+#[test]
+fn smaps_sums_the_named_library_only() {
+    assert_eq!(smaps::resident_kib(SAMPLE, "libpymalloc"), 32);
+    assert_eq!(smaps::resident_kib(SAMPLE, "libc.so"), 8);
+    assert_eq!(smaps::resident_kib(SAMPLE, "libgcc_s"), 0);
+}

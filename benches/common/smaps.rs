@@ -63,28 +63,3 @@ pub fn python_start_smaps(python: &Path, preload: Option<&Path>) -> Result<Strin
     }
     String::from_utf8(out.stdout).map_err(|e| e.to_string())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = "\
-7f0000000000-7f0000001000 r--p 00000000 fd:01 42   /x/libpymalloc.so
-Size:                  4 kB
-Rss:                   4 kB
-7f0000001000-7f0000009000 r-xp 00001000 fd:01 42   /x/libpymalloc.so
-Rss:                  28 kB
-7f000000a000-7f000000b000 rw-p 00000000 00:00 0
-Rss:                   4 kB
-7f000000b000-7f000000c000 r-xp 00000000 fd:01 43   /lib/libc.so.6
-Rss:                   8 kB
-VmFlags: rd ex mr mw me
-";
-
-    #[test]
-    fn sums_the_named_library_only() {
-        assert_eq!(resident_kib(SAMPLE, "libpymalloc"), 32);
-        assert_eq!(resident_kib(SAMPLE, "libc.so"), 8);
-        assert_eq!(resident_kib(SAMPLE, "libgcc_s"), 0);
-    }
-}
