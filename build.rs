@@ -14,6 +14,10 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=PYMALLOC_BLESS");
     static_unwinder_for_the_cdylib();
+    // Hot code first in the shared library's text (see the script).
+    let script = crate_dir.join("link").join("hot-text.ld");
+    println!("cargo:rerun-if-changed={}", script.display());
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());
 
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is readable");

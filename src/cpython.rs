@@ -324,7 +324,13 @@ unsafe extern "C" fn constructor(
         say(&config, &format!("not installing: {why}"));
         return;
     }
-    match install(config.domains) {
+    let outcome = install(config.domains);
+    // Formatting only when asked: the formatting code then stays on pages a process never
+    // touches (link/hot-text.ld).
+    if !config.verbose {
+        return;
+    }
+    match outcome {
         Outcome::Installed(d) if !d.is_empty() => say(
             &config,
             &format!("installed for CPython's {} domain(s)", d.join(" and ")),
