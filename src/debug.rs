@@ -130,10 +130,22 @@ struct Header {
 }
 
 impl Header {
-    /// Whether the stored size fits the inner allocation, guards included: only then may
-    /// the guards and data be read.
+    /// Whether the stored size is one the inner allocation was made for (so guards and data
+    /// lie inside it): only then may they be read.
     fn size_fits(&self) -> bool {
-        self.size <= self.room - HEAD - TAIL
+        self.size <= self.room - HEAD - TAIL && room_for(self.size) == self.room
+    }
+}
+
+/// Bytes of the inner allocation behind a debug block of `n` bytes: the class size of a
+/// pool-sized one (served by a pool, or by the fallback when no arena can be had), else
+/// exactly what the fallback was asked for. `n <= PY_SSIZE_T_MAX - HEAD - TAIL`.
+fn room_for(n: usize) -> usize {
+    let total = n + HEAD + TAIL;
+    if is_small(total) {
+        class_size(class_of(total))
+    } else {
+        total
     }
 }
 
@@ -210,24 +222,21 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
         return ptr::null_mut();
     }
     let total = n + HEAD + TAIL;
-    let (inner, room) = if is_small(total) {
+    let inner = if is_small(total) {
         // With no arena to be had the shared heap serves (and counts) a fallback block of
         // the class size.
-        (heap::alloc_shared(total), class_size(class_of(total)))
+        heap::alloc_shared(total)
     } else {
         let fb = fallback::get();
         // SAFETY: any size is accepted.
-        (
-            api::counted(unsafe { (fb.malloc)(fb.ctx, total).cast() }),
-            total,
-        )
+        api::counted(unsafe { (fb.malloc)(fb.ctx, total).cast() })
     };
     if inner.is_null() {
         return ptr::null_mut();
     }
     if !ownership::owns_arena_of(inner as usize) {
         let registered = with_state(|_, large| {
-            large.try_reserve(1).is_ok() && large.insert(inner as usize, room).is_none()
+            large.try_reserve(1).is_ok() && large.insert(inner as usize, room_for(n)).is_none()
         });
         if !registered {
             // No memory for the registry: give the block back and fail the request.
@@ -263,20 +272,22 @@ fn check_size(p: usize, h: &Header) {
         .dec(h.size)
         .text(" (")
         .hex(h.size)
-        .text("), but the block holds at most ")
-        .dec(h.room - HEAD - TAIL)
-        .text(" bytes of data (");
-    if ownership::owns_arena_of(h.inner) {
-        r.text("size class ")
+        .text(") does not fit the block: a ")
+        .dec(h.room);
+    let most = h.room - HEAD - TAIL;
+    if is_small(h.room) {
+        // The class below holds up to `h.room - 16` bytes with the header and guards.
+        r.text("-byte block (size class ")
             .dec(class_of(h.room))
-            .text(", ")
-            .dec(h.room)
-            .text("-byte blocks)\n");
+            .text(") holds ")
+            .dec((h.room + 1).saturating_sub(16 + HEAD + TAIL))
+            .text(" to ")
+            .dec(most);
     } else {
-        r.text("a system allocator block of ")
-            .dec(h.room)
-            .text(" bytes)\n");
+        r.text("-byte system allocator block holds exactly ")
+            .dec(most);
     }
+    r.text(" bytes of data\n");
     r.abort()
 }
 

@@ -6,9 +6,8 @@
 mod smaps;
 mod support;
 
-use std::path::Path;
 use std::process::Command;
-use support::library_dir;
+use support::{debian_python311, library_dir};
 
 #[test]
 fn the_shared_library_needs_only_the_c_library() {
@@ -38,11 +37,7 @@ fn the_shared_library_needs_only_the_c_library() {
 
 #[test]
 fn resident_memory_at_cpython_start_is_measured_and_has_no_unwinder() {
-    let py = Path::new("/usr/bin/python3.11");
-    assert!(
-        py.is_file(),
-        "Debian's python3.11 is missing (apt-get install python3.11)"
-    );
+    let py = debian_python311();
     let lib = library_dir().join("libpymalloc.so");
     let with = smaps::python_start_smaps(py, Some(&lib)).unwrap();
     let without = smaps::python_start_smaps(py, None).unwrap();

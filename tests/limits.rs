@@ -6,23 +6,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
-use support::{compile_c, library_dir, run, scratch, Link};
-
-fn address_space_program() -> std::path::PathBuf {
-    let exe = scratch().join("limits-address-space");
-    compile_c(
-        &support::root().join("ctests/limits/address_space.c"),
-        &exe,
-        Link::Shared,
-        &[],
-    );
-    exe
-}
+use support::{c_program, debian_python311, library_dir, run};
 
 fn check_c_run(debug: bool) {
-    let mut cmd = Command::new(address_space_program());
+    let mut cmd = Command::new(c_program("limits/address_space.c", "limits-address-space"));
     cmd.env_remove("PYMALLOC_DEBUG");
     if debug {
         cmd.env("PYMALLOC_DEBUG", "1");
@@ -63,11 +51,7 @@ print('MemoryError after', chunks, 'chunks; then', len(again), 'strings')
 
 #[test]
 fn cpython_under_ulimit_v_gets_memory_error_and_exits_cleanly() {
-    let py = Path::new("/usr/bin/python3.11");
-    assert!(
-        py.is_file(),
-        "Debian's python3.11 is missing (apt-get install python3.11)"
-    );
+    let py = debian_python311();
     let preload = |cmd: &mut Command| {
         cmd.env("LD_PRELOAD", library_dir().join("libpymalloc.so"))
             .env_remove("PYTHONMALLOC")

@@ -4,21 +4,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
-use support::{library_dir, run};
+use support::{debian_python311, library_dir, run};
 
 /// A line every report has once.
 const REPORT_LINE: &str = "# arenas allocated total";
-
-fn python311() -> &'static Path {
-    let py = Path::new("/usr/bin/python3.11");
-    assert!(
-        py.is_file(),
-        "Debian's python3.11 is missing (apt-get install python3.11)"
-    );
-    py
-}
 
 /// Runs `sh -c script` with the library preloaded and statistics on; returns how many
 /// reports its processes printed on stderr, and that stderr.
@@ -41,7 +31,7 @@ fn reports(script: &str, extra: &[(&str, &str)]) -> (usize, String) {
 
 #[test]
 fn only_the_process_that_used_the_allocator_prints_statistics() {
-    let py = python311().display().to_string();
+    let py = debian_python311().display().to_string();
     let script = format!("echo hi | cat >/dev/null; ls / >/dev/null; {py} -c pass; true");
     let (n, err) = reports(&script, &[]);
     assert_eq!(n, 1, "expected CPython's report only:\n{err}");
