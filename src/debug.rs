@@ -82,10 +82,11 @@ impl Api {
 /// Debug state under one lock.
 ///
 /// Invariants: `quarantine` holds the data pointers of at most [`QUARANTINE`] freed debug
-/// blocks, oldest first, in room for `QUARANTINE + 1` reserved at its creation (or none if
-/// that reservation failed: then nothing is quarantined), each marked `MAGIC_FREED` and poisoned, none yet given back to its
-/// allocator; `large` maps the inner address of every fallback-backed debug block that is
-/// live or quarantined, and nothing else, to the bytes its inner allocation holds.
+/// blocks, oldest first, each marked `MAGIC_FREED` and poisoned, none yet given back to its
+/// allocator, in room for `QUARANTINE + 1` reserved when it was made (if that reservation
+/// failed it has less, and nothing is quarantined); `large` maps the inner address of every
+/// fallback-backed debug block that is live or quarantined, and nothing else, to the bytes
+/// its inner allocation holds ([`room_for`] its stored size).
 struct State {
     quarantine: Option<VecDeque<usize>>,
     large: Option<HashMap<usize, usize>>,

@@ -35,6 +35,14 @@ fn the_shared_library_needs_only_the_c_library() {
     }
 }
 
+/// Whether `lib` was linked by lld (its `.comment` says so).
+fn linked_by_lld(lib: &std::path::Path) -> bool {
+    std::fs::read(lib)
+        .expect("the library is readable")
+        .windows(b"Linker: LLD".len())
+        .any(|w| w == b"Linker: LLD")
+}
+
 #[test]
 fn resident_memory_at_cpython_start_is_measured_and_has_no_unwinder() {
     let py = debian_python311();
@@ -50,6 +58,16 @@ fn resident_memory_at_cpython_start_is_measured_and_has_no_unwinder() {
         kib(&without, "libgcc_s"),
     );
     assert!(kib(&with, "libpymalloc") > 0, "the library was not mapped");
+    // Linked by lld (the default linker since Rust 1.90), link/hot-text.ld puts all the code
+    // a starting CPython runs in the text's first 64 KiB: one fault-around window.
+    if linked_by_lld(&lib) {
+        let text = smaps::text_resident_kib(&with, "libpymalloc");
+        assert!(
+            text <= 64,
+            "{text} KiB of the library's text resident at start: code run at start is outside \
+             the hot list of link/hot-text.ld (a new module?)"
+        );
+    }
     assert_eq!(kib(&without, "libpymalloc"), 0);
     assert!(
         !with.contains("libgcc_s"),
@@ -75,4 +93,5 @@ fn smaps_sums_the_named_library_only() {
     assert_eq!(smaps::resident_kib(SAMPLE, "libpymalloc"), 32);
     assert_eq!(smaps::resident_kib(SAMPLE, "libc.so"), 8);
     assert_eq!(smaps::resident_kib(SAMPLE, "libgcc_s"), 0);
+    assert_eq!(smaps::text_resident_kib(SAMPLE, "libpymalloc"), 28);
 }

@@ -9,6 +9,15 @@ use std::process::Command;
 /// KiB resident in the mappings of `smaps` (the text of a `/proc/PID/smaps`) whose path's
 /// file name contains `library`; 0 when none does.
 pub fn resident_kib(smaps: &str, library: &str) -> u64 {
+    resident_kib_of(smaps, library, |_| true)
+}
+
+/// As [`resident_kib`], for the executable mappings only (the library's code).
+pub fn text_resident_kib(smaps: &str, library: &str) -> u64 {
+    resident_kib_of(smaps, library, |perms| perms.contains('x'))
+}
+
+fn resident_kib_of(smaps: &str, library: &str, perms_wanted: impl Fn(&str) -> bool) -> u64 {
     let mut ours = false;
     let mut kib = 0;
     for line in smaps.lines() {
@@ -16,11 +25,12 @@ pub fn resident_kib(smaps: &str, library: &str) -> u64 {
         let first = fields.next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
             // A mapping's header: "start-end perms offset dev inode [path]".
+            let perms = fields.next().unwrap_or("");
             let file = fields
-                .nth(4)
+                .nth(3)
                 .and_then(|p| p.rsplit('/').next())
                 .unwrap_or("");
-            ours = file.contains(library);
+            ours = file.contains(library) && perms_wanted(perms);
         } else if ours && first == "Rss:" {
             kib += fields
                 .next()
