@@ -1,6 +1,6 @@
 /* Shared helpers for the C test programs: checks that name the failing line, a small
  * deterministic RNG, byte patterns written into blocks and verified before their free,
- * and the process's resident set size. */
+ * and the process's resident set size and address space. */
 #ifndef CTESTS_COMMON_H
 #define CTESTS_COMMON_H
 
@@ -56,14 +56,17 @@ static inline size_t verify(const void *p, size_t n, uint64_t tag) {
         }                                                                        \
     } while (0)
 
-/* Resident set size in bytes, from /proc/self/statm. */
-static inline size_t rss_bytes(void) {
+/* Field 0 (address space) or 1 (resident set) of /proc/self/statm, in bytes. */
+static inline size_t statm_bytes(int field) {
     FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, resident = 0;
+    long pages[2] = {0, 0};
     CHECK(f != NULL);
-    CHECK(fscanf(f, "%ld %ld", &pages, &resident) == 2);
+    CHECK(fscanf(f, "%ld %ld", &pages[0], &pages[1]) == 2);
     fclose(f);
-    return (size_t)resident * 4096;
+    return (size_t)pages[field] * 4096;
 }
+
+/* Resident set size in bytes. */
+static inline size_t rss_bytes(void) { return statm_bytes(1); }
 
 #endif

@@ -282,10 +282,6 @@ unsafe fn arguments<'a>(argc: c_int, argv: *const *const c_char) -> Vec<&'a [u8]
         .collect()
 }
 
-extern "C" fn print_stats_at_exit() {
-    stats::print(2);
-}
-
 fn say(config: &Config, what: &str) {
     if config.verbose {
         eprintln!("pymalloc: {what}");
@@ -305,7 +301,7 @@ unsafe extern "C" fn constructor(
     crate::arena::set_decay_ms(config.decay_ms);
     if config.stats {
         // SAFETY: registering a plain C function.
-        unsafe { libc::atexit(print_stats_at_exit) };
+        unsafe { libc::atexit(stats::print_at_exit) };
     }
     if allocator_api().is_none() {
         say(
@@ -328,7 +324,13 @@ unsafe extern "C" fn constructor(
         say(&config, &format!("not installing: {why}"));
         return;
     }
-    match install(config.domains) {
+    let outcome = install(config.domains);
+    // Formatting only when asked: the formatting code then stays on pages a process never
+    // touches (link/hot-text.ld).
+    if !config.verbose {
+        return;
+    }
+    match outcome {
         Outcome::Installed(d) if !d.is_empty() => say(
             &config,
             &format!("installed for CPython's {} domain(s)", d.join(" and ")),

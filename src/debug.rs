@@ -9,7 +9,11 @@
 //! takes the remote path (the block's pool is not the thread's), which checks here first.
 //!
 //! A debug block wraps an inner allocation (a pool block of the shared heap when it fits,
-//! else a fallback block recorded in a registry, so that no unknown pointer is ever read):
+//! else a fallback block recorded in a registry with its size, so that no unknown pointer
+//! is ever read; a pool-sized request that the shared heap served from the fallback, no
+//! arena being available, is registered the same way). The stored size is checked against
+//! the room of the inner allocation before anything is read through it, so a header
+//! damaged by a stray write is reported rather than followed:
 //!
 //! ```text
 //! inner: [free-list word][magic][requested size][api][guard: 16 x 0xFD][data: n][guard: 16 x 0xFD]
@@ -20,10 +24,10 @@ use crate::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
 use crate::pool::{is_block_start, pool_index, pool_of};
 use crate::sync::unmodeled::AtomicBool;
 use crate::sync::{Lock, Ordering};
-use crate::{fallback, fault::Report, heap, ownership};
+use crate::{api, fallback, fault::Report, heap, ownership, stats};
 use core::cell::UnsafeCell;
 use core::ptr;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// Bytes before the data: free-list word, magic, size, api, leading guard.
 const HEAD: usize = 48;
@@ -79,11 +83,13 @@ impl Api {
 ///
 /// Invariants: `quarantine` holds the data pointers of at most [`QUARANTINE`] freed debug
 /// blocks, oldest first, each marked `MAGIC_FREED` and poisoned, none yet given back to its
-/// allocator; `large` holds the inner addresses of every fallback-backed debug block that is
-/// live or quarantined, and nothing else.
+/// allocator, in room for `QUARANTINE + 1` reserved when it was made (if that reservation
+/// failed it has less, and nothing is quarantined); `large` maps the inner address of every
+/// fallback-backed debug block that is live or quarantined, and nothing else, to the bytes
+/// its inner allocation holds ([`room_for`] its stored size).
 struct State {
     quarantine: Option<VecDeque<usize>>,
-    large: Option<HashSet<usize>>,
+    large: Option<HashMap<usize, usize>>,
 }
 struct Global(UnsafeCell<State>);
 // SAFETY: only touched with `LOCK` held.
@@ -97,29 +103,58 @@ static STATE: Global = Global(UnsafeCell::new(State {
     large: None,
 }));
 
-fn with_state<R>(f: impl FnOnce(&mut VecDeque<usize>, &mut HashSet<usize>) -> R) -> R {
+/// Runs `f` on the state under its lock. Nothing in it allocates unless it says so, and then
+/// only fallibly: memory may be exhausted (an address-space limit), and debug mode must
+/// answer NULL then, not abort.
+fn with_state<R>(f: impl FnOnce(&mut VecDeque<usize>, &mut HashMap<usize, usize>) -> R) -> R {
     let _guard = LOCK.lock();
     // SAFETY: the lock is held.
     let s = unsafe { &mut *STATE.0.get() };
     f(
-        s.quarantine.get_or_insert_with(VecDeque::new),
-        s.large.get_or_insert_with(HashSet::new),
+        s.quarantine.get_or_insert_with(|| {
+            let mut q = VecDeque::new();
+            let _ = q.try_reserve_exact(QUARANTINE + 1);
+            q
+        }),
+        s.large.get_or_insert_with(HashMap::new),
     )
 }
 
 /// The header fields of a debug block whose data starts at `p`.
 struct Header {
     inner: usize,
+    /// Bytes the inner allocation holds: its class size, or what the fallback gave.
+    room: usize,
     magic: u64,
     size: usize,
     api: u8,
+}
+
+impl Header {
+    /// Whether the stored size is one the inner allocation was made for (so guards and data
+    /// lie inside it): only then may they be read.
+    fn size_fits(&self) -> bool {
+        self.size <= self.room - HEAD - TAIL && room_for(self.size) == self.room
+    }
+}
+
+/// Bytes of the inner allocation behind a debug block of `n` bytes: the class size of a
+/// pool-sized one (served by a pool, or by the fallback when no arena can be had), else
+/// exactly what the fallback was asked for. `n <= PY_SSIZE_T_MAX - HEAD - TAIL`.
+fn room_for(n: usize) -> usize {
+    let total = n + HEAD + TAIL;
+    if is_small(total) {
+        class_size(class_of(total))
+    } else {
+        total
+    }
 }
 
 /// Reads the header of `p` if `p` can be a debug block's data pointer; `None` for a
 /// pointer no debug block has (reading nothing that is not ours).
 fn header(p: usize) -> Option<Header> {
     let inner = p.checked_sub(HEAD)?;
-    if ownership::owns_arena_of(p) {
+    let room = if ownership::owns_arena_of(p) {
         if !ownership::owns_arena_of(inner) || pool_index(inner) == 0 {
             return None;
         }
@@ -132,15 +167,17 @@ fn header(p: usize) -> Option<Header> {
         {
             return None;
         }
-    } else if !with_state(|_, large| large.contains(&inner)) {
-        return None;
-    }
+        class_size(class)
+    } else {
+        with_state(|_, large| large.get(&inner).copied())?
+    };
     // SAFETY: `inner` starts one of our pool blocks of at least HEAD + TAIL bytes, or a
     // registered fallback block of at least that size; the header lies inside it.
     unsafe {
         let w = inner as *const u64;
         Some(Header {
             inner,
+            room,
             magic: w.add(1).read(),
             size: w.add(2).read() as usize,
             api: (inner as *const u8).add(24).read(),
@@ -148,9 +185,10 @@ fn header(p: usize) -> Option<Header> {
     }
 }
 
+/// The address line; with a header whose size fits, the block's size, API and class.
 fn describe(r: &mut Report, p: usize, h: Option<&Header>) {
     r.text("    address ").hex(p);
-    if let Some(h) = h {
+    if let Some(h) = h.filter(|h| h.size_fits()) {
         r.text(": block of ")
             .dec(h.size)
             .text(" bytes requested through ")
@@ -186,18 +224,29 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
     }
     let total = n + HEAD + TAIL;
     let inner = if is_small(total) {
+        // With no arena to be had the shared heap serves (and counts) a fallback block of
+        // the class size.
         heap::alloc_shared(total)
     } else {
         let fb = fallback::get();
         // SAFETY: any size is accepted.
-        let q: *mut u8 = unsafe { (fb.malloc)(fb.ctx, total).cast() };
-        if !q.is_null() {
-            with_state(|_, large| large.insert(q as usize));
-        }
-        q
+        api::counted(unsafe { (fb.malloc)(fb.ctx, total).cast() })
     };
     if inner.is_null() {
         return ptr::null_mut();
+    }
+    if !ownership::owns_arena_of(inner as usize) {
+        let registered = with_state(|_, large| {
+            large.try_reserve(1).is_ok() && large.insert(inner as usize, room_for(n)).is_none()
+        });
+        if !registered {
+            // No memory for the registry: give the block back and fail the request.
+            stats::large_freed();
+            let fb = fallback::get();
+            // SAFETY: the inner block came from the fallback and was never handed out.
+            unsafe { (fb.free)(fb.ctx, inner.cast()) };
+            return ptr::null_mut();
+        }
     }
     // SAFETY: `inner` holds `total` bytes, 16-aligned.
     unsafe {
@@ -210,6 +259,37 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
         ptr::write_bytes(inner.add(HEAD + n), FORBIDDEN, TAIL);
         inner.add(HEAD)
     }
+}
+
+/// Reports a header whose stored size does not fit its block (a stray write overwrote it)
+/// and aborts; returns if the size fits.
+fn check_size(p: usize, h: &Header) {
+    if h.size_fits() {
+        return;
+    }
+    let mut r = Report::new("damaged block header: the stored size was overwritten");
+    describe(&mut r, p, Some(h));
+    r.text("    stored size ")
+        .dec(h.size)
+        .text(" (")
+        .hex(h.size)
+        .text(") does not fit the block: a ")
+        .dec(h.room);
+    let most = h.room - HEAD - TAIL;
+    if is_small(h.room) {
+        // The class below holds up to `h.room - 16` bytes with the header and guards.
+        r.text("-byte block (size class ")
+            .dec(class_of(h.room))
+            .text(") holds ")
+            .dec((h.room + 1).saturating_sub(16 + HEAD + TAIL))
+            .text(" to ")
+            .dec(most);
+    } else {
+        r.text("-byte system allocator block holds exactly ")
+            .dec(most);
+    }
+    r.text(" bytes of data\n");
+    r.abort()
 }
 
 /// Checks a live block's header and guards; reports and aborts on any fault.
@@ -227,6 +307,15 @@ fn check_live(p: usize, api: Api, verb: &str) -> Header {
             "not the start of any block pymalloc handed out (a wild, interior or foreign pointer)",
         );
     };
+    if h.magic != MAGIC_ALIVE && h.magic != MAGIC_FREED {
+        fault(
+            "free of a pointer that was never allocated",
+            p,
+            Some(&h),
+            "no block header at this address",
+        );
+    }
+    check_size(p, &h);
     if h.magic == MAGIC_FREED {
         let what = if verb == "realloc" {
             "realloc of a freed block"
@@ -234,14 +323,6 @@ fn check_live(p: usize, api: Api, verb: &str) -> Header {
             "double free"
         };
         fault(what, p, Some(&h), "the block was already freed");
-    }
-    if h.magic != MAGIC_ALIVE {
-        fault(
-            "free of a pointer that was never allocated",
-            p,
-            Some(&h),
-            "no block header at this address",
-        );
     }
     // SAFETY: a live debug block: guards and data lie inside its inner allocation.
     let (lead, trail) = unsafe {
@@ -295,6 +376,9 @@ pub unsafe fn free(p: *mut u8, api: Api) {
         ptr::write_bytes(p, DEAD, h.size);
     }
     let evicted = with_state(|q, _| {
+        if q.capacity() <= QUARANTINE {
+            return Some(p as usize); // no quarantine (its room could not be had)
+        }
         q.push_back(p as usize);
         if q.len() > QUARANTINE {
             q.pop_front()
@@ -310,6 +394,7 @@ pub unsafe fn free(p: *mut u8, api: Api) {
 /// Really frees a quarantined block, after checking nobody wrote to it meanwhile.
 fn release(p: usize) {
     let h = header(p).expect("quarantined blocks keep their header");
+    check_size(p, &h);
     // SAFETY: the block is ours (quarantined), `h.size` bytes of data.
     let data = unsafe { core::slice::from_raw_parts(p as *const u8, h.size) };
     if let Some(i) = data.iter().position(|&b| b != DEAD) {
@@ -325,6 +410,7 @@ fn release(p: usize) {
         unsafe { crate::pool::remote_free(h.inner as *mut _, pool_of(h.inner as *const u8)) };
     } else {
         with_state(|_, large| large.remove(&h.inner));
+        stats::large_freed();
         let fb = fallback::get();
         // SAFETY: the inner block came from the fallback.
         unsafe { (fb.free)(fb.ctx, h.inner as *mut _) };
@@ -367,7 +453,7 @@ pub fn calloc(nelem: usize, elsize: usize, api: Api) -> *mut u8 {
 /// The requested size of a live debug block, 0 for anything else.
 pub fn usable_size(p: *const u8) -> usize {
     match header(p as usize) {
-        Some(h) if h.magic == MAGIC_ALIVE => h.size,
+        Some(h) if h.magic == MAGIC_ALIVE && h.size_fits() => h.size,
         _ => 0,
     }
 }

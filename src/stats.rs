@@ -13,7 +13,7 @@ use crate::geometry::{
 };
 use crate::heap::HeapRole;
 use crate::pool;
-use crate::sync::unmodeled::AtomicUsize;
+use crate::sync::unmodeled::{AtomicBool, AtomicUsize};
 use crate::sync::Ordering;
 use std::fmt::Write as _;
 
@@ -69,10 +69,17 @@ const _: () = assert!(NUM_CLASSES == 32);
 /// blocks allocated before we were installed can drive it below zero: reported as 0.
 static LARGE_IN_USE: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether the fallback ever handed out a block for us in this process (or in the process
+/// it was forked from). Never cleared.
+static LARGE_SERVED: AtomicBool = AtomicBool::new(false);
+
 /// One more delegated block.
 #[inline]
 pub fn large_allocated() {
     LARGE_IN_USE.fetch_add(1, Ordering::Relaxed);
+    if !LARGE_SERVED.load(Ordering::Relaxed) {
+        LARGE_SERVED.store(true, Ordering::Relaxed);
+    }
 }
 
 /// One delegated (or foreign) block freed.
@@ -250,6 +257,23 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
         }
     }
     o
+}
+
+/// Whether this process used the allocator: it installed us into CPython, or served a
+/// block (an arena was mapped, or the fallback handed out a block on our behalf). A forked
+/// child inherits the answer of its parent at the fork.
+pub fn used() -> bool {
+    crate::cpython::installed()
+        || arena::counts().allocated_total > 0
+        || LARGE_SERVED.load(Ordering::Relaxed)
+}
+
+/// The `PYMALLOC_STATS=1` exit hook: the report on stderr, only from a process that
+/// [`used`] the allocator (a shell or `ls` that merely inherits `LD_PRELOAD` stays silent).
+pub extern "C" fn print_at_exit() {
+    if used() {
+        print(2);
+    }
 }
 
 /// Writes the report to file descriptor `fd`.

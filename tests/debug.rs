@@ -6,17 +6,10 @@ mod support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
-use support::{compile_c, run, scratch, Link};
+use support::{c_program, run};
 
 fn program() -> std::path::PathBuf {
-    let exe = scratch().join("debug-faults");
-    compile_c(
-        &support::root().join("ctests/debug/faults.c"),
-        &exe,
-        Link::Shared,
-        &[],
-    );
-    exe
+    c_program("debug/faults.c", "debug-faults")
 }
 
 #[test]
@@ -51,6 +44,21 @@ fn every_fault_is_reported_and_aborts() {
             "buffer overrun",
             "from the system allocator",
         ),
+        (
+            "damaged-size",
+            "damaged block header",
+            "stored size 4702111234474983745 (0x4141414141414141) does not fit the block: a 96-byte block (size class 5) holds 17 to 32 bytes of data",
+        ),
+        (
+            "shrunk-size",
+            "damaged block header",
+            "stored size 1 (0x1) does not fit the block: a 96-byte block (size class 5)",
+        ),
+        (
+            "large-damaged-size",
+            "damaged block header",
+            "a 1064-byte system allocator block holds exactly 1000 bytes of data",
+        ),
     ];
     for (fault, title, detail) in cases {
         let out = run(Command::new(&exe).arg(fault).env("PYMALLOC_DEBUG", "1"));
@@ -75,13 +83,7 @@ fn every_fault_is_reported_and_aborts() {
 /// program's alarm then fails it).
 #[test]
 fn fork_under_busy_threads_in_debug_mode() {
-    let exe = scratch().join("debug-fork");
-    compile_c(
-        &support::root().join("ctests/fork.c"),
-        &exe,
-        Link::Shared,
-        &[],
-    );
+    let exe = c_program("fork.c", "debug-fork");
     let out = run(Command::new(&exe).env("PYMALLOC_DEBUG", "1"));
     assert!(
         out.status.success(),

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod dl;
+pub mod smaps;
 pub mod trace;
 
 use std::ffi::c_void;

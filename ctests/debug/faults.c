@@ -42,6 +42,14 @@ int main(int argc, char **argv) {
     if (!strcmp(f, "interior")) { pymalloc_free(p + 16); }
     if (!strcmp(f, "realloc-freed")) { pymalloc_free(p); p = pymalloc_realloc(p, 10); }
     if (!strcmp(f, "large-overrun")) { char *b = pymalloc_malloc(1000); b[1001] = 1; pymalloc_free(b); }
+    /* A stray write over the stored size (the header word 32 bytes before the data). */
+    if (!strcmp(f, "damaged-size")) { memset(p - 32, 0x41, 8); pymalloc_free(p); }
+    if (!strcmp(f, "shrunk-size")) { size_t one = 1; memcpy(p - 32, &one, sizeof one); pymalloc_free(p); }
+    if (!strcmp(f, "large-damaged-size")) {
+        char *b = pymalloc_malloc(1000);
+        memset(b - 32, 0x41, 8);
+        pymalloc_free(b);
+    }
     printf("fault %s not caught\n", f);
     return 0;
 }

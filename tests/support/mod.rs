@@ -114,6 +114,25 @@ pub fn compile_c(src: &Path, out: &Path, link: Link, extra: &[&str]) {
     std::fs::rename(&tmp, out).expect("rename the compiled program into place");
 }
 
+/// Compiles the C program `ctests/<rel>` against the shared library into the scratch
+/// directory as `name`, and returns its path.
+pub fn c_program(rel: &str, name: &str) -> PathBuf {
+    let exe = scratch().join(name);
+    compile_c(&root().join("ctests").join(rel), &exe, Link::Shared, &[]);
+    exe
+}
+
+/// Debian's `python3.11` (the static build); fails the test, saying how to install it, when
+/// it is missing.
+pub fn debian_python311() -> &'static Path {
+    let py = Path::new("/usr/bin/python3.11");
+    assert!(
+        py.is_file(),
+        "Debian's python3.11 is missing (apt-get install python3.11)"
+    );
+    py
+}
+
 /// Runs `cmd` and returns its output, printing it for the test log.
 pub fn run(cmd: &mut Command) -> Output {
     let output = cmd
