@@ -21,22 +21,30 @@ mod median_of;
 use median_of::median;
 use std::process::Command;
 
-/// Prints VmSize, VmRSS, and the Rss of libpymalloc's and libgcc_s's mappings, in KiB.
-const AT_START: &str = r#"
-import re
-status = open('/proc/self/status').read()
-def field(name):
-    return int(re.search(name + r':\s+(\d+)', status).group(1))
-lib = {'libpymalloc': 0, 'libgcc_s': 0}
-current = None
-for line in open('/proc/self/smaps'):
-    head = line.split()
-    if re.match(r'^[0-9a-f]+-[0-9a-f]+ ', line):
-        current = next((k for k in lib if len(head) > 5 and k in head[5]), None)
-    elif current and head[0] == 'Rss:':
-        lib[current] += int(head[1])
-print(field('VmSize'), field('VmRSS'), lib['libpymalloc'], lib['libgcc_s'])
-"#;
+/// The sum of the `field:` lines (KiB) of an smaps text: `Size` is VmSize, `Rss` VmRSS.
+fn smaps_total(smaps: &str, field: &str) -> f64 {
+    smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// At `python3.11 -c` start: VmSize, VmRSS, libpymalloc's and libgcc_s's resident KiB.
+fn at_start(py: &str, preload: bool) -> Vec<f64> {
+    let lib = common::our_cdylib().expect("cdylib path");
+    let smaps = common::smaps::python_start_smaps(
+        std::path::Path::new(py),
+        preload.then_some(std::path::Path::new(&lib)),
+    )
+    .expect("python runs");
+    vec![
+        smaps_total(&smaps, "Size"),
+        smaps_total(&smaps, "Rss"),
+        common::smaps::resident_kib(&smaps, "libpymalloc") as f64,
+        common::smaps::resident_kib(&smaps, "libgcc_s") as f64,
+    ]
+}
 
 /// 1.5M objects: prints RSS at start, VmHWM after building, RSS with 1 % kept after one
 /// second of light activity (KiB).
@@ -93,12 +101,14 @@ fn both(py: &str, code: &str, runs: usize) -> (Vec<f64>, Vec<f64>) {
         plain.push(python(py, code, false));
         ours.push(python(py, code, true));
     }
-    let med = |rows: &mut Vec<Vec<f64>>| -> Vec<f64> {
-        (0..rows[0].len())
-            .map(|i| median(&mut rows.iter().map(|r| r[i]).collect::<Vec<_>>()))
-            .collect()
-    };
-    (med(&mut plain), med(&mut ours))
+    (medians(&mut plain), medians(&mut ours))
+}
+
+/// The median of each column of `rows`.
+fn medians(rows: &mut [Vec<f64>]) -> Vec<f64> {
+    (0..rows[0].len())
+        .map(|i| median(&mut rows.iter().map(|r| r[i]).collect::<Vec<_>>()))
+        .collect()
 }
 
 /// Child of part 3: the fragmentation workload for one allocator.
@@ -138,7 +148,12 @@ fn main() {
     let lib = common::dl::cpython_lib().expect("pyenv CPython 3.11 (pyenv install 3.11)");
     let py = lib.replace("lib/libpython3.11.so.1.0", "bin/python3.11");
 
-    let (plain, ours) = both(&py, AT_START, runs);
+    let (mut plain, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        plain.push(at_start(&py, false));
+        ours.push(at_start(&py, true));
+    }
+    let (plain, ours) = (medians(&mut plain), medians(&mut ours));
     println!("## `python3.11 -c pass` (KiB, median of {runs})\n");
     println!("| | VmSize | VmRSS | libpymalloc resident | libgcc_s resident |");
     println!("|---|---|---|---|---|");
