@@ -1,0 +1,368 @@
+//! The Python package (SPEC §10): the wheel maturin builds from pyproject.toml, installed
+//! into fresh virtual environments of pyenv's CPython 3.8 and 3.13; `python -m pymalloc_rs`,
+//! the module's API, the `pymalloc` command found without `PYMALLOC_LIB`, and the README's
+//! "For Python users" commands as written. Needs maturin (`MATURIN=/path/to/maturin`, or on
+//! PATH; `pip install maturin`) and pyenv's 3.8 and 3.13: a missing one fails the test.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use support::{root, run, scratch, which};
+
+/// The Pythons the wheel is installed into, oldest and newest supported.
+const MINORS: [u32; 2] = [8, 13];
+
+fn maturin() -> PathBuf {
+    std::env::var_os("MATURIN")
+        .map(PathBuf::from)
+        .or_else(|| which("maturin"))
+        .expect("maturin is MISSING: pip install maturin (or set MATURIN=/path/to/maturin)")
+}
+
+fn pyenv_python(minor: u32) -> PathBuf {
+    let home = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".pyenv"));
+    let prefix = format!("3.{minor}.");
+    let found = std::fs::read_dir(home.join("versions"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .max_by_key(|n| n[prefix.len()..].parse::<u32>().unwrap_or(0));
+    let exe = found.map(|n| {
+        home.join("versions")
+            .join(n)
+            .join("bin")
+            .join(format!("python3.{minor}"))
+    });
+    match exe {
+        Some(exe) if exe.is_file() => exe,
+        _ => panic!("pyenv's CPython 3.{minor} is MISSING: pyenv install 3.{minor}"),
+    }
+}
+
+/// A command with none of the caller's allocator settings.
+fn clean(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    for var in [
+        "PYTHONMALLOC",
+        "PYTHONDEVMODE",
+        "LD_PRELOAD",
+        "PYMALLOC_LIB",
+    ] {
+        c.env_remove(var);
+    }
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("PYMALLOC_") {
+            c.env_remove(var);
+        }
+    }
+    c
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds the wheel once per test binary, in a target directory of its own (the features
+/// differ from the test build's, and the nested library build lives in its OUT_DIR).
+fn wheel() -> PathBuf {
+    static WHEEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    WHEEL
+        .get_or_init(|| {
+            let out = scratch().join("wheels");
+            let _ = std::fs::remove_dir_all(&out);
+            let built = run(clean(&maturin())
+                .current_dir(root())
+                .args(["build", "--release", "--out"])
+                .arg(&out)
+                .env("CARGO_TARGET_DIR", wheel_target_dir()));
+            ok(&built, "maturin build");
+            let wheels: Vec<PathBuf> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(wheels.len(), 1, "one wheel: {wheels:?}");
+            wheels.into_iter().next().unwrap()
+        })
+        .clone()
+}
+
+fn wheel_target_dir() -> PathBuf {
+    root().join("target").join("wheel")
+}
+
+/// A fresh virtual environment of pyenv's 3.`minor`, with pip's network off.
+fn venv(minor: u32) -> PathBuf {
+    let dir = scratch().join(format!("venv-3.{minor}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    ok(
+        &run(clean(&pyenv_python(minor)).args(["-m", "venv"]).arg(&dir)),
+        "python -m venv",
+    );
+    dir
+}
+
+fn pip_offline(venv: &Path) -> Command {
+    let mut c = clean(&venv.join("bin/python"));
+    c.args([
+        "-m",
+        "pip",
+        "--disable-pip-version-check",
+        "install",
+        "--no-index",
+        "-q",
+    ]);
+    c
+}
+
+/// What the test script checks inside `python -m pymalloc_rs`: argv as plain python gives
+/// it, both domains active, objects in our pools, stats() and trim(), the exit status.
+const INSIDE: &str = r#"
+import ctypes, sys, pymalloc_rs
+assert sys.argv == [sys.argv[0], "one", "--two"] and sys.argv[0].endswith("inside.py"), sys.argv
+assert pymalloc_rs.is_active() == {"obj", "mem"}, pymalloc_rs.is_active()
+owns = ctypes.CDLL(None).pymalloc_owns
+owns.restype, owns.argtypes = ctypes.c_bool, [ctypes.c_void_p]
+objs = [str(i) * 3 for i in range(1000)] + [[i] for i in range(1000)] + [float(i) for i in range(1000)]
+assert all(owns(id(o)) for o in objs), "an object outside our pools"
+s = pymalloc_rs.stats()
+keys = set(pymalloc_rs.STATS_FIELDS) | {"classes"}
+assert set(s) == keys, sorted(set(s) ^ keys)
+assert all(type(v) is int for k, v in s.items() if k != "classes")
+assert [c["size"] for c in s["classes"]] == list(range(16, 513, 16))
+assert s["arenas_current"] > 0 and s["bytes_in_use"] > 0 and s["pools_in_use"] > 0
+more = [str(i) * 3 for i in range(100000)]
+assert pymalloc_rs.stats()["bytes_in_use"] > s["bytes_in_use"]
+del more
+assert pymalloc_rs.trim() is None
+print("inside ok", pymalloc_rs.library_path())
+sys.exit(7)
+"#;
+
+/// Outside: nothing active, the documented exception, the library file present.
+const OUTSIDE: &str = r#"
+import os, pymalloc_rs
+assert pymalloc_rs.is_active() == frozenset()
+for f in (pymalloc_rs.stats, pymalloc_rs.trim):
+    try:
+        f()
+    except pymalloc_rs.NotActiveError:
+        pass
+    else:
+        raise AssertionError(f.__name__ + " did not raise")
+assert os.path.isfile(pymalloc_rs.library_path())
+print("outside ok")
+"#;
+
+fn check_installed(venv: &Path) {
+    let python = venv.join("bin/python");
+    let work = venv.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let inside = work.join("inside.py");
+    std::fs::write(&inside, INSIDE).unwrap();
+
+    let out = run(clean(&python).args(["-c", OUTSIDE]));
+    ok(&out, "the module outside pymalloc-rs");
+
+    let out = run(clean(&python)
+        .args(["-m", "pymalloc_rs"])
+        .arg(&inside)
+        .args(["one", "--two"]));
+    assert_eq!(out.status.code(), Some(7), "exit status passes through");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("inside ok"));
+
+    // Under PYTHONMALLOC the library steps aside, and is_active() says so.
+    let out = run(clean(&python)
+        .args(["-m", "pymalloc_rs", "-c", OUTSIDE])
+        .env("PYTHONMALLOC", "malloc"));
+    ok(&out, "is_active() under PYTHONMALLOC=malloc");
+
+    // Bad input: Python's own errors and exit statuses.
+    for args in [
+        &["no_such_script.py"][..],
+        &["-m", "no_such_module_here"],
+        &["-c"],
+    ] {
+        let plain = run(clean(&python).current_dir(&work).args(args));
+        let ours = run(clean(&python)
+            .current_dir(&work)
+            .args(["-m", "pymalloc_rs"])
+            .args(args));
+        assert_ne!(plain.status.code(), Some(0));
+        assert_eq!(ours.status.code(), plain.status.code(), "{args:?}");
+        assert_eq!(ours.stderr, plain.stderr, "{args:?}");
+    }
+    // No target: Python reads the program from stdin, as plain `python` does.
+    let mut child = clean(&python)
+        .args(["-m", "pymalloc_rs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"import pymalloc_rs; print(sorted(pymalloc_rs.is_active()))\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "['mem', 'obj']\n");
+
+    // The command, finding the library in the package.
+    let pymalloc = venv.join("bin/pymalloc");
+    let out = run(clean(&pymalloc)
+        .args(["run", "--"])
+        .arg(&python)
+        .args(["-c", "import pymalloc_rs; assert pymalloc_rs.is_active()"]));
+    ok(&out, "pymalloc run");
+    let json = work.join("compare.json");
+    let out = run(clean(&pymalloc)
+        .args(["compare", "-n", "1", "--json"])
+        .arg(&json)
+        .arg("--")
+        .arg(&python)
+        .args(["-c", "x = [str(i) for i in range(100000)]"]));
+    ok(&out, "pymalloc compare");
+    let check_json = r#"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["runs"] == 1 and "pymalloc-rs" in d["allocators"], d
+(w,) = d["workloads"]
+for name in d["allocators"]:
+    m = w["allocators"][name]
+    assert len(m["wall_s"]) == 1 and m["wall_s"][0] > 0 and m["peak_rss_kib"][0] > 0, m
+"#;
+    ok(
+        &run(clean(&python).args(["-c", check_json]).arg(&json)),
+        "the --json file",
+    );
+}
+
+#[test]
+fn wheel_is_tagged_for_every_python_and_holds_command_library_and_module() {
+    let wheel = wheel();
+    let name = wheel.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.contains("-py3-none-manylinux") && name.ends_with("_x86_64.whl"),
+        "{name}"
+    );
+    let list = r#"
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+for want in ("pymalloc_rs/__init__.py", "pymalloc_rs/__main__.py", "pymalloc_rs/libpymalloc.so"):
+    assert want in names, (want, names)
+assert any(n.endswith(".data/scripts/pymalloc") for n in names), names
+"#;
+    ok(
+        &run(clean(&pyenv_python(MINORS[0]))
+            .args(["-c", list])
+            .arg(&wheel)),
+        "the wheel's contents",
+    );
+}
+
+#[test]
+fn wheel_installs_and_runs_on_python_3_8() {
+    let wheel = wheel();
+    let venv = venv(MINORS[0]);
+    ok(
+        &run(pip_offline(&venv).arg(&wheel)),
+        "pip install the wheel",
+    );
+    check_installed(&venv);
+}
+
+/// The README's "For Python users" commands, as written, in a 3.13 environment: `pip
+/// install .` from the repository (maturin from PyPI in pip's build environment), then the
+/// rest in a scratch directory holding the README's `app.py`.
+#[test]
+fn readme_commands_work_as_written_on_python_3_13() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## For Python users")
+        .expect("README has a For Python users section")..];
+    let block = |lang: &str| {
+        let start = section.find(&format!("```{lang}\n")).unwrap() + lang.len() + 4;
+        section[start..start + section[start..].find("```").unwrap()].to_string()
+    };
+    let (commands, app) = (block("sh"), block("python"));
+    let venv = venv(MINORS[1]);
+    let work = venv.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("app.py"), &app).unwrap();
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for line in commands.lines() {
+        let command = line.split(" #").next().unwrap().trim();
+        if command.is_empty() {
+            continue;
+        }
+        let dir = if command.starts_with("pip install") {
+            root()
+        } else {
+            work.clone()
+        };
+        let out = run(clean(Path::new("bash"))
+            .args(["-c", command])
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env("VIRTUAL_ENV", &venv)
+            .env("CARGO_TARGET_DIR", wheel_target_dir()));
+        ok(&out, command);
+    }
+    check_installed(&venv);
+}
+
+#[test]
+fn python_stats_struct_mirrors_the_header() {
+    let header = std::fs::read_to_string(root().join("include/pymalloc.h")).unwrap();
+    let module = std::fs::read_to_string(root().join("python/pymalloc_rs/__init__.py")).unwrap();
+    let fields = |strukt: &str| -> Vec<String> {
+        let body = &header[header.find(&format!("typedef struct {strukt} {{")).unwrap()..];
+        let body = &body[..body.find("} ").unwrap()];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix("uint64_t "))
+            .map(|f| f.trim_end_matches(';').to_string())
+            .collect()
+    };
+    let tuple = |name: &str| -> Vec<String> {
+        let body = &module[module.find(&format!("{name} = (")).unwrap()..];
+        let body = &body[..body.find(')').unwrap()];
+        body.split('"')
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(fields("pymalloc_stats"), tuple("STATS_FIELDS"));
+    assert_eq!(fields("pymalloc_class_stats"), tuple("CLASS_FIELDS"));
+    assert!(header.contains("struct pymalloc_class_stats classes[32];"));
+    assert!(module.contains("NUM_CLASSES = 32"));
+}
+
+#[test]
+fn the_library_links_no_clap() {
+    let lib = support::library_dir().join("libpymalloc.so");
+    let out = run(Command::new("nm").arg("-C").arg(&lib));
+    ok(&out, "nm");
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    assert!(symbols.contains("pymalloc_malloc"), "nm sees the symbols");
+    assert!(
+        !symbols.contains("clap"),
+        "clap linked into {}",
+        lib.display()
+    );
+}
