@@ -184,6 +184,8 @@ pub fn install(domains: Domains) -> Outcome {
     let Some((get, set)) = allocator_api() else {
         return Outcome::NoCPython;
     };
+    // Idempotent; needed where libpython was loaded after the constructor ran (dlopen).
+    resolve_forwarding();
     let _guard = INSTALL_LOCK.lock();
     let (mut done, mut skipped) = (0, 0);
     for (domain, bit, wanted) in [
@@ -474,6 +476,16 @@ mod tests {
     }
 
     #[test]
+    fn domain_bits_round_trip_and_are_named() {
+        for (obj, mem) in [(true, true), (true, false), (false, true)] {
+            let d = Domains { obj, mem };
+            assert_eq!(Domains::from_bits(d.bits()), d);
+        }
+        assert_eq!(domain_names(BIT_OBJ | BIT_MEM), "OBJ and MEM");
+        assert_eq!(domain_names(BIT_MEM), "MEM");
+    }
+
+    #[test]
     fn no_cpython_in_a_test_binary() {
         assert_eq!(
             install(Domains {
@@ -483,5 +495,6 @@ mod tests {
             Outcome::NoCPython
         );
         assert!(!installed());
+        assert_eq!(installed_domains(), 0);
     }
 }

@@ -72,12 +72,17 @@ fn ok(out: &Output, what: &str) {
     );
 }
 
+/// Held by each maturin build (the wheel, the README's `pip install .`): they share a
+/// target directory, and maturin stages its artifacts there under fixed names.
+static MATURIN_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Builds the wheel once per test binary, in a target directory of its own (the features
 /// differ from the test build's, and the nested library build lives in its OUT_DIR).
 fn wheel() -> PathBuf {
     static WHEEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     WHEEL
         .get_or_init(|| {
+            let _serial = MATURIN_BUILD.lock().unwrap_or_else(|e| e.into_inner());
             let out = scratch().join("wheels");
             let _ = std::fs::remove_dir_all(&out);
             let built = run(clean(&maturin())
@@ -144,6 +149,15 @@ more = [str(i) * 3 for i in range(100000)]
 assert pymalloc_rs.stats()["bytes_in_use"] > s["bytes_in_use"]
 del more
 assert pymalloc_rs.trim() is None
+# Under tracemalloc our pools still serve (its hooks call us), and pymalloc_install()
+# reports both domains skipped (its hooks sit there) instead of success.
+import tracemalloc
+tracemalloc.start()
+assert pymalloc_rs.is_active() == {"obj", "mem"}
+skipped = ctypes.PyDLL(None).pymalloc_install()
+tracemalloc.stop()
+assert skipped == 3, skipped
+assert ctypes.PyDLL(None).pymalloc_install() == 0
 print("inside ok", pymalloc_rs.library_path())
 sys.exit(7)
 "#;
@@ -310,11 +324,9 @@ fn readme_commands_work_as_written_on_python_3_13() {
         if command.is_empty() {
             continue;
         }
-        let dir = if command.starts_with("pip install") {
-            root()
-        } else {
-            work.clone()
-        };
+        let building = command.starts_with("pip install");
+        let _serial = building.then(|| MATURIN_BUILD.lock().unwrap_or_else(|e| e.into_inner()));
+        let dir = if building { root() } else { work.clone() };
         let out = run(clean(Path::new("bash"))
             .args(["-c", command])
             .current_dir(dir)
@@ -365,4 +377,37 @@ fn the_library_links_no_clap() {
         "clap linked into {}",
         lib.display()
     );
+}
+
+/// An embedder that loads libpython with `dlopen` after our constructor ran (which found
+/// no interpreter) installs by hand with `pymalloc_install()` before `Py_Initialize`.
+#[test]
+fn embedder_that_dlopens_libpython_installs_by_hand() {
+    let exe = scratch().join("dlopen");
+    support::compile_c(
+        &root().join("ctests/python/dlopen.c"),
+        &exe,
+        support::Link::Shared,
+        &[],
+    );
+    for minor in MINORS {
+        let python = pyenv_python(minor);
+        let out = run(clean(&python).args([
+            "-c",
+            "import sys, sysconfig as s; print(s.get_config_var('LIBDIR') + '/' + s.get_config_var('INSTSONAME')); print(sys.base_prefix)",
+        ]));
+        ok(&out, "sysconfig");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (libpython, prefix) = text.trim().split_once('\n').unwrap();
+        // A malformed setting is reported once, by the constructor, not again by each
+        // pymalloc_install().
+        let out = run(clean(&exe)
+            .arg(libpython)
+            .env("PYTHONHOME", prefix)
+            .env("PYMALLOC_DOMAINS", "obj,bogus"));
+        ok(&out, &format!("dlopen embedder on 3.{minor}"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "dlopen ok\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches("PYMALLOC_DOMAINS").count(), 1, "{stderr}");
+    }
 }
