@@ -8,7 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::{root, run, scratch, which};
+use support::{clean_command as clean, root, run, scratch, which};
 
 /// The Pythons the wheel is installed into, oldest and newest supported.
 const MINORS: [u32; 2] = [8, 13];
@@ -42,25 +42,6 @@ fn pyenv_python(minor: u32) -> PathBuf {
         Some(exe) if exe.is_file() => exe,
         _ => panic!("pyenv's CPython 3.{minor} is MISSING: pyenv install 3.{minor}"),
     }
-}
-
-/// A command with none of the caller's allocator settings.
-fn clean(program: &Path) -> Command {
-    let mut c = Command::new(program);
-    for var in [
-        "PYTHONMALLOC",
-        "PYTHONDEVMODE",
-        "LD_PRELOAD",
-        "PYMALLOC_LIB",
-    ] {
-        c.env_remove(var);
-    }
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("PYMALLOC_") {
-            c.env_remove(var);
-        }
-    }
-    c
 }
 
 fn ok(out: &Output, what: &str) {
@@ -410,4 +391,31 @@ fn embedder_that_dlopens_libpython_installs_by_hand() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.matches("PYMALLOC_DOMAINS").count(), 1, "{stderr}");
     }
+}
+
+/// `python -m pymalloc_rs` from a source tree without the built library, and on a platform
+/// other than Linux: a clear line and a non-zero exit, before anything runs.
+#[test]
+fn module_errors_are_clear_without_the_library_or_off_linux() {
+    let python = pyenv_python(MINORS[0]);
+    let out = run(clean(&python)
+        .args(["-m", "pymalloc_rs", "-c", "print('ran')"])
+        .env("PYTHONPATH", root().join("python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("libpymalloc.so is missing from this installation"),
+        "{err}"
+    );
+
+    let off_linux = "import runpy, sys; sys.platform = 'darwin'; sys.argv = ['pymalloc_rs', '-c', 'pass']; runpy.run_module('pymalloc_rs', run_name='__main__')";
+    let out = run(clean(&python)
+        .args(["-c", off_linux])
+        .env("PYTHONPATH", root().join("python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("runs on Linux only"), "{err}");
 }
