@@ -1,24 +1,17 @@
-//! The Python package (SPEC §10): the wheel maturin builds from pyproject.toml, installed
-//! into fresh virtual environments of pyenv's CPython 3.8 and 3.13; `python -m pymalloc_rs`,
-//! the module's API, the `pymalloc` command found without `PYMALLOC_LIB`, and the README's
-//! "For Python users" commands as written. Needs maturin (`MATURIN=/path/to/maturin`, or on
-//! PATH; `pip install maturin`) and pyenv's 3.8 and 3.13: a missing one fails the test.
+//! The Python package (SPEC §10): the wheel `pip wheel .` builds (maturin, fetched from PyPI
+//! into pip's build environment), installed offline into fresh virtual environments of
+//! pyenv's CPython 3.8 and 3.13; `python -m pymalloc_rs`, the module's API, the `pymalloc`
+//! command found without `PYMALLOC_LIB`, and the README's "For Python users" commands as
+//! written. Needs pyenv's 3.8 and 3.13 and PyPI: a missing one fails the test.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::{clean_command as clean, root, run, scratch, which};
+use support::{clean_command as clean, root, run, scratch};
 
 /// The Pythons the wheel is installed into, oldest and newest supported.
 const MINORS: [u32; 2] = [8, 13];
-
-fn maturin() -> PathBuf {
-    std::env::var_os("MATURIN")
-        .map(PathBuf::from)
-        .or_else(|| which("maturin"))
-        .expect("maturin is MISSING: pip install maturin (or set MATURIN=/path/to/maturin)")
-}
 
 fn pyenv_python(minor: u32) -> PathBuf {
     let home = std::env::var_os("PYENV_ROOT")
@@ -53,25 +46,36 @@ fn ok(out: &Output, what: &str) {
     );
 }
 
-/// Held by each maturin build (the wheel, the README's `pip install .`): they share a
-/// target directory, and maturin stages its artifacts there under fixed names.
-static MATURIN_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Held by each build of the package (the wheel, the README's `pip install .`): they share
+/// a target directory, and maturin stages its artifacts there under fixed names.
+static PACKAGE_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Builds the wheel once per test binary, in a target directory of its own (the features
-/// differ from the test build's, and the nested library build lives in its OUT_DIR).
+/// Builds the wheel with `pip wheel .` once per test binary, with pip of a venv of 3.13, in
+/// a target directory of its own (the features differ from the test build's, and the
+/// nested library build lives in its OUT_DIR).
 fn wheel() -> PathBuf {
     static WHEEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     WHEEL
         .get_or_init(|| {
-            let _serial = MATURIN_BUILD.lock().unwrap_or_else(|e| e.into_inner());
+            let _serial = PACKAGE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
+            let builder = venv("build", MINORS[1]);
             let out = scratch().join("wheels");
             let _ = std::fs::remove_dir_all(&out);
-            let built = run(clean(&maturin())
+            let built = run(clean(&builder.join("bin/python"))
                 .current_dir(root())
-                .args(["build", "--release", "--out"])
+                .args([
+                    "-m",
+                    "pip",
+                    "--disable-pip-version-check",
+                    "wheel",
+                    ".",
+                    "--no-deps",
+                    "-q",
+                    "-w",
+                ])
                 .arg(&out)
                 .env("CARGO_TARGET_DIR", wheel_target_dir()));
-            ok(&built, "maturin build");
+            ok(&built, "pip wheel . (it fetches maturin from PyPI)");
             let wheels: Vec<PathBuf> = std::fs::read_dir(&out)
                 .unwrap()
                 .map(|e| e.unwrap().path())
@@ -86,9 +90,9 @@ fn wheel_target_dir() -> PathBuf {
     root().join("target").join("wheel")
 }
 
-/// A fresh virtual environment of pyenv's 3.`minor`, with pip's network off.
-fn venv(minor: u32) -> PathBuf {
-    let dir = scratch().join(format!("venv-3.{minor}"));
+/// A fresh virtual environment `name` of pyenv's 3.`minor`.
+fn venv(name: &str, minor: u32) -> PathBuf {
+    let dir = scratch().join(format!("venv-{name}-3.{minor}"));
     let _ = std::fs::remove_dir_all(&dir);
     ok(
         &run(clean(&pyenv_python(minor)).args(["-m", "venv"]).arg(&dir)),
@@ -267,14 +271,16 @@ assert any(n.endswith(".data/scripts/pymalloc") for n in names), names
 }
 
 #[test]
-fn wheel_installs_and_runs_on_python_3_8() {
+fn wheel_installs_and_runs_on_python_3_8_and_3_13() {
     let wheel = wheel();
-    let venv = venv(MINORS[0]);
-    ok(
-        &run(pip_offline(&venv).arg(&wheel)),
-        "pip install the wheel",
-    );
-    check_installed(&venv);
+    for minor in MINORS {
+        let venv = venv("wheel", minor);
+        ok(
+            &run(pip_offline(&venv).arg(&wheel)),
+            "pip install the wheel",
+        );
+        check_installed(&venv);
+    }
 }
 
 /// The README's "For Python users" commands, as written, in a 3.13 environment: `pip
@@ -291,7 +297,7 @@ fn readme_commands_work_as_written_on_python_3_13() {
         section[start..start + section[start..].find("```").unwrap()].to_string()
     };
     let (commands, app) = (block("sh"), block("python"));
-    let venv = venv(MINORS[1]);
+    let venv = venv("readme", MINORS[1]);
     let work = venv.join("work");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("app.py"), &app).unwrap();
@@ -306,7 +312,7 @@ fn readme_commands_work_as_written_on_python_3_13() {
             continue;
         }
         let building = command.starts_with("pip install");
-        let _serial = building.then(|| MATURIN_BUILD.lock().unwrap_or_else(|e| e.into_inner()));
+        let _serial = building.then(|| PACKAGE_BUILD.lock().unwrap_or_else(|e| e.into_inner()));
         let dir = if building { root() } else { work.clone() };
         let out = run(clean(Path::new("bash"))
             .args(["-c", command])
