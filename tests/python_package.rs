@@ -143,6 +143,8 @@ skipped = ctypes.PyDLL(None).pymalloc_install()
 tracemalloc.stop()
 assert skipped == 3, skipped
 assert ctypes.PyDLL(None).pymalloc_install() == 0
+maps = {l.split()[-1] for l in open("/proc/self/maps") if "libpymalloc" in l}
+assert len(maps) == 1, maps  # the preloaded copy only
 print("inside ok", pymalloc_rs.library_path())
 sys.exit(7)
 "#;
@@ -159,6 +161,9 @@ for f in (pymalloc_rs.stats, pymalloc_rs.trim):
     else:
         raise AssertionError(f.__name__ + " did not raise")
 assert os.path.isfile(pymalloc_rs.library_path())
+# No copy loaded by the module: none, or the preloaded one that stepped aside.
+maps = {l.split()[-1] for l in open("/proc/self/maps") if "libpymalloc" in l}
+assert len(maps) == ("LD_PRELOAD" in os.environ), maps
 print("outside ok")
 "#;
 
@@ -200,6 +205,15 @@ fn check_installed(venv: &Path) {
         assert_eq!(ours.status.code(), plain.status.code(), "{args:?}");
         assert_eq!(ours.stderr, plain.stderr, "{args:?}");
     }
+    // A signal ends the program as it would end plain `python`.
+    let out = run(clean(&python).args([
+        "-m",
+        "pymalloc_rs",
+        "-c",
+        "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+    ]));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{}", out.status);
     // No target: Python reads the program from stdin, as plain `python` does.
     let mut child = clean(&python)
         .args(["-m", "pymalloc_rs"])

@@ -505,3 +505,17 @@ fn chart(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table) -> Stri
     s.push_str("</svg>\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::json_string;
+
+    #[test]
+    fn json_strings_escape_quotes_backslashes_and_controls() {
+        assert_eq!(json_string("plain"), "\"plain\"");
+        assert_eq!(
+            json_string("say \"hi\"\\n\n\té"),
+            "\"say \\\"hi\\\"\\\\n\\u000a\\u0009é\""
+        );
+    }
+}
