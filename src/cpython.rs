@@ -20,7 +20,7 @@
 
 use crate::config::{Config, Domains};
 use crate::fallback::{self, AllocatorEx};
-use crate::sync::unmodeled::{AtomicBool, AtomicPtr};
+use crate::sync::unmodeled::{AtomicBool, AtomicPtr, AtomicU8};
 use crate::sync::{Lock, Ordering};
 use crate::{debug, ffi, stats};
 use core::cell::UnsafeCell;
@@ -32,6 +32,25 @@ use core::ptr;
 const DOMAIN_MEM: c_int = 1;
 const DOMAIN_OBJ: c_int = 2;
 
+/// Our bits for the domains, as `pymalloc_install` and `pymalloc_installed_domains`
+/// report them (C: 1 = OBJ, 2 = MEM).
+pub const BIT_OBJ: u8 = 1;
+pub const BIT_MEM: u8 = 2;
+
+impl Domains {
+    /// The domains as `BIT_OBJ | BIT_MEM` bits.
+    pub fn bits(self) -> u8 {
+        (if self.obj { BIT_OBJ } else { 0 }) | (if self.mem { BIT_MEM } else { 0 })
+    }
+
+    fn from_bits(bits: u8) -> Domains {
+        Domains {
+            obj: bits & BIT_OBJ != 0,
+            mem: bits & BIT_MEM != 0,
+        }
+    }
+}
+
 type AllocatorFn = unsafe extern "C" fn(c_int, *mut AllocatorEx);
 
 /// The allocator we replaced, our fallback once installed. Written once, under
@@ -41,7 +60,11 @@ struct Replaced(UnsafeCell<MaybeUninit<AllocatorEx>>);
 unsafe impl Sync for Replaced {}
 static REPLACED: Replaced = Replaced(UnsafeCell::new(MaybeUninit::uninit()));
 static FALLBACK_TAKEN: AtomicBool = AtomicBool::new(false);
-static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// `BIT_OBJ | BIT_MEM`: the domains we installed ourselves into (only ever set).
+static INSTALLED: AtomicU8 = AtomicU8::new(0);
+/// The domains `PYMALLOC_DOMAINS` asks for, read once (the constructor reads it; 0 until
+/// then), so that a malformed value is reported once, not again by `pymalloc_install`.
+static CONFIGURED_DOMAINS: AtomicU8 = AtomicU8::new(0);
 crate::sync::global! {
     pub(crate) static INSTALL_LOCK: Lock = Lock::new();
 }
@@ -57,7 +80,25 @@ pub static FORWARD_FREE: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
 /// cleared: an interpreter that later restores its defaults (3.12+ re-initialisation)
 /// goes unnoticed.
 pub fn installed() -> bool {
+    installed_domains() != 0
+}
+
+/// The domains (`BIT_OBJ | BIT_MEM`) this process ever installed us into; as
+/// [`installed`], never cleared.
+pub fn installed_domains() -> u8 {
     INSTALLED.load(Ordering::Acquire)
+}
+
+/// The domains to install into: `PYMALLOC_DOMAINS` as the constructor read it, or read
+/// now (warning on stderr if malformed) if it has not run.
+pub fn configured_domains() -> Domains {
+    let bits = CONFIGURED_DOMAINS.load(Ordering::Acquire);
+    if bits != 0 {
+        return Domains::from_bits(bits);
+    }
+    let domains = Config::from_env().domains;
+    CONFIGURED_DOMAINS.store(domains.bits(), Ordering::Release);
+    domains
 }
 
 /// `dlsym(handle, name)`.
@@ -115,13 +156,25 @@ fn same(a: &AllocatorEx, b: &AllocatorEx) -> bool {
         && a.free as usize == b.free as usize
 }
 
-/// What an install did.
+/// What an install did, as `BIT_OBJ | BIT_MEM` bits.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Installed for these domains (possibly none, if they were ours already).
-    Installed(Vec<&'static str>),
+    /// Installed now into `done`; the domains in `skipped` were wanted but another
+    /// allocator sits there (tracemalloc's or the debug hooks, installed after ours took its
+    /// fallback) and we stayed out. Domains already ours are in neither.
+    Installed { done: u8, skipped: u8 },
     /// Not a CPython process.
     NoCPython,
+}
+
+/// Names the domains in `bits`: "OBJ and MEM".
+pub fn domain_names(bits: u8) -> String {
+    let names: Vec<&str> = [(BIT_OBJ, "OBJ"), (BIT_MEM, "MEM")]
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|&(_, n)| n)
+        .collect();
+    names.join(" and ")
 }
 
 /// Installs our allocator for `domains` of the running CPython. A domain already ours is
@@ -131,11 +184,13 @@ pub fn install(domains: Domains) -> Outcome {
     let Some((get, set)) = allocator_api() else {
         return Outcome::NoCPython;
     };
+    // Idempotent; needed where libpython was loaded after the constructor ran (dlopen).
+    resolve_forwarding();
     let _guard = INSTALL_LOCK.lock();
-    let mut done = Vec::new();
-    for (domain, name, wanted) in [
-        (DOMAIN_OBJ, "OBJ", domains.obj),
-        (DOMAIN_MEM, "MEM", domains.mem),
+    let (mut done, mut skipped) = (0, 0);
+    for (domain, bit, wanted) in [
+        (DOMAIN_OBJ, BIT_OBJ, domains.obj),
+        (DOMAIN_MEM, BIT_MEM, domains.mem),
     ] {
         if !wanted {
             continue;
@@ -160,6 +215,7 @@ pub fn install(domains: Domains) -> Outcome {
             // SAFETY: initialised before FALLBACK_TAKEN was set.
             let replaced = unsafe { (*REPLACED.0.get()).assume_init_ref() };
             if !same(&current, replaced) {
+                skipped |= bit;
                 continue;
             }
         }
@@ -170,10 +226,10 @@ pub fn install(domains: Domains) -> Outcome {
         };
         // SAFETY: PyMem_SetAllocator copies the struct.
         unsafe { set(domain, &mut ours) };
-        INSTALLED.store(true, Ordering::Release);
-        done.push(name);
+        INSTALLED.fetch_or(bit, Ordering::AcqRel);
+        done |= bit;
     }
-    Outcome::Installed(done)
+    Outcome::Installed { done, skipped }
 }
 
 /// Points the exported `PyObject_*` names at the interpreter's own.
@@ -295,6 +351,7 @@ unsafe extern "C" fn constructor(
     _envp: *const *const c_char,
 ) {
     let config = Config::from_env();
+    CONFIGURED_DOMAINS.store(config.domains.bits(), Ordering::Release);
     if config.debug {
         debug::enable();
     }
@@ -330,15 +387,24 @@ unsafe extern "C" fn constructor(
     if !config.verbose {
         return;
     }
-    match outcome {
-        Outcome::Installed(d) if !d.is_empty() => say(
-            &config,
-            &format!("installed for CPython's {} domain(s)", d.join(" and ")),
-        ),
-        _ => say(
-            &config,
-            "nothing installed: the domains were ours already or not installable",
-        ),
+    if let Outcome::Installed { done, skipped } = outcome {
+        if done != 0 {
+            let names = domain_names(done);
+            say(
+                &config,
+                &format!("installed for CPython's {names} domain(s)"),
+            );
+        }
+        if skipped != 0 {
+            let names = domain_names(skipped);
+            say(
+                &config,
+                &format!("skipped CPython's {names} domain(s): another allocator sits there"),
+            );
+        }
+        if done | skipped == 0 {
+            say(&config, "nothing installed: the domains were ours already");
+        }
     }
 }
 
@@ -412,6 +478,16 @@ mod tests {
     }
 
     #[test]
+    fn domain_bits_round_trip_and_are_named() {
+        for (obj, mem) in [(true, true), (true, false), (false, true)] {
+            let d = Domains { obj, mem };
+            assert_eq!(Domains::from_bits(d.bits()), d);
+        }
+        assert_eq!(domain_names(BIT_OBJ | BIT_MEM), "OBJ and MEM");
+        assert_eq!(domain_names(BIT_MEM), "MEM");
+    }
+
+    #[test]
     fn no_cpython_in_a_test_binary() {
         assert_eq!(
             install(Domains {
@@ -421,5 +497,6 @@ mod tests {
             Outcome::NoCPython
         );
         assert!(!installed());
+        assert_eq!(installed_domains(), 0);
     }
 }

@@ -186,15 +186,31 @@ pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
 }
 
 /// Installs this allocator into the running CPython (OBJ and MEM domains, or those
-/// `PYMALLOC_DOMAINS` names), e.g. after `Py_Initialize` restored the defaults. The
-/// allocator it replaces receives frees of blocks we did not hand out. Returns 0 on
-/// success (also when already installed), -1 outside CPython. Call with the GIL held.
+/// `PYMALLOC_DOMAINS` names), e.g. after `Py_Initialize` restored the defaults, or in a
+/// program that loaded libpython with `dlopen` after our constructor ran. The allocator it
+/// replaces receives frees of blocks we did not hand out. Call with the GIL held.
+///
+/// Returns 0 when every wanted domain now runs on this allocator (also when it already
+/// did); -1 outside CPython (no `PyMem_SetAllocator` in the global scope); otherwise the
+/// domains it skipped, as bits (1 = OBJ, 2 = MEM): another allocator sits there (the
+/// tracemalloc or debug hooks, installed after ours first took its fallback), and
+/// replacing it would free its blocks with the wrong allocator.
 #[no_mangle]
 pub extern "C" fn pymalloc_install() -> c_int {
-    match cpython::install(crate::config::Config::from_env().domains) {
-        cpython::Outcome::Installed(_) => 0,
+    match cpython::install(cpython::configured_domains()) {
+        cpython::Outcome::Installed { skipped, .. } => c_int::from(skipped),
         cpython::Outcome::NoCPython => -1,
     }
+}
+
+/// The CPython domains this process installed this allocator into, as bits (1 = OBJ,
+/// 2 = MEM); 0 when it never did (not CPython, `PYMALLOC_INSTALL=0`, `PYTHONMALLOC` or
+/// `-X dev` made it step aside, or everything was skipped). Never cleared: an
+/// interpreter that later restores its own allocators (3.12+ re-initialisation) still
+/// counts; `pymalloc_rs.is_active()` probes the domains to tell.
+#[no_mangle]
+pub extern "C" fn pymalloc_installed_domains() -> core::ffi::c_uint {
+    cpython::installed_domains().into()
 }
 
 /// Fills `out` with the allocator's counters (see `pymalloc_stats`).

@@ -34,10 +34,14 @@ fn compares_a_users_command_and_draws_the_chart() {
         return;
     };
     let svg = scratch().join("compare.svg");
+    let json = scratch().join("compare.json");
     let _ = std::fs::remove_file(&svg);
+    let _ = std::fs::remove_file(&json);
     let out = run(bin()
         .args(["compare", "-n", "1", "--svg"])
         .arg(&svg)
+        .arg("--json")
+        .arg(&json)
         .arg("--")
         .arg(python)
         .args(["-c", "x = [str(i) * 3 for i in range(200000)]"]));
@@ -77,6 +81,34 @@ fn compares_a_users_command_and_draws_the_chart() {
     }
     let chart = std::fs::read_to_string(&svg).expect("the chart was written");
     assert!(chart.starts_with("<svg") && chart.contains("pymalloc-rs"));
+    let measurements = std::fs::read_to_string(&json).expect("the measurements were written");
+    for needle in [
+        "\"baseline\": \"CPython pymalloc\"",
+        "\"runs\": 1,",
+        "\"command\": [\"/usr/bin/python3.11\", \"-c\",",
+        "\"pymalloc-rs\": {\"wall_s\": [",
+        "\"glibc malloc\": {\"wall_s\": [",
+    ] {
+        assert!(
+            measurements.contains(needle),
+            "missing {needle:?} in\n{measurements}"
+        );
+    }
+}
+
+#[test]
+fn each_subcommand_has_help_and_errors_name_the_bad_option() {
+    for (sub, option) in [("run", "--stats"), ("compare", "--json")] {
+        let out = run(bin().args([sub, "--help"]));
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(option),
+            "{sub} --help"
+        );
+        let out = run(bin().args([sub, "--bogus-option"]));
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus-option"));
+    }
 }
 
 #[test]

@@ -156,21 +156,7 @@ fn lib() -> PathBuf {
 }
 
 fn python(exe: &Path, preload: bool) -> Command {
-    let mut c = Command::new(exe);
-    for var in [
-        "PYTHONMALLOC",
-        "PYTHONDEVMODE",
-        "PYTHONTRACEMALLOC",
-        "LD_PRELOAD",
-    ] {
-        c.env_remove(var);
-    }
-    // A developer's own settings (PYMALLOC_STATS, _DEBUG, …) would change what is measured.
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("PYMALLOC_") {
-            c.env_remove(var);
-        }
-    }
+    let mut c = support::clean_command(exe);
     if preload {
         c.env("LD_PRELOAD", lib());
     }

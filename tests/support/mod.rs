@@ -151,3 +151,24 @@ pub fn which(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// `program` run with none of the caller's allocator settings: no `PYTHONMALLOC`,
+/// `PYTHONDEVMODE`, `PYTHONTRACEMALLOC`, `LD_PRELOAD`, nor any `PYMALLOC_*` (a developer's
+/// own `PYMALLOC_STATS`, `_DEBUG`, `_LIB`… would change what is measured).
+pub fn clean_command(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    for var in [
+        "PYTHONMALLOC",
+        "PYTHONDEVMODE",
+        "PYTHONTRACEMALLOC",
+        "LD_PRELOAD",
+    ] {
+        c.env_remove(var);
+    }
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("PYMALLOC_") {
+            c.env_remove(var);
+        }
+    }
+    c
+}

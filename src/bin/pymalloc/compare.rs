@@ -2,10 +2,13 @@
 //! bundled Python workloads) under pymalloc-rs, CPython's pymalloc, the C library's malloc
 //! (`PYTHONMALLOC=malloc`), and mimalloc / jemalloc preloaded with `PYTHONMALLOC=malloc`
 //! when installed; alternates the allocators run by run, and prints median wall time, peak
-//! RSS and their ratios to CPython's pymalloc as markdown (`--svg FILE` draws the chart).
+//! RSS and their ratios to CPython's pymalloc as markdown (`--svg FILE` draws the chart,
+//! `--json FILE` writes every measurement).
 
 use crate::median::median;
 use crate::{fail, library};
+use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -159,39 +162,45 @@ fn geomean(v: &[f64]) -> f64 {
     (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let mut runs = 3usize;
-    let mut svg: Option<PathBuf> = None;
-    let mut command: Option<Vec<String>> = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "-n" => {
-                i += 1;
-                match args
-                    .get(i)
-                    .and_then(|s| s.parse().ok())
-                    .filter(|&n: &usize| n > 0)
-                {
-                    Some(n) => runs = n,
-                    None => return fail("compare: -n takes a positive number of runs", 2),
-                }
-            }
-            "--svg" => {
-                i += 1;
-                match args.get(i) {
-                    Some(f) => svg = Some(PathBuf::from(f)),
-                    None => return fail("compare: --svg takes a file name", 2),
-                }
-            }
-            "--" => {
-                command = Some(args[i + 1..].to_vec());
-                break;
-            }
-            other => return fail(&format!("compare: unknown argument {other:?}"), 2),
+/// Compare allocators on CMD: is pymalloc-rs faster for my program?
+///
+/// Runs CMD (default: the bundled Python workloads, run with python3 or $PYMALLOC_PYTHON)
+/// under pymalloc-rs, CPython's pymalloc, glibc malloc, and mimalloc /
+/// jemalloc when installed, RUNS times each, alternating. Prints median wall time and peak
+/// RSS as ratios to CPython's pymalloc (markdown).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Runs of each command under each allocator.
+    #[arg(short = 'n', long = "runs", value_name = "RUNS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Also draw the time ratios as an SVG chart into FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Also write every measurement (each run, allocator and workload: wall seconds, peak
+    /// RSS in KiB) and the medians as JSON into FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The command to measure, after `--` (default: the bundled workloads).
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    let runs = args.runs as usize;
+    let command: Option<Vec<String>> = if args.command.is_empty() {
+        None
+    } else {
+        match args
+            .command
+            .into_iter()
+            .map(OsString::into_string)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(c) => Some(c),
+            Err(bad) => return fail(&format!("compare: {bad:?} is not UTF-8"), 2),
         }
-        i += 1;
-    }
+    };
     let lib = match library() {
         Ok(l) => l,
         Err(e) => return fail(&e, 2),
@@ -199,7 +208,7 @@ pub fn main(args: &[String]) -> ExitCode {
     // The jobs: (label, argv).
     let mut scratch = None;
     let jobs: Vec<(String, Vec<String>)> = match command {
-        Some(cmd) if !cmd.is_empty() => {
+        Some(cmd) => {
             let label = cmd.join(" ");
             let mut argv = cmd;
             let is_python = Path::new(&argv[0])
@@ -212,7 +221,6 @@ pub fn main(args: &[String]) -> ExitCode {
             }
             vec![(label, argv)]
         }
-        Some(_) => return fail("compare: no command after --", 2),
         None => {
             let python = match find_python() {
                 Ok(p) => p,
@@ -246,16 +254,33 @@ pub fn main(args: &[String]) -> ExitCode {
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);
     }
-    let table = match result {
-        Ok(t) => t,
+    let samples = match result {
+        Ok(s) => s,
         Err(e) => return fail(&e, 1),
     };
+    let table = medians(&samples);
     print!("{}", markdown(&jobs, &cfgs, &table, runs));
-    if let Some(path) = svg {
-        if let Err(e) = std::fs::write(&path, chart(&jobs, &cfgs, &table)) {
+    for (path, what, text) in [
+        (
+            &args.svg,
+            "chart",
+            args.svg.as_ref().map(|_| chart(&jobs, &cfgs, &table)),
+        ),
+        (
+            &args.json,
+            "measurements",
+            args.json
+                .as_ref()
+                .map(|_| json(&jobs, &cfgs, &samples, &table)),
+        ),
+    ] {
+        let (Some(path), Some(text)) = (path, text) else {
+            continue;
+        };
+        if let Err(e) = std::fs::write(path, text) {
             return fail(&format!("cannot write {}: {e}", path.display()), 1);
         }
-        eprintln!("pymalloc compare: chart written to {}", path.display());
+        eprintln!("pymalloc compare: {what} written to {}", path.display());
     }
     ExitCode::SUCCESS
 }
@@ -263,9 +288,30 @@ pub fn main(args: &[String]) -> ExitCode {
 /// `table[job][cfg] = (median seconds, median peak RSS KiB)`.
 type Table = Vec<Vec<(f64, f64)>>;
 
-fn run_all(jobs: &[(String, Vec<String>)], cfgs: &[Config], runs: usize) -> Result<Table, String> {
-    let mut times = vec![vec![Vec::new(); cfgs.len()]; jobs.len()];
-    let mut rss = vec![vec![Vec::new(); cfgs.len()]; jobs.len()];
+/// `samples[job][cfg][run] = (seconds, peak RSS KiB)`, runs in the order they ran.
+type Samples = Vec<Vec<Vec<(f64, u64)>>>;
+
+fn medians(samples: &Samples) -> Table {
+    samples
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|runs| {
+                    let mut t: Vec<f64> = runs.iter().map(|s| s.0).collect();
+                    let mut r: Vec<f64> = runs.iter().map(|s| s.1 as f64).collect();
+                    (median(&mut t), median(&mut r))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn run_all(
+    jobs: &[(String, Vec<String>)],
+    cfgs: &[Config],
+    runs: usize,
+) -> Result<Samples, String> {
+    let mut samples: Samples = vec![vec![Vec::new(); cfgs.len()]; jobs.len()];
     let total = runs * jobs.len() * cfgs.len();
     let mut done = 0;
     // SAFETY: isatty has no preconditions.
@@ -285,25 +331,78 @@ fn run_all(jobs: &[(String, Vec<String>)], cfgs: &[Config], runs: usize) -> Resu
                 } else if j == 0 && k == 0 {
                     eprintln!("pymalloc compare: run {}/{runs}", run + 1);
                 }
-                let (t, r) = measure(cmd, &cfgs[c])?;
-                times[j][c].push(t);
-                rss[j][c].push(r as f64);
+                samples[j][c].push(measure(cmd, &cfgs[c])?);
             }
         }
     }
     if tty {
         eprintln!();
     }
-    Ok(times
-        .iter_mut()
-        .zip(rss.iter_mut())
-        .map(|(t, r)| {
-            t.iter_mut()
-                .zip(r.iter_mut())
-                .map(|(t, r)| (median(t), median(r)))
-                .collect()
-        })
-        .collect())
+    Ok(samples)
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// Every measurement and the medians as JSON: `{"baseline", "runs", "allocators",
+/// "workloads": [{"name", "command", "allocators": {NAME: {"wall_s": [..], "peak_rss_kib":
+/// [..], "median_wall_s", "median_peak_rss_kib"}}}]}`, runs in the order they ran.
+fn json(
+    jobs: &[(String, Vec<String>)],
+    cfgs: &[Config],
+    samples: &Samples,
+    table: &Table,
+) -> String {
+    let names: Vec<String> = cfgs.iter().map(|c| json_string(c.name)).collect();
+    let runs = samples.first().and_then(|r| r.first()).map_or(0, Vec::len);
+    let mut o = format!(
+        "{{\n  \"baseline\": {},\n  \"runs\": {runs},\n  \"allocators\": [{}],\n  \"workloads\": [",
+        json_string(BASELINE),
+        names.join(", ")
+    );
+    for (j, (label, argv)) in jobs.iter().enumerate() {
+        let argv: Vec<String> = argv.iter().map(|a| json_string(a)).collect();
+        let _ = write!(
+            o,
+            "{}\n    {{\"name\": {}, \"command\": [{}], \"allocators\": {{",
+            if j > 0 { "," } else { "" },
+            json_string(label),
+            argv.join(", ")
+        );
+        for (c, name) in names.iter().enumerate() {
+            let wall: Vec<String> = samples[j][c]
+                .iter()
+                .map(|s| format!("{:.6}", s.0))
+                .collect();
+            let rss: Vec<String> = samples[j][c].iter().map(|s| s.1.to_string()).collect();
+            let _ = write!(
+                o,
+                "{}\n      {name}: {{\"wall_s\": [{}], \"peak_rss_kib\": [{}], \"median_wall_s\": {:.6}, \"median_peak_rss_kib\": {}}}",
+                if c > 0 { "," } else { "" },
+                wall.join(", "),
+                rss.join(", "),
+                table[j][c].0,
+                table[j][c].1
+            );
+        }
+        o.push_str("\n    }}");
+    }
+    o.push_str("\n  ]\n}\n");
+    o
 }
 
 fn markdown(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table, runs: usize) -> String {
@@ -405,4 +504,18 @@ fn chart(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table) -> Stri
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_string;
+
+    #[test]
+    fn json_strings_escape_quotes_backslashes_and_controls() {
+        assert_eq!(json_string("plain"), "\"plain\"");
+        assert_eq!(
+            json_string("say \"hi\"\\n\n\té"),
+            "\"say \\\"hi\\\"\\\\n\\u000a\\u0009é\""
+        );
+    }
 }

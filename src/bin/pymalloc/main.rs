@@ -1,24 +1,29 @@
 //! The `pymalloc` command: `pymalloc run [--stats] [--debug] [--verbose] -- CMD…` runs a
-//! command with the library preloaded; `pymalloc compare [-n RUNS] [--svg FILE] [-- CMD…]`
-//! compares allocators on it.
+//! command with the library preloaded; `pymalloc compare [-n RUNS] [--svg FILE]
+//! [--json FILE] [-- CMD…]` compares allocators on it. Arguments are parsed by clap.
 
 mod compare;
 mod median;
 mod run;
 
-use std::path::PathBuf;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: pymalloc run [--stats] [--debug] [--verbose] -- CMD [ARG...]
-       pymalloc compare [-n RUNS] [--svg FILE] [-- CMD [ARG...]]
+/// Runs programs on pymalloc-rs, CPython's small-object allocator rebuilt in Rust, and
+/// compares it with other allocators.
+#[derive(Parser)]
+#[command(name = "pymalloc", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-  run      run CMD with libpymalloc.so preloaded (LD_PRELOAD); inside CPython it takes over
-           the allocator. --stats prints statistics at exit, --debug turns on debug checks,
-           --verbose says what was installed.
-  compare  run CMD (default: the bundled Python workloads, with python3 or $PYMALLOC_PYTHON)
-           under pymalloc-rs, CPython's pymalloc, glibc malloc, and mimalloc / jemalloc when
-           installed, RUNS times each (default 3), alternating; print median wall time and
-           peak RSS as ratios to CPython's pymalloc; --svg FILE draws the chart.";
+#[derive(Subcommand)]
+enum Command {
+    Run(run::Args),
+    Compare(compare::Args),
+}
 
 /// Prints `msg` as an error and returns the exit code for bad usage or a failure.
 pub fn fail(msg: &str, code: u8) -> ExitCode {
@@ -26,40 +31,54 @@ pub fn fail(msg: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The shared library: next to this executable (both are built into `target/<profile>/`),
-/// or where `PYMALLOC_LIB` says.
+/// The shared library, from the first place that has it:
+/// 1. `PYMALLOC_LIB`;
+/// 2. next to this executable (`cargo build` puts both into `target/<profile>/`);
+/// 3. the `pymalloc_rs` Python package installed with this executable (pip puts the
+///    command into `PREFIX/bin/` and the package into
+///    `PREFIX/lib/pythonX.Y/site-packages/`; the newest copy wins if several Pythons share
+///    the prefix, as the command is the one installed last).
 pub fn library() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("PYMALLOC_LIB") {
+        // Absolute: the command may change directory before the loader reads LD_PRELOAD.
         let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("PYMALLOC_LIB={} does not exist", p.display()))
+        return match std::fs::canonicalize(&p) {
+            Ok(abs) if abs.is_file() => Ok(abs),
+            _ => Err(format!("PYMALLOC_LIB={} does not exist", p.display())),
         };
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate myself: {e}"))?;
     let dir = exe.parent().ok_or("cannot locate my directory")?;
     let lib = dir.join("libpymalloc.so");
     if lib.is_file() {
-        Ok(lib)
-    } else {
-        Err(format!(
-            "libpymalloc.so not found next to {} (build it with `cargo build --release`, or set PYMALLOC_LIB)",
-            exe.display()
-        ))
+        return Ok(lib);
     }
+    in_python_package(dir).ok_or_else(|| {
+        format!(
+            "libpymalloc.so not found next to {} nor in a pymalloc_rs package beside it \
+             (pip install pymalloc-rs, or cargo build --release, or set PYMALLOC_LIB)",
+            exe.display()
+        )
+    })
+}
+
+/// `bin/../lib/python*/{site,dist}-packages/pymalloc_rs/libpymalloc.so`, the newest.
+fn in_python_package(bin: &Path) -> Option<PathBuf> {
+    let lib = bin.parent()?.join("lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python"))
+        .flat_map(|e| ["site-packages", "dist-packages"].map(|s| e.path().join(s)))
+        .map(|d| d.join("pymalloc_rs").join("libpymalloc.so"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("run") => run::main(&args[1..]),
-        Some("compare") => compare::main(&args[1..]),
-        Some("-h") | Some("--help") | Some("help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => fail(&format!("unknown command {other:?}\n{USAGE}"), 2),
-        None => fail(USAGE, 2),
+    match Cli::parse().command {
+        Command::Run(args) => run::main(args),
+        Command::Compare(args) => compare::main(args),
     }
 }

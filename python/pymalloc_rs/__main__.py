@@ -1,0 +1,107 @@
+"""``python -m pymalloc_rs [--stats] [--debug] [--verbose] [--] [PYTHON-ARGS...]``
+
+Re-runs this interpreter (``sys.executable``, with the options it was started with) with
+pymalloc-rs preloaded, in place of this process (``exec``): ``python -m pymalloc_rs
+app.py x`` then behaves exactly as ``python app.py x`` (``sys.argv``, exit status,
+signals, stdin and stdout), only on pymalloc-rs. Everything after our own options goes to
+Python unchanged: a script, ``-m module``, ``-c code``, or nothing (the REPL), so a
+missing script or module gets Python's own error and exit status.
+"""
+
+import os
+import sys
+
+from . import _supported_platform, library_path
+
+USAGE = """\
+usage: python -m pymalloc_rs [--stats] [--debug] [--verbose] [--] \
+(script.py | -m module | -c code | -) [args...]
+
+Runs Python with pymalloc-rs as its allocator (the library preloaded with LD_PRELOAD).
+
+options:
+  --stats    print the allocator's statistics to stderr at exit (PYMALLOC_STATS=1)
+  --debug    debug checks: overruns, use after free, double free (PYMALLOC_DEBUG=1)
+  --verbose  say what was installed or skipped, and why (PYMALLOC_VERBOSE=1)
+  -h, --help show this help and exit
+"""
+
+#: Our options and the environment variable each sets.
+OPTIONS = {
+    "--stats": "PYMALLOC_STATS",
+    "--debug": "PYMALLOC_DEBUG",
+    "--verbose": "PYMALLOC_VERBOSE",
+}
+
+
+def fail(message):
+    sys.stderr.write("pymalloc_rs: %s\n" % message)
+    return 1
+
+
+def interpreter_options():
+    """The options this interpreter was started with (before ``-m pymalloc_rs``): exact
+    from ``sys.orig_argv`` (3.10+), else rebuilt from ``sys.flags``, ``-W`` and ``-X``."""
+    orig = getattr(sys, "orig_argv", None)
+    if orig:
+        for i, arg in enumerate(orig):
+            if (arg == "-m" and orig[i + 1 : i + 2] == ["pymalloc_rs"]) or (
+                arg == "-mpymalloc_rs"
+            ):
+                return orig[1:i]
+    import subprocess
+
+    # CPython's own helper for re-running itself with the same flags (3.8+).
+    return subprocess._args_from_interpreter_flags()
+
+
+def preload_value(lib, old):
+    """``LD_PRELOAD`` with ``lib`` first, keeping the user's entries after it."""
+    entries = [e for e in old.replace(":", " ").split() if e]
+    if lib in entries:
+        return old
+    return " ".join([lib] + entries)
+
+
+def main(argv):
+    env = dict(os.environ)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            return 0
+        if arg == "--":
+            i += 1
+            break
+        if arg not in OPTIONS:
+            break
+        env[OPTIONS[arg]] = "1"
+        i += 1
+    why = _supported_platform()
+    if why:
+        return fail(why)
+    try:
+        lib = library_path()
+    except FileNotFoundError as e:
+        return fail(str(e).replace("pymalloc_rs: ", "", 1))
+    if any(c in lib for c in " :"):
+        return fail(
+            "the library's path %r holds a space or a colon, which LD_PRELOAD cannot "
+            "carry; install the package under a path without them" % lib
+        )
+    env["LD_PRELOAD"] = preload_value(lib, env.get("LD_PRELOAD", ""))
+    python = sys.executable
+    if not python:
+        return fail("cannot tell which interpreter this is (sys.executable is empty)")
+    args = [python] + interpreter_options() + argv[i:]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(python, args, env)
+    except OSError as e:
+        return fail("cannot run %s: %s" % (python, e))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
