@@ -12,7 +12,7 @@
 //! (`THREADS_CHILD=KIND:THREADS:NAME`, which prints seconds and operations), allocators
 //! alternating, jemalloc (and any peer that will not `dlopen`) with its library in
 //! `LD_PRELOAD`. A malloc and a free are one operation each. The work per thread shrinks as
-//! threads outnumber cores, so every cell takes about the same time (~0.3 s); threads beyond
+//! threads outnumber cores, so every cell takes about the same time (0.1-0.5 s); threads beyond
 //! the core count oversubscribe, and the output says so.
 //!
 //! `cargo bench --bench threads` prints markdown tables of million operations per second
@@ -42,10 +42,10 @@ const THREADS: [usize; 4] = [1, 2, 4, 8];
 const KINDS: [(&str, &str); 2] = [("local", "local churn"), ("cross", "cross-thread")];
 /// Slots of one thread's local churn.
 const SLOTS: usize = 1000;
-/// Operations of all threads together per core, local churn (about 0.3 s).
-const LOCAL_OPS: usize = 12_000_000;
-/// Blocks handed on by all threads together per core, cross-thread (about 0.3 s).
-const CROSS_BLOCKS: usize = 6_000_000;
+/// Operations of all threads together per core, local churn (0.2-0.5 s at 20-100 M/s).
+const LOCAL_OPS: usize = 20_000_000;
+/// Blocks handed on by all threads together per core, cross-thread (two operations each).
+const CROSS_BLOCKS: usize = 8_000_000;
 /// Capacity of each handoff ring, blocks.
 const RING: usize = 1024;
 
