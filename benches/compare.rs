@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{load, Alloc, Replay, Rng, Slots, Warm, ALL, REFERENCE, W1_SIZES};
+use common::{load, output, Alloc, Replay, Rng, Slots, Warm, ALL, REFERENCE, W1_SIZES};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
@@ -116,33 +116,6 @@ fn child_cmd(spec: &str, preload: Option<&str>) -> Command {
     c
 }
 
-fn output(mut c: Command) -> Result<String, String> {
-    let out = c.output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The allocators that load, each with the `LD_PRELOAD` it needs; prints why others don't.
-fn available(names: &[&'static str]) -> Vec<(&'static str, Option<&'static str>)> {
-    let mut ok = Vec::new();
-    for &name in names {
-        let probe = |pre| output(child_cmd(&format!("probe:{name}"), pre));
-        match probe(None) {
-            Ok(_) => ok.push((name, None)),
-            Err(e) => match common::preload_for(name).map(|lib| (lib, probe(Some(lib)))) {
-                Some((lib, Ok(_))) => {
-                    eprintln!("{name}: dlopen fails ({e}); measured with LD_PRELOAD={lib}");
-                    ok.push((name, Some(lib)));
-                }
-                _ => eprintln!("{name}: skipped ({e})"),
-            },
-        }
-    }
-    ok
-}
-
 #[path = "../src/bin/pymalloc/median.rs"]
 mod median_of;
 
@@ -163,7 +136,7 @@ fn target(key: &str) -> &'static str {
 }
 
 fn times(runs: usize) {
-    let allocs = available(&ALL);
+    let allocs = common::available(&ALL, child_cmd);
     if !allocs.iter().any(|a| a.0 == REFERENCE) {
         eprintln!("{REFERENCE}, the reference of every ratio, cannot be loaded (see above)");
         std::process::exit(1);
@@ -295,7 +268,7 @@ fn callgrind() {
     if let Ok(only) = std::env::var("CALLGRIND_ALLOCS") {
         names.retain(|n| only.split(',').any(|o| o == *n));
     }
-    let allocs = available(&names);
+    let allocs = common::available(&names, child_cmd);
     let (l1, l2) = (100_000u64, 300_000u64);
     println!("## Instructions per W1 malloc(n) + touch + free pair (callgrind, warm heap of 10,000 blocks)\n");
     println!("Loop counts {l1} and {l2}; (I₂ − I₁) / {}. `empty` is the harness alone (a malloc that returns a static buffer): subtract it for the allocator's own instructions (plus 3: the empty malloc and free run `lea`+`ret` and `ret` themselves).\n", l2 - l1);

@@ -1,164 +1,296 @@
-//! Threads, for pymalloc-rs and the system allocator side by side in one run:
+//! Threads (issue 13): throughput of pymalloc-rs and its peers at 1, 2, 4 and 8 threads.
 //!
-//! - `churn`: random malloc/free churn of sizes 1..=512 over 1,000 slots, by one thread and
-//!   by two threads at once, each doing the same work. Scaling = 2 x time(1) / time(2);
-//!   target >= 1.8 on two cores.
-//! - `producer-consumer`: one thread allocates, the other frees every block, through a
-//!   lock-free ring. Target: pymalloc-rs <= 0.7 x glibc.
+//! - `local churn`: each thread does random malloc/free churn of sizes 1..=512 over its own
+//!   1,000 slots (the same sequence for every allocator). Target: pymalloc-rs ≥ 0.8 ×
+//!   mimalloc.
+//! - `cross-thread`: the threads form a ring; each allocates blocks of 1..=512 bytes and
+//!   hands every one, through a lock-free single-producer single-consumer ring buffer, to the
+//!   next thread, which frees it (at 1 thread the thread hands blocks to itself). Target at
+//!   2 threads: pymalloc-rs ≥ glibc.
 //!
-//! Each measurement runs whole thread lifetimes, so the work per iteration is large
-//! (`OPS` operations per thread) and the thread start-up cost is noise.
+//! Every allocator comes from `common::load`; each measurement runs in a fresh child process
+//! (`THREADS_CHILD=KIND:THREADS:NAME`, which prints seconds and operations), allocators
+//! alternating, jemalloc (and any peer that will not `dlopen`) with its library in
+//! `LD_PRELOAD`. A malloc and a free are one operation each. The work per thread shrinks as
+//! threads outnumber cores, so every cell takes about the same time (0.1-0.5 s); threads beyond
+//! the core count oversubscribe, and the output says so.
+//!
+//! `cargo bench --bench threads` prints markdown tables of million operations per second
+//! (median of `THREADS_RUNS` runs, default 3) and the median per-run ratios of pymalloc-rs
+//! to mimalloc and to glibc.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+mod common;
+
+#[path = "../src/bin/pymalloc/median.rs"]
+mod median_of;
+
+use common::{load, output, Alloc, Rng};
+use median_of::median;
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-struct Allocator {
-    name: &'static str,
-    malloc: fn(usize) -> *mut u8,
-    free: unsafe fn(*mut u8),
-}
-
-fn system_malloc(n: usize) -> *mut u8 {
-    // SAFETY: malloc accepts any size.
-    unsafe { libc::malloc(n).cast() }
-}
-
-unsafe fn system_free(p: *mut u8) {
-    // SAFETY: `p` came from `system_malloc`.
-    unsafe { libc::free(p.cast()) }
-}
-
-const ALLOCATORS: [Allocator; 2] = [
-    Allocator {
-        name: "pymalloc-rs",
-        malloc: pymalloc::api::malloc,
-        free: pymalloc::api::free,
-    },
-    Allocator {
-        name: "glibc",
-        malloc: system_malloc,
-        free: system_free,
-    },
-];
-
-const OPS: usize = 200_000;
+/// The allocators compared.
+const ALLOCS: [&str; 5] = ["pymalloc-rs", "glibc", "mimalloc", "jemalloc", "tcmalloc"];
+/// Thread counts measured, whatever the core count.
+const THREADS: [usize; 4] = [1, 2, 4, 8];
+/// The workloads: (child spec kind, title).
+const KINDS: [(&str, &str); 2] = [("local", "local churn"), ("cross", "cross-thread")];
+/// Slots of one thread's local churn.
 const SLOTS: usize = 1000;
+/// Operations of all threads together per core, local churn (0.2-0.5 s at 20-100 M/s).
+const LOCAL_OPS: usize = 20_000_000;
+/// Blocks handed on by all threads together per core, cross-thread (two operations each).
+const CROSS_BLOCKS: usize = 8_000_000;
+/// Capacity of each handoff ring, blocks.
+const RING: usize = 1024;
 
-/// One thread's churn: `OPS` random mallocs and frees over `SLOTS` slots.
-fn churn(a: &Allocator, seed: u64) {
-    let mut slots = [std::ptr::null_mut::<u8>(); SLOTS];
-    let mut s = seed | 1;
-    for _ in 0..OPS {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        let slot = &mut slots[s as usize % SLOTS];
+/// One thread's churn: `ops` operations, each freeing the block of a random one of
+/// `SLOTS` slots or, in an empty slot, allocating 1..=512 bytes; then the rest is freed.
+fn churn(a: &Alloc, rng: &mut Rng, ops: usize) {
+    let mut slots = [std::ptr::null_mut::<c_void>(); SLOTS];
+    for _ in 0..ops {
+        let r = rng.next();
+        let slot = &mut slots[r as usize % SLOTS];
         if slot.is_null() {
-            *slot = (a.malloc)(1 + (s >> 32) as usize % 512);
-            // SAFETY: at least one byte.
-            unsafe { slot.write_volatile(1) };
+            *slot = a.alloc(1 + (r >> 32) as usize % 512);
         } else {
-            // SAFETY: allocated by `a` above.
-            unsafe { (a.free)(*slot) };
+            // SAFETY: the slot's block is live; the slot is emptied at once.
+            unsafe { a.release(*slot) };
             *slot = std::ptr::null_mut();
         }
     }
     for p in slots.into_iter().filter(|p| !p.is_null()) {
-        // SAFETY: allocated by `a` above.
-        unsafe { (a.free)(p) };
+        // SAFETY: a live block of `a`, freed once.
+        unsafe { a.release(p) };
     }
 }
 
-/// Time for `threads` threads to run [`churn`] at once, from a common start.
-fn run_churn(a: &'static Allocator, threads: usize) -> Duration {
-    let start = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let start = start.clone();
-            thread::spawn(move || {
-                start.wait();
-                churn(a, 0x9E37_79B9 * (t as u64 + 1));
-            })
-        })
-        .collect();
-    start.wait();
-    let t0 = Instant::now();
-    handles.into_iter().for_each(|h| h.join().unwrap());
-    t0.elapsed()
-}
-
-/// A single-producer single-consumer ring of block addresses (0 = empty slot).
+/// A single-producer single-consumer ring buffer of block addresses.
+///
+/// Invariant: a slot holds 0 (empty) or the address of a live block that its producer has
+/// handed on and its consumer has not yet taken; the producer writes slots in order, only
+/// empty ones, and the consumer takes them in the same order, so neither overtakes the
+/// other.
 struct Ring {
-    slots: Vec<AtomicUsize>,
+    slots: Box<[AtomicUsize]>,
 }
 
-/// Time for a producer to allocate `OPS` blocks and a consumer to free them all.
-fn run_producer_consumer(a: &'static Allocator) -> Duration {
-    const RING: usize = 1024;
-    let ring = Arc::new(Ring {
-        slots: (0..RING).map(|_| AtomicUsize::new(0)).collect(),
-    });
-    let start = Arc::new(Barrier::new(3));
-    let (r, s) = (ring.clone(), start.clone());
-    let producer = thread::spawn(move || {
-        s.wait();
-        for i in 0..OPS {
-            let p = (a.malloc)(1 + i * 37 % 512);
-            // SAFETY: at least one byte.
-            unsafe { p.write_volatile(1) };
-            let slot = &r.slots[i % RING];
-            while slot.load(Ordering::Acquire) != 0 {
-                std::hint::spin_loop();
+impl Ring {
+    fn new() -> Ring {
+        Ring {
+            slots: (0..RING).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// Producer: puts `p` (non-zero) in the slot at `*head` unless it is full.
+    fn try_push(&self, head: &mut usize, p: usize) -> bool {
+        let slot = &self.slots[*head % RING];
+        if slot.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        slot.store(p, Ordering::Release);
+        *head += 1;
+        true
+    }
+
+    /// Consumer: takes the address at `*tail`, if there is one.
+    fn try_pop(&self, tail: &mut usize) -> Option<usize> {
+        let slot = &self.slots[*tail % RING];
+        let p = slot.load(Ordering::Acquire);
+        if p == 0 {
+            return None;
+        }
+        slot.store(0, Ordering::Release);
+        *tail += 1;
+        Some(p)
+    }
+}
+
+/// One thread of the cross-thread ring: allocates `blocks` blocks and hands each to `out`;
+/// frees the `blocks` blocks that arrive on `inbox` (taking one after every hand-off, and
+/// any while `out` is full, so no thread waits on another that waits on it).
+fn handoff(a: &Alloc, rng: &mut Rng, blocks: usize, inbox: &Ring, out: &Ring) {
+    let (mut head, mut tail) = (0, 0);
+    let take = |tail: &mut usize| match inbox.try_pop(tail) {
+        Some(p) => {
+            // SAFETY: a live block of `a` handed on by the previous thread, freed once.
+            unsafe { a.release(p as *mut c_void) };
+            true
+        }
+        None => false,
+    };
+    let mut spins = 0u32;
+    let mut idle = || {
+        // Oversubscribed, the thread that would make progress may not be running.
+        spins += 1;
+        if spins % 64 == 0 {
+            thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    };
+    for _ in 0..blocks {
+        let p = a.alloc(1 + rng.below(512)) as usize;
+        while !out.try_push(&mut head, p) {
+            if !take(&mut tail) {
+                idle();
             }
-            slot.store(p as usize, Ordering::Release);
         }
-    });
-    let (r, s) = (ring, start.clone());
-    let consumer = thread::spawn(move || {
-        s.wait();
-        for i in 0..OPS {
-            let slot = &r.slots[i % RING];
-            let p = loop {
-                let p = slot.load(Ordering::Acquire);
-                if p != 0 {
-                    break p;
-                }
-                std::hint::spin_loop();
-            };
-            slot.store(0, Ordering::Release);
-            // SAFETY: allocated by `a` in the producer.
-            unsafe { (a.free)(p as *mut u8) };
-        }
-    });
-    start.wait();
-    let t0 = Instant::now();
-    producer.join().unwrap();
-    consumer.join().unwrap();
-    t0.elapsed()
-}
-
-fn threads(c: &mut Criterion) {
-    let mut group = c.benchmark_group("threads");
-    group.sample_size(20);
-    for a in &ALLOCATORS {
-        for n in [1usize, 2] {
-            group.bench_with_input(
-                BenchmarkId::new(format!("churn/{}", a.name), n),
-                &n,
-                |b, &n| b.iter_custom(|iters| (0..iters).map(|_| run_churn(a, n)).sum()),
-            );
+        take(&mut tail);
+    }
+    while tail < blocks {
+        if !take(&mut tail) {
+            idle();
         }
     }
-    for a in &ALLOCATORS {
-        group.bench_function(BenchmarkId::new("producer-consumer", a.name), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| run_producer_consumer(a)).sum())
+}
+
+/// Child: `threads` threads of workload `kind` on `a`, started together after a warm-up
+/// of their own; prints wall seconds and operations.
+fn run_child(kind: &str, threads: usize, a: &Alloc) {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    // All threads together do the work of one per core they can run on.
+    let busy = threads.min(cores);
+    let rings: Vec<Ring> = (0..threads).map(|_| Ring::new()).collect();
+    let start = Barrier::new(threads + 1);
+    let done = Barrier::new(threads);
+    let (warm, per) = match kind {
+        "local" => (LOCAL_OPS / 20, LOCAL_OPS * busy),
+        "cross" => (CROSS_BLOCKS / 20, CROSS_BLOCKS * busy),
+        _ => panic!("unknown kind {kind}"),
+    };
+    let t = thread::scope(|s| {
+        for t in 0..threads {
+            let (start, done, rings) = (&start, &done, &rings);
+            s.spawn(move || {
+                let mut rng = Rng(0x9e37_79b9 * (t as u64 + 1));
+                let (inbox, out) = (&rings[t], &rings[(t + 1) % threads]);
+                let work = |rng: &mut Rng, n: usize| match kind {
+                    "local" => churn(a, rng, n),
+                    _ => handoff(a, rng, n, inbox, out),
+                };
+                work(&mut rng, warm / threads);
+                // Every ring is empty again before any thread starts the timed part.
+                done.wait();
+                start.wait();
+                work(&mut rng, per / threads);
+            });
+        }
+        start.wait();
+        Instant::now()
+    });
+    // The scope joined every thread before it returned.
+    let secs = t.elapsed().as_secs_f64();
+    let per_thread = per / threads;
+    let count = match kind {
+        "local" => per_thread * threads,
+        _ => 2 * per_thread * threads,
+    };
+    println!("{secs} {count}");
+}
+
+fn child_cmd(spec: &str, preload: Option<&str>) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env("THREADS_CHILD", spec);
+    match preload {
+        Some(lib) => c.env("LD_PRELOAD", lib),
+        None => c.env_remove("LD_PRELOAD"),
+    };
+    c
+}
+
+/// Median of the per-run ratios `num / den` over the runs both have.
+fn ratio(num: &[f64], den: &[f64]) -> Option<f64> {
+    (!num.is_empty() && num.len() == den.len())
+        .then(|| median(&mut num.iter().zip(den).map(|(a, b)| a / b).collect::<Vec<_>>()))
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("THREADS_CHILD") {
+        let f: Vec<&str> = spec.split(':').collect();
+        let a = load(f[f.len() - 1]).unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(3)
         });
+        if f[0] != "probe" {
+            run_child(f[0], f[1].parse().unwrap(), &a);
+        }
+        return;
     }
-    group.finish();
-}
+    let runs: usize = std::env::var("THREADS_RUNS").map_or(3, |v| v.parse().unwrap());
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let allocs = common::available(&ALLOCS, child_cmd);
+    // (kind, threads, allocator) -> per-run million operations per second.
+    let mut mops: BTreeMap<(&str, usize, &str), Vec<f64>> = BTreeMap::new();
+    for run in 0..runs {
+        for (kind, _) in KINDS {
+            for threads in THREADS {
+                for i in 0..allocs.len() {
+                    // Rotate the order from run to run.
+                    let (name, pre) = allocs[(i + run) % allocs.len()];
+                    let spec = format!("{kind}:{threads}:{name}");
+                    match output(child_cmd(&spec, pre)) {
+                        Ok(out) => {
+                            let v: Vec<f64> =
+                                out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+                            mops.entry((kind, threads, name))
+                                .or_default()
+                                .push(v[1] / v[0] / 1e6);
+                        }
+                        Err(e) => eprintln!("{spec} failed: {e}"),
+                    }
+                }
+            }
+        }
+        eprintln!("run {}/{runs} done", run + 1);
+    }
 
-criterion_group!(benches, threads);
-criterion_main!(benches);
+    let over: Vec<String> = THREADS
+        .iter()
+        .filter(|&&t| t > cores)
+        .map(|t| t.to_string())
+        .collect();
+    println!("Machine: {cores} cores.");
+    if !over.is_empty() {
+        println!(
+            "At {} threads the threads outnumber the cores (oversubscribed): each gets a \
+             share of a core, and a waiting cross-thread consumer may not run.",
+            over.join(" and ")
+        );
+    }
+    let cell = |kind, t, name| mops.get(&(kind, t, name)).map_or(&[][..], |v| &v[..]);
+    for (kind, title) in KINDS {
+        println!("\n## {title}: million operations per second (median of {runs} runs, fresh processes)\n");
+        print!("| allocator |");
+        for t in THREADS {
+            print!(" {t} thread{} |", if t == 1 { "" } else { "s" });
+        }
+        println!("\n|---|{}", "---|".repeat(THREADS.len()));
+        for (name, _) in &allocs {
+            print!("| {name} |");
+            for t in THREADS {
+                match cell(kind, t, name) {
+                    [] => print!(" - |"),
+                    v => print!(" {:.1} |", median(&mut v.to_vec())),
+                }
+            }
+            println!();
+        }
+        for peer in ["mimalloc", "glibc"] {
+            print!("| pymalloc-rs / {peer} |");
+            for t in THREADS {
+                match ratio(cell(kind, t, "pymalloc-rs"), cell(kind, t, peer)) {
+                    Some(r) => print!(" {r:.2}× |"),
+                    None => print!(" - |"),
+                }
+            }
+            println!();
+        }
+    }
+    println!("\nTargets (issue 13): local churn, pymalloc-rs ≥ 0.8 × mimalloc; cross-thread at 2 threads, pymalloc-rs ≥ glibc. Ratios are medians of per-run ratios.");
+}

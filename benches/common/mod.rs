@@ -17,6 +17,7 @@ pub mod trace;
 
 use std::ffi::c_void;
 use std::hint::black_box;
+use std::process::Command;
 use std::time::Instant;
 
 pub type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;
@@ -147,6 +148,39 @@ pub fn load(name: &str) -> Result<Alloc, String> {
         "tcmalloc" => fns(dl::open(TCMALLOC)?, "tc_malloc", "tc_free", "tc_realloc"),
         _ => Err(format!("unknown allocator {name}")),
     }
+}
+
+/// The standard output of a child, or its standard error when it fails.
+pub fn output(mut c: Command) -> Result<String, String> {
+    let out = c.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The allocators among `names` that a child loads, each with the `LD_PRELOAD` it needs
+/// ([`preload_for`]); prints why the others are skipped. `child(spec, preload)` makes the
+/// bench's child command; the probe's spec is `probe:NAME`, and the child only loads NAME.
+pub fn available(
+    names: &[&'static str],
+    child: impl Fn(&str, Option<&str>) -> Command,
+) -> Vec<(&'static str, Option<&'static str>)> {
+    let mut ok = Vec::new();
+    for &name in names {
+        let probe = |pre| output(child(&format!("probe:{name}"), pre));
+        match probe(None) {
+            Ok(_) => ok.push((name, None)),
+            Err(e) => match preload_for(name).map(|lib| (lib, probe(Some(lib)))) {
+                Some((lib, Ok(_))) => {
+                    eprintln!("{name}: dlopen fails ({e}); measured with LD_PRELOAD={lib}");
+                    ok.push((name, Some(lib)));
+                }
+                _ => eprintln!("{name}: skipped ({e})"),
+            },
+        }
+    }
+    ok
 }
 
 fn leak(s: &str) -> &'static str {
