@@ -178,7 +178,14 @@ unsafe fn check_pool(
         ));
     }
     let cap = blocks_per_pool(class) as u64;
-    let used = u64::from(p.used);
+    if !p.linked && p.used != pool::PARKED {
+        return Err(format!(
+            "pool {pool:p}: off its list but used is {}, not PARKED",
+            p.used
+        ));
+    }
+    // SAFETY: as above.
+    let used = u64::from(unsafe { pool::used(pool) });
     let mut seen = HashSet::new();
     // SAFETY: the pool's lists hold blocks of it.
     let free = unsafe { walk_list(pool, class, p.free, &mut seen, "free") }?;
