@@ -5,7 +5,7 @@
 use crate::debug::{self, Api};
 use crate::geometry::{is_small, PY_SSIZE_T_MAX};
 use crate::pool::{block_size_of, pool_index};
-use crate::{fallback, heap, ownership, stats, valgrind};
+use crate::{fallback, heap, ownership, valgrind};
 use core::ptr;
 
 /// Whether `p` is a block of one of our pools (any address; reads no memory).
@@ -37,16 +37,7 @@ extern "C" fn large_malloc(n: usize) -> *mut u8 {
     }
     let fb = fallback::get();
     // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX.
-    counted(unsafe { (fb.malloc)(fb.ctx, n).cast() })
-}
-
-/// Counts a block the fallback handed out (see `stats`).
-#[inline]
-pub fn counted(p: *mut u8) -> *mut u8 {
-    if !p.is_null() {
-        stats::large_allocated();
-    }
-    p
+    fallback::counted(unsafe { (fb.malloc)(fb.ctx, n).cast() })
 }
 
 /// `PyObject_Calloc`: zeroed memory for `nelem * elsize` bytes, NULL on overflow.
@@ -69,7 +60,7 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
     }
     let fb = fallback::get();
     // SAFETY: the product fits in PY_SSIZE_T_MAX.
-    counted(unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() })
+    fallback::counted(unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() })
 }
 
 /// `PyObject_Free`: our blocks back to their pool, anything else to the fallback.
@@ -103,7 +94,7 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
         // SAFETY: forwarded caller contract.
         return unsafe { debug::free(p, Api::Native) };
     }
-    stats::large_freed();
+    fallback::large_freed();
     let fb = fallback::get();
     // SAFETY: per the caller.
     unsafe { (fb.free)(fb.ctx, p.cast()) }

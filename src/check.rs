@@ -89,7 +89,8 @@ unsafe fn check_heap(
         while pool != empty_pool() && !pool.is_null() {
             // SAFETY: pools on a live heap's lists are in use.
             let p = unsafe { &*pool };
-            if p.class as usize != class || p.heap != h || !p.linked || p.prev != prev {
+            if p.class as usize != class || p.heap != heap::owner(h) || !p.linked || p.prev != prev
+            {
                 return Err(format!(
                     "heap {h:p}: pool {pool:p} misfiled on class list {class}"
                 ));

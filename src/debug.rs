@@ -24,7 +24,7 @@ use crate::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
 use crate::pool::{is_block_start, pool_index, pool_of};
 use crate::sync::unmodeled::AtomicBool;
 use crate::sync::{Lock, Ordering};
-use crate::{api, fallback, fault::Report, heap, ownership, stats};
+use crate::{fallback, fault::Report, heap, ownership};
 use core::cell::UnsafeCell;
 use core::ptr;
 use std::collections::{HashMap, VecDeque};
@@ -230,7 +230,7 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
     } else {
         let fb = fallback::get();
         // SAFETY: any size is accepted.
-        api::counted(unsafe { (fb.malloc)(fb.ctx, total).cast() })
+        fallback::counted(unsafe { (fb.malloc)(fb.ctx, total).cast() })
     };
     if inner.is_null() {
         return ptr::null_mut();
@@ -241,7 +241,7 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
         });
         if !registered {
             // No memory for the registry: give the block back and fail the request.
-            stats::large_freed();
+            fallback::large_freed();
             let fb = fallback::get();
             // SAFETY: the inner block came from the fallback and was never handed out.
             unsafe { (fb.free)(fb.ctx, inner.cast()) };
@@ -410,7 +410,7 @@ fn release(p: usize) {
         unsafe { crate::pool::remote_free(h.inner as *mut _, pool_of(h.inner as *const u8)) };
     } else {
         with_state(|_, large| large.remove(&h.inner));
-        stats::large_freed();
+        fallback::large_freed();
         let fb = fallback::get();
         // SAFETY: the inner block came from the fallback.
         unsafe { (fb.free)(fb.ctx, h.inner as *mut _) };

@@ -3,9 +3,13 @@
 //!
 //! Outside CPython it is the C library's allocator, wrapped with CPython's raw-domain rules
 //! (size 0 becomes 1, so every success is a unique non-NULL pointer). Inside CPython it is
-//! the allocator we replaced. Its shape is CPython's `PyMemAllocatorEx`.
+//! the allocator we replaced. Its shape is CPython's `PyMemAllocatorEx`. It also counts the
+//! blocks it hands out on our behalf, for the statistics.
 
-use crate::sync::{unmodeled::AtomicPtr, Ordering};
+use crate::sync::{
+    unmodeled::{AtomicBool, AtomicPtr, AtomicUsize},
+    Ordering,
+};
 use core::ffi::c_void;
 
 /// A `PyMemAllocatorEx`-shaped allocator: a context pointer passed to four functions.
@@ -84,4 +88,46 @@ pub fn set(alloc: &'static AllocatorEx) {
         alloc as *const AllocatorEx as *mut AllocatorEx,
         Ordering::Release,
     );
+}
+
+/// Requests delegated to the fallback allocator minus frees of foreign pointers. Frees of
+/// blocks allocated before we were installed can drive it below zero: reported as 0.
+static LARGE_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether the fallback ever handed out a block for us in this process (or in the process
+/// it was forked from). Never cleared.
+static LARGE_SERVED: AtomicBool = AtomicBool::new(false);
+
+/// One more delegated block.
+#[inline]
+pub fn large_allocated() {
+    LARGE_IN_USE.fetch_add(1, Ordering::Relaxed);
+    if !LARGE_SERVED.load(Ordering::Relaxed) {
+        LARGE_SERVED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One delegated (or foreign) block freed.
+#[inline]
+pub fn large_freed() {
+    LARGE_IN_USE.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Counts a block the fallback handed out on our behalf (NULL is no block); returns it.
+#[inline]
+pub fn counted(p: *mut u8) -> *mut u8 {
+    if !p.is_null() {
+        large_allocated();
+    }
+    p
+}
+
+/// Blocks the fallback holds for us now (see `LARGE_IN_USE`).
+pub fn large_in_use() -> u64 {
+    (LARGE_IN_USE.load(Ordering::Relaxed) as isize).max(0) as u64
+}
+
+/// Whether the fallback ever handed out a block for us (see `LARGE_SERVED`).
+pub fn served() -> bool {
+    LARGE_SERVED.load(Ordering::Relaxed)
 }

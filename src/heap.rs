@@ -16,8 +16,8 @@
 //! on every malloc/free pair.
 
 use crate::geometry::{blocks_per_pool, class_of, class_size, NUM_CLASSES};
-use crate::pool::{self, pool_of, Block, Pool};
-use crate::sync::{self, AtomicPtr, Lock, Ordering, ThreadState};
+use crate::pool::{self, pool_of, Block, Owner, Pool};
+use crate::sync::{self, Lock, Ordering, ThreadState};
 use crate::{arena, debug};
 use core::ptr;
 
@@ -29,19 +29,20 @@ use core::ptr;
 ///   null, so the fast path needs no null test. Owned pools that are not on the list are
 ///   full and have `NOTIFY` set or a block of theirs on `delayed`; pools on the list may
 ///   have `NOTIFY` set too (it is sticky, see [`pool::NOTIFY`]).
-/// - `delayed` holds blocks freed by other threads into this heap's pools that had
+/// - `owner.delayed` holds blocks freed by other threads into this heap's pools that had
 ///   `NOTIFY` set (full ones, or linked ones whose bit stayed set); each is still counted
-///   in its pool's `used`.
+///   in its pool's `used` ([`pool::Owner`]). `owner` is the first field, so a heap's
+///   address is its owner's (the pools' `heap` field).
 /// - Only the owning thread (or, for an abandoned heap, whoever holds the registry lock)
 ///   touches anything but `delayed`.
 /// - `tails[c]` is the last pool of `lists[c]`, null when the list is empty.
 /// - `slow_events` counts the owner's slow-path calls (wrapping), for the decay heartbeat.
 #[repr(C)]
 pub struct Heap {
+    owner: Owner,
     lists: [*mut Pool; NUM_CLASSES],
     tails: [*mut Pool; NUM_CLASSES],
     slow_events: u32,
-    delayed: AtomicPtr<Block>,
     /// Next heap in the registry's list of all heaps (registry lock).
     next_all: *mut Heap,
     /// Next heap in the registry's list of abandoned heaps (registry lock).
@@ -73,10 +74,10 @@ crate::sync::const_unless_loom! {
 crate::sync::const_unless_loom! {
     fn blank_heap() -> Heap {
         Heap {
+            owner: Owner::empty(),
             lists: [empty_pool(); NUM_CLASSES],
             tails: [ptr::null_mut(); NUM_CLASSES],
             slow_events: 0,
-            delayed: AtomicPtr::new(ptr::null_mut()),
             next_all: ptr::null_mut(),
             next_abandoned: ptr::null_mut(),
         }
@@ -140,35 +141,12 @@ impl Heap {
             &EMPTY_HEAP.0 as *const Heap as *mut Heap
         }
     }
+}
 
-    /// Pushes a block freed by another thread on `heap`'s delayed list.
-    ///
-    /// # Safety
-    /// `heap` is a live heap (heaps are never freed) and `block` a block of one of its
-    /// pools that nobody else holds.
-    pub unsafe fn push_delayed(heap: *mut Heap, block: *mut Block) {
-        // SAFETY: heaps live forever; `block` is ours to write until published.
-        unsafe {
-            let delayed = &(*heap).delayed;
-            let mut old = delayed.load(Ordering::Relaxed);
-            loop {
-                // The cheap double-free check of the owner's free, for remote frees.
-                if old == block {
-                    return crate::fault::double_free(block.cast());
-                }
-                (*block).next = old;
-                match delayed.compare_exchange_weak(
-                    old,
-                    block,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return,
-                    Err(seen) => old = seen,
-                }
-            }
-        }
-    }
+/// The owner part of `heap`, as the pools it owns name it.
+#[inline(always)]
+pub fn owner(heap: *mut Heap) -> *mut Owner {
+    heap.cast()
 }
 
 /// Allocates a block for a request of `n` bytes, `1 <= n <= 512`, for the calling thread.
@@ -232,7 +210,7 @@ pub unsafe fn free(p: *mut u8, arena: usize) {
     // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;
     // if the calling thread's heap owns it, so does the calling thread.
     unsafe {
-        if (*pool).heap != heap {
+        if (*pool).heap != owner(heap) {
             return free_remote(p.cast(), pool);
         }
         free_local(heap, pool, p.cast());
@@ -437,7 +415,7 @@ unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
         // No arena to be had: serve the request as CPython does, from the fallback.
         let fb = crate::fallback::get();
         // SAFETY: the fallback accepts any size.
-        return crate::api::counted(unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() });
+        return crate::fallback::counted(unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() });
     }
     p
 }
@@ -475,7 +453,7 @@ unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
         if pool.is_null() {
             return ptr::null_mut();
         }
-        pool::init(pool, heap, class);
+        pool::init(pool, owner(heap), class);
         push_front(heap, pool);
         alloc_from(heap, n)
     }
@@ -489,10 +467,13 @@ unsafe fn drain_delayed(heap: *mut Heap) {
     // SAFETY: the swap hands us the list; each block is a live block of one of our pools,
     // published by the freer's release exchange.
     unsafe {
-        if (*heap).delayed.load(Ordering::Relaxed).is_null() {
+        if (*heap).owner.delayed.load(Ordering::Relaxed).is_null() {
             return;
         }
-        let mut block = (*heap).delayed.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut block = (*heap)
+            .owner
+            .delayed
+            .swap(ptr::null_mut(), Ordering::Acquire);
         while !block.is_null() {
             let next = (*block).next;
             free_local(heap, pool_of(block), block);
@@ -504,8 +485,7 @@ unsafe fn drain_delayed(heap: *mut Heap) {
 /// Gives the calling thread a heap: an abandoned one if any, else a new one. False when
 /// no metadata memory could be had.
 fn attach() -> bool {
-    #[cfg(not(loom))]
-    crate::fork::register();
+    // (The fork handlers are registered by `fork`'s own constructor, before any heap.)
     let heap = {
         let _guard = REGISTRY_LOCK.lock();
         // SAFETY: the registry lock is held.
@@ -710,5 +690,5 @@ pub unsafe fn lists_of(heap: *mut Heap) -> [(*mut Pool, *mut Pool); NUM_CLASSES]
 /// `heap` is live and no thread is changing it.
 pub unsafe fn delayed_of(heap: *mut Heap) -> *mut Block {
     // SAFETY: per the caller.
-    unsafe { (*heap).delayed.load(Ordering::Acquire) }
+    unsafe { (*heap).owner.delayed.load(Ordering::Acquire) }
 }

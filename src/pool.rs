@@ -25,9 +25,60 @@ use crate::geometry::{
     blocks_per_pool, class_size, ARENA_MASK, HEADER_TABLE_MASK, POOL_HEADER_SHIFT,
     POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT, POOL_SIZE,
 };
-use crate::heap::Heap;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
+
+/// The part of a heap that other threads touch, and all a pool knows of its owner: the
+/// `delayed` list, where a thread freeing a block of a pool that ran out hands it to the
+/// owner (see [`remote_free`]). `heap::Heap` begins with one (`repr(C)`, first field), so
+/// a heap's address is its owner's and the free path compares them directly.
+///
+/// Invariant: `delayed` holds blocks of pools owned by this heap, each still counted in its
+/// pool's `used`, pushed by other threads and taken back whole by the owner.
+#[repr(C)]
+pub struct Owner {
+    pub delayed: AtomicPtr<Block>,
+}
+
+impl Owner {
+    crate::sync::const_unless_loom! {
+        /// An owner with nothing delayed.
+        pub fn empty() -> Owner {
+            Owner {
+                delayed: AtomicPtr::new(ptr::null_mut()),
+            }
+        }
+    }
+
+    /// Pushes a block freed by another thread on `owner`'s delayed list.
+    ///
+    /// # Safety
+    /// `owner` is a live heap's owner part (heaps are never freed) and `block` a block of
+    /// one of its pools that nobody else holds.
+    pub unsafe fn push_delayed(owner: *mut Owner, block: *mut Block) {
+        // SAFETY: heaps live forever; `block` is ours to write until published.
+        unsafe {
+            let delayed = &(*owner).delayed;
+            let mut old = delayed.load(Ordering::Relaxed);
+            loop {
+                // The cheap double-free check of the owner's free, for remote frees.
+                if old == block {
+                    return crate::fault::double_free(block.cast());
+                }
+                (*block).next = old;
+                match delayed.compare_exchange_weak(
+                    old,
+                    block,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return,
+                    Err(seen) => old = seen,
+                }
+            }
+        }
+    }
+}
 
 /// A free block: its first word links to the next free block of the same list.
 #[repr(C)]
@@ -116,8 +167,8 @@ pub struct Pool {
     /// On the owner's class list (owner only).
     pub linked: bool,
     _pad: u16,
-    /// The owning heap; null while the pool is free in its arena.
-    pub heap: *mut Heap,
+    /// The owning heap (its [`Owner`] part); null while the pool is free in its arena.
+    pub heap: *mut Owner,
     /// Blocks freed by other threads: a list head and its length, or the [`NOTIFY`] bit.
     pub remote: AtomicUsize,
     /// Links of the owner's class list (owner only).
@@ -282,7 +333,7 @@ pub unsafe fn carve(pool: *mut Pool, size: usize) -> *mut u8 {
 /// # Safety
 /// `pool` is the header of a pool of one of our arenas that no heap owns, and the caller is
 /// the thread about to own it.
-pub unsafe fn init(pool: *mut Pool, heap: *mut Heap, class: usize) {
+pub unsafe fn init(pool: *mut Pool, heap: *mut Owner, class: usize) {
     let base = page_of(pool);
     crate::valgrind::pool_fresh(base as *const u8, POOL_SIZE);
     // SAFETY: the header is ours and unused.
@@ -330,7 +381,7 @@ pub unsafe extern "C" fn remote_free(block: *mut Block, pool: *mut Pool) {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        Heap::push_delayed((*pool).heap, block);
+                        Owner::push_delayed((*pool).heap, block);
                         return;
                     }
                     Err(seen) => old = seen,

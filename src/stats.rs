@@ -13,8 +13,6 @@ use crate::geometry::{
 };
 use crate::heap::HeapRole;
 use crate::pool;
-use crate::sync::unmodeled::{AtomicBool, AtomicUsize};
-use crate::sync::Ordering;
 use std::fmt::Write as _;
 
 /// Per size class figures.
@@ -64,29 +62,6 @@ pub struct Stats {
 }
 
 const _: () = assert!(NUM_CLASSES == 32);
-
-/// Requests delegated to the fallback allocator minus frees of foreign pointers. Frees of
-/// blocks allocated before we were installed can drive it below zero: reported as 0.
-static LARGE_IN_USE: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether the fallback ever handed out a block for us in this process (or in the process
-/// it was forked from). Never cleared.
-static LARGE_SERVED: AtomicBool = AtomicBool::new(false);
-
-/// One more delegated block.
-#[inline]
-pub fn large_allocated() {
-    LARGE_IN_USE.fetch_add(1, Ordering::Relaxed);
-    if !LARGE_SERVED.load(Ordering::Relaxed) {
-        LARGE_SERVED.store(true, Ordering::Relaxed);
-    }
-}
-
-/// One delegated (or foreign) block freed.
-#[inline]
-pub fn large_freed() {
-    LARGE_IN_USE.fetch_sub(1, Ordering::Relaxed);
-}
 
 /// One heap's share, for the per-heap summary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +124,7 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
     s.pools_returned = counts.pools_decommitted;
     s.bytes_mapped = counts.current * ARENA_SIZE as u64;
     s.bytes_in_use = s.classes.iter().map(|c| c.blocks_in_use * c.size).sum();
-    s.large_in_use = (LARGE_IN_USE.load(Ordering::Relaxed) as isize).max(0) as u64;
+    s.large_in_use = crate::fallback::large_in_use();
     s.heaps = per_heap.len() as u64;
     s.heaps_abandoned = per_heap
         .iter()
@@ -263,9 +238,7 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
 /// block (an arena was mapped, or the fallback handed out a block on our behalf). A forked
 /// child inherits the answer of its parent at the fork.
 pub fn used() -> bool {
-    crate::cpython::installed()
-        || arena::counts().allocated_total > 0
-        || LARGE_SERVED.load(Ordering::Relaxed)
+    crate::cpython::installed() || arena::counts().allocated_total > 0 || crate::fallback::served()
 }
 
 /// The `PYMALLOC_STATS=1` exit hook: the report on stderr, only from a process that
