@@ -267,7 +267,7 @@ pub unsafe fn snapshot(pool: *mut Pool) -> (usize, u64, usize) {
     }
 }
 
-/// Hints the CPU to bring the cache line at `p` (a pool header, a free block) into the
+/// Hints the CPU to bring the cache line at `p` (the next pool's header) into the
 /// cache; never faults, whatever `p` is (null included).
 #[inline(always)]
 pub fn prefetch<T>(p: *mut T) {
