@@ -82,7 +82,8 @@ typedef struct pymalloc_stats {
    */
   uint64_t bytes_mapped;
   /*
-   Requests delegated to the fallback allocator and not yet freed.
+   Blocks the fallback allocator served for us and not yet freed: requests of 0 or over
+   512 bytes, and pool-sized ones when no arena could be mapped.
    */
   uint64_t large_in_use;
   /*

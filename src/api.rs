@@ -96,7 +96,7 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
         // SAFETY: forwarded caller contract.
         return unsafe { debug::free(p, Api::Native) };
     }
-    fallback::large_freed();
+    fallback::uncounted();
     let fb = fallback::get();
     // SAFETY: per the caller.
     unsafe { (fb.free)(fb.ctx, p.cast()) }

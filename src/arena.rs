@@ -21,9 +21,11 @@
 //!
 //! So memory idle for one epoch leaves after between one and two epochs (0.4–0.8 s by
 //! default), and memory used again within an epoch is never touched. There is no thread:
-//! the clock (`CLOCK_MONOTONIC_COARSE`, a vDSO read of a few nanoseconds) is read when a
-//! pool is handed out or back, and by [`tick`], which the heaps call from their slow paths,
-//! so continued allocator activity of any kind advances the decay. A process that stops
+//! the clock (`CLOCK_MONOTONIC_COARSE`, a vDSO read of a few nanoseconds) is read by
+//! [`tick`], which each heap calls once every 64 of its slow-path calls (a pool running out
+//! or being handed out, a free into a full or emptied pool), so continued allocator
+//! activity of any kind advances the decay, and handing pools out and back costs no clock
+//! read. A process that stops
 //! allocating keeps what it holds until it allocates again (or calls `pymalloc_trim`, which
 //! gives everything back at once).
 //!
@@ -322,7 +324,6 @@ impl Arenas {
 /// contents are unspecified.
 pub fn alloc_pool() -> *mut Pool {
     locked(|s| {
-        s.decay();
         let usable = s.nonempty & !1;
         let a = if usable == 0 {
             s.map()
@@ -390,12 +391,12 @@ pub unsafe fn release_pool(pool: *mut Pool) {
                 s.give_back(a, idle);
             }
         }
-        s.decay();
     });
 }
 
 impl Arenas {
-    /// Runs the decay sweep if an epoch has passed since the last one.
+    /// Runs the decay sweep if an epoch has passed since the last one (checked again under
+    /// the lock: another thread may have swept since [`tick`] looked).
     fn decay(&mut self) {
         let now = os::now_ms();
         if sweep_due(now) {

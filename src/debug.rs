@@ -12,8 +12,10 @@
 //! else a fallback block recorded in a registry with its size, so that no unknown pointer
 //! is ever read; a pool-sized request that the shared heap served from the fallback, no
 //! arena being available, is registered the same way). The stored size is checked against
-//! the room of the inner allocation before anything is read through it, so a header
-//! damaged by a stray write is reported rather than followed:
+//! the room of the inner allocation before anything is read through it, so a stored size
+//! that a stray write made reach outside the block is reported rather than followed (a
+//! change that stays within the block's room is not told apart from a real size; large
+//! blocks' sizes are checked exactly against the registry):
 //!
 //! ```text
 //! inner: [free-list word][magic][requested size][api][guard: 16 x 0xFD][data: n][guard: 16 x 0xFD]
@@ -241,7 +243,7 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
         });
         if !registered {
             // No memory for the registry: give the block back and fail the request.
-            fallback::large_freed();
+            fallback::uncounted();
             let fb = fallback::get();
             // SAFETY: the inner block came from the fallback and was never handed out.
             unsafe { (fb.free)(fb.ctx, inner.cast()) };
@@ -410,7 +412,7 @@ fn release(p: usize) {
         unsafe { crate::pool::remote_free(h.inner as *mut _, pool_of(h.inner as *const u8)) };
     } else {
         with_state(|_, large| large.remove(&h.inner));
-        fallback::large_freed();
+        fallback::uncounted();
         let fb = fallback::get();
         // SAFETY: the inner block came from the fallback.
         unsafe { (fb.free)(fb.ctx, h.inner as *mut _) };

@@ -90,44 +90,40 @@ pub fn set(alloc: &'static AllocatorEx) {
     );
 }
 
-/// Requests delegated to the fallback allocator minus frees of foreign pointers. Frees of
+/// Blocks the fallback handed out on our behalf (requests of 0 or over 512 bytes, and
+/// pool-sized ones when no arena could be mapped) minus frees of pointers not ours. Frees of
 /// blocks allocated before we were installed can drive it below zero: reported as 0.
-static LARGE_IN_USE: AtomicUsize = AtomicUsize::new(0);
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether the fallback ever handed out a block for us in this process (or in the process
 /// it was forked from). Never cleared.
-static LARGE_SERVED: AtomicBool = AtomicBool::new(false);
-
-/// One more delegated block.
-#[inline]
-pub fn large_allocated() {
-    LARGE_IN_USE.fetch_add(1, Ordering::Relaxed);
-    if !LARGE_SERVED.load(Ordering::Relaxed) {
-        LARGE_SERVED.store(true, Ordering::Relaxed);
-    }
-}
-
-/// One delegated (or foreign) block freed.
-#[inline]
-pub fn large_freed() {
-    LARGE_IN_USE.fetch_sub(1, Ordering::Relaxed);
-}
+static SERVED: AtomicBool = AtomicBool::new(false);
 
 /// Counts a block the fallback handed out on our behalf (NULL is no block); returns it.
 #[inline]
 pub fn counted(p: *mut u8) -> *mut u8 {
     if !p.is_null() {
-        large_allocated();
+        IN_USE.fetch_add(1, Ordering::Relaxed);
+        if !SERVED.load(Ordering::Relaxed) {
+            SERVED.store(true, Ordering::Relaxed);
+        }
     }
     p
 }
 
-/// Blocks the fallback holds for us now (see `LARGE_IN_USE`).
-pub fn large_in_use() -> u64 {
-    (LARGE_IN_USE.load(Ordering::Relaxed) as isize).max(0) as u64
+/// One block [`counted`] (or a foreign one) freed.
+#[inline]
+pub fn uncounted() {
+    IN_USE.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Whether the fallback ever handed out a block for us (see `LARGE_SERVED`).
+/// Blocks the fallback holds for us now (see `IN_USE`): the statistics'
+/// `large_in_use`.
+pub fn in_use() -> u64 {
+    (IN_USE.load(Ordering::Relaxed) as isize).max(0) as u64
+}
+
+/// Whether the fallback ever handed out a block for us (see `SERVED`).
 pub fn served() -> bool {
-    LARGE_SERVED.load(Ordering::Relaxed)
+    SERVED.load(Ordering::Relaxed)
 }

@@ -9,7 +9,7 @@
 //! ## Lock order
 //!
 //! Every allocator lock, outermost first. A thread holding one lock only ever takes locks
-//! further down this list, and [`prepare`] takes them all in this order, so it cannot
+//! further down this list, and `prepare` takes them all in this order, so it cannot
 //! deadlock with a thread already inside:
 //!
 //! 1. `cpython::INSTALL_LOCK` (installation into CPython: takes none of ours, but is
@@ -35,11 +35,10 @@
 //!
 //! ## Registration
 //!
-//! The handlers are registered by a library constructor (`.init_array`), so before `main`
-//! and before any thread can be inside the allocator; [`register`] is also called on every
-//! heap attach in case the constructor was not linked in, and does the work once.
+//! The handlers are registered by this module's library constructor (`.init_array`, kept
+//! by `#[used]` in every build of the crate: shared, static, rlib), so before `main` and
+//! before any thread can be inside the allocator.
 
-use crate::sync::Ordering;
 use crate::{arena, cpython, debug, heap, meta, sync};
 
 /// Takes every allocator lock, in the order stated above.
@@ -68,21 +67,14 @@ extern "C" fn release_all() {
     }
 }
 
-/// Registers the fork handlers, once per process.
-pub fn register() {
-    static REGISTERED: sync::AtomicBool = sync::AtomicBool::new(false);
-    if REGISTERED.load(Ordering::Acquire) || REGISTERED.swap(true, Ordering::AcqRel) {
-        return;
-    }
+/// The library constructor: registers the fork handlers, once per process, before any
+/// thread can have a heap (the loader runs it before `main` and before `dlopen` returns).
+extern "C" fn constructor() {
     // SAFETY: the handlers are plain C functions that live as long as the library.
-    // A failure (ENOMEM) leaves fork unprotected, as it was before; nothing to undo.
+    // A failure (ENOMEM) leaves fork unprotected; nothing to undo.
     unsafe {
         libc::pthread_atfork(Some(prepare), Some(release_all), Some(release_all));
     }
-}
-
-extern "C" fn constructor() {
-    register();
 }
 
 #[used]

@@ -143,8 +143,9 @@ pub fn remove(arena: usize) {
     unsafe { word(entry, arena >> ARENA_SHIFT) }.store(0, Ordering::Relaxed);
 }
 
-/// Leaves mapped so far (each [`LEAF_SLOTS`] words), for the tests.
-pub fn leaves() -> usize {
+/// Leaves mapped so far (each [`LEAF_SLOTS`] words).
+#[cfg(test)]
+fn leaves() -> usize {
     ROOT.iter()
         .filter(|e| e.load(Ordering::Relaxed) != 0)
         .count()

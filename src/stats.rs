@@ -51,7 +51,8 @@ pub struct Stats {
     pub bytes_in_use: u64,
     /// Bytes of address space in arenas.
     pub bytes_mapped: u64,
-    /// Requests delegated to the fallback allocator and not yet freed.
+    /// Blocks the fallback allocator served for us and not yet freed: requests of 0 or over
+    /// 512 bytes, and pool-sized ones when no arena could be mapped.
     pub large_in_use: u64,
     /// Thread heaps ever made (each is reused after its thread exits).
     pub heaps: u64,
@@ -124,7 +125,7 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
     s.pools_returned = counts.pools_decommitted;
     s.bytes_mapped = counts.current * ARENA_SIZE as u64;
     s.bytes_in_use = s.classes.iter().map(|c| c.blocks_in_use * c.size).sum();
-    s.large_in_use = crate::fallback::large_in_use();
+    s.large_in_use = crate::fallback::in_use();
     s.heaps = per_heap.len() as u64;
     s.heaps_abandoned = per_heap
         .iter()
@@ -184,7 +185,8 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     );
     o.push('\n');
     let free_bytes: u64 = s.classes.iter().map(|c| c.blocks_free * c.size).sum();
-    // Pool headers live in the arenas' first pages: the arena header lines count the rest.
+    // Pool headers live in each arena's first pool (its header table): the arena header
+    // line counts the rest of that pool.
     let headers = s.pools_in_use * POOL_HEADER_SIZE as u64;
     let arena_headers = s.arenas_current * POOL_SIZE as u64 - headers;
     // Saturating: the per-class figures are a snapshot taken while other threads run.

@@ -2,52 +2,28 @@
 //! few MiB of address space, loads under a tight `ulimit -v`, and a program that allocates
 //! until `MemoryError` gets nearly as far with it as without.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
-/// pyenv's newest 3.11, else Debian's `python3.11`.
-fn python() -> PathBuf {
-    let root = std::env::var("PYENV_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".pyenv"));
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("3.11."))
-        .map(|e| e.path().join("bin/python3.11"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .or_else(|| Some(PathBuf::from("/usr/bin/python3.11")).filter(|p| p.is_file()))
-        .expect("no CPython 3.11 (pyenv install 3.11, or apt-get install python3.11)")
-}
+use std::path::{Path, PathBuf};
+use support::{clean_command, debian_python311};
 
-fn library() -> String {
-    env!("CARGO_MANIFEST_DIR").to_string() + "/target/release/libpymalloc.so"
+fn library() -> PathBuf {
+    support::library_dir().join("libpymalloc.so")
 }
 
 /// Runs `code` with `python` under `ulimit -v limit_kib` (none when 0), with or without the
 /// library preloaded; returns (exit status success, stdout, stderr).
-fn run(code: &str, limit_kib: u64, preload: bool) -> (bool, String, String) {
+fn run(python: &Path, code: &str, limit_kib: u64, preload: bool) -> (bool, String, String) {
     let limit = if limit_kib == 0 {
         String::new()
     } else {
         format!("ulimit -v {limit_kib}; ")
     };
-    let mut c = Command::new("sh");
+    let mut c = clean_command(Path::new("sh"));
     c.arg("-c")
         .arg(format!("{limit}exec \"$0\" -c \"$1\""))
-        .arg(python())
+        .arg(python)
         .arg(code);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PYMALLOC_") || k == "PYTHONMALLOC" || k == "PYTHONDEVMODE" {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("LD_PRELOAD");
     if preload {
         c.env("LD_PRELOAD", library());
     }
@@ -78,9 +54,12 @@ except MemoryError:
 
 #[test]
 fn address_space_is_a_few_mib() {
-    let (ok, plain, _) = run(VMSIZE, 0, false);
+    let Some(py) = debian_python311("footprint") else {
+        return;
+    };
+    let (ok, plain, _) = run(&py, VMSIZE, 0, false);
     assert!(ok);
-    let (ok, ours, err) = run(VMSIZE, 0, true);
+    let (ok, ours, err) = run(&py, VMSIZE, 0, true);
     assert!(ok, "{err}");
     let (plain, ours): (u64, u64) = (plain.parse().unwrap(), ours.parse().unwrap());
     println!("VmSize: {plain} KiB plain, {ours} KiB preloaded");
@@ -92,7 +71,10 @@ fn address_space_is_a_few_mib() {
 
 #[test]
 fn loads_under_a_tight_address_space_limit() {
-    let (ok, out, err) = run(LOADED, 100_000, true);
+    let Some(py) = debian_python311("footprint") else {
+        return;
+    };
+    let (ok, out, err) = run(&py, LOADED, 100_000, true);
     assert!(
         ok && out == "True",
         "not loaded under ulimit -v 100000: {out} {err}"
@@ -102,13 +84,16 @@ fn loads_under_a_tight_address_space_limit() {
 
 #[test]
 fn memory_error_comes_as_late_as_without_the_library() {
-    let (ok, plain_vm, _) = run(VMSIZE, 0, false);
+    let Some(py) = debian_python311("footprint") else {
+        return;
+    };
+    let (ok, plain_vm, _) = run(&py, VMSIZE, 0, false);
     assert!(ok);
     // About 300 MiB to fill above the interpreter's own address space.
     let limit = plain_vm.parse::<u64>().unwrap() + 300 * 1024;
-    let (ok, plain, err) = run(UNTIL_FULL, limit, false);
+    let (ok, plain, err) = run(&py, UNTIL_FULL, limit, false);
     assert!(ok, "{err}");
-    let (ok, ours, err) = run(UNTIL_FULL, limit, true);
+    let (ok, ours, err) = run(&py, UNTIL_FULL, limit, true);
     assert!(ok, "with the library: {err}");
     let (plain, ours): (u64, u64) = (plain.parse().unwrap(), ours.parse().unwrap());
     println!("lists before MemoryError: {plain} plain, {ours} preloaded");

@@ -409,6 +409,8 @@ fn embedder_that_dlopens_libpython_installs_by_hand() {
         ok(&out, &format!("dlopen embedder on 3.{minor}"));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "dlopen ok\n");
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let warning = "pymalloc: ignoring PYMALLOC_DOMAINS=\"obj,bogus\"";
+        assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
         assert_eq!(stderr.matches("PYMALLOC_DOMAINS").count(), 1, "{stderr}");
     }
 }

@@ -42,8 +42,9 @@ fn resident_kib_of(smaps: &str, library: &str, perms_wanted: impl Fn(&str) -> bo
 }
 
 /// The smaps of `python` as it starts (`-c` of a line that prints its own smaps), with
-/// `preload` in `LD_PRELOAD` (or without any preload), and `PYMALLOC_*` / `PYTHONMALLOC`
-/// cleared. Errors: the interpreter cannot run or fails.
+/// `preload` in `LD_PRELOAD` (or without any preload), and `PYMALLOC_*`, `PYTHONMALLOC`,
+/// `PYTHONDEVMODE` and `PYTHONTRACEMALLOC` cleared (as the tests' `clean_command` does).
+/// Errors: the interpreter cannot run or fails.
 pub fn python_start_smaps(python: &Path, preload: Option<&Path>) -> Result<String, String> {
     let mut cmd = Command::new(python);
     cmd.args([
@@ -51,7 +52,9 @@ pub fn python_start_smaps(python: &Path, preload: Option<&Path>) -> Result<Strin
         "import sys; sys.stdout.write(open('/proc/self/smaps').read())",
     ])
     .env_remove("LD_PRELOAD")
-    .env_remove("PYTHONMALLOC");
+    .env_remove("PYTHONMALLOC")
+    .env_remove("PYTHONDEVMODE")
+    .env_remove("PYTHONTRACEMALLOC");
     for (var, _) in std::env::vars_os() {
         if var.to_string_lossy().starts_with("PYMALLOC_") {
             cmd.env_remove(var);

@@ -163,7 +163,8 @@ def stats():
     - pools (4 KiB each): ``pools_in_use``, ``pools_free``, ``pools_returned`` (given back
       to the OS);
     - bytes: ``bytes_in_use`` (blocks handed out, at their class size), ``bytes_mapped``;
-    - ``large_in_use``: requests over 512 bytes passed to the system allocator, not freed;
+    - ``large_in_use``: blocks the fallback (system) allocator served for us, not freed:
+      requests of 0 or over 512 bytes, and small ones when no arena could be mapped;
     - ``heaps``, ``heaps_abandoned``: thread heaps;
     - ``classes``: a list of 32 dicts, one per size class (16, 32, ..., 512 bytes), with
       ``size`` (bytes), ``pools``, ``blocks_in_use``, ``blocks_free``.

@@ -122,15 +122,10 @@ pub fn c_program(rel: &str, name: &str) -> PathBuf {
     exe
 }
 
-/// Debian's `python3.11` (the static build); fails the test, saying how to install it, when
-/// it is missing.
-pub fn debian_python311() -> &'static Path {
-    let py = Path::new("/usr/bin/python3.11");
-    assert!(
-        py.is_file(),
-        "Debian's python3.11 is missing (apt-get install python3.11)"
-    );
-    py
+/// Debian's `python3.11` (the static build) for `check`; `None` once the check is skipped
+/// for lack of it (loudly, and a failure under `CI=true`: see [`prereq`]).
+pub fn debian_python311(check: &str) -> Option<PathBuf> {
+    prereq::gate(check, "Debian python3.11 (static)", prereq::debian_python())
 }
 
 /// Runs `cmd` and returns its output, printing it for the test log.

@@ -62,11 +62,14 @@ pub fn library() -> Result<PathBuf, String> {
     })
 }
 
-/// `bin/../lib/python*/{site,dist}-packages/pymalloc_rs/libpymalloc.so`, the newest.
+/// `bin/../lib{,64}/python*/{site,dist}-packages/pymalloc_rs/libpymalloc.so`, the newest.
 fn in_python_package(bin: &Path) -> Option<PathBuf> {
-    let lib = bin.parent()?.join("lib");
-    std::fs::read_dir(lib)
-        .ok()?
+    // `lib64` too: where Fedora, RHEL and SUSE put platform-specific packages (platlib).
+    let prefix = bin.parent()?;
+    ["lib", "lib64"]
+        .iter()
+        .filter_map(|l| std::fs::read_dir(prefix.join(l)).ok())
+        .flatten()
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("python"))
         .flat_map(|e| ["site-packages", "dist-packages"].map(|s| e.path().join(s)))

@@ -2,7 +2,9 @@
 
 use crate::{fail, library};
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 /// Run CMD with libpymalloc.so preloaded.
@@ -25,14 +27,40 @@ pub struct Args {
     command: Vec<OsString>,
 }
 
+/// `LD_PRELOAD` with `lib` first and the user's entries kept after it (as they are, even
+/// if not UTF-8); unchanged when `lib` is there already. Errors: a library path that
+/// `LD_PRELOAD` cannot carry (it splits at spaces and colons). The same rule as
+/// `python -m pymalloc_rs` (`preload_value` in python/pymalloc_rs/__main__.py).
+fn preload_value(lib: &Path, old: OsString) -> Result<OsString, String> {
+    let lib = lib.as_os_str();
+    if lib.as_bytes().iter().any(|b| b" :".contains(b)) {
+        return Err(format!(
+            "the library's path {lib:?} holds a space or a colon, which LD_PRELOAD cannot carry"
+        ));
+    }
+    let present = old
+        .as_bytes()
+        .split(|b| b" :".contains(b))
+        .any(|e| e == lib.as_bytes());
+    if present {
+        return Ok(old);
+    }
+    let mut value = lib.to_os_string();
+    if !old.is_empty() {
+        value.push(" ");
+        value.push(&old);
+    }
+    Ok(value)
+}
+
 pub fn main(args: Args) -> ExitCode {
     let lib = match library() {
         Ok(lib) => lib,
         Err(e) => return fail(&e, 2),
     };
-    let preload = match std::env::var("LD_PRELOAD") {
-        Ok(old) if !old.is_empty() => format!("{} {old}", lib.display()),
-        _ => lib.display().to_string(),
+    let preload = match preload_value(&lib, std::env::var_os("LD_PRELOAD").unwrap_or_default()) {
+        Ok(p) => p,
+        Err(e) => return fail(&e, 2),
     };
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]).env("LD_PRELOAD", preload);
@@ -52,4 +80,26 @@ pub fn main(args: Args) -> ExitCode {
         126
     };
     fail(&format!("cannot run {:?}: {err}", args.command[0]), code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_puts_the_library_first_once_and_keeps_the_rest() {
+        let lib = Path::new("/x/libpymalloc.so");
+        assert_eq!(preload_value(lib, "".into()).unwrap(), "/x/libpymalloc.so");
+        assert_eq!(
+            preload_value(lib, "/a.so:/b.so".into()).unwrap(),
+            "/x/libpymalloc.so /a.so:/b.so"
+        );
+        let already: OsString = "/a.so /x/libpymalloc.so".into();
+        assert_eq!(preload_value(lib, already.clone()).unwrap(), already);
+        let odd = OsString::from(std::ffi::OsStr::from_bytes(b"/\xff.so"));
+        let mut want = OsString::from("/x/libpymalloc.so ");
+        want.push(&odd);
+        assert_eq!(preload_value(lib, odd).unwrap(), want);
+        assert!(preload_value(Path::new("/my dir/libpymalloc.so"), "".into()).is_err());
+    }
 }
