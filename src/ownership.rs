@@ -143,14 +143,6 @@ pub fn remove(arena: usize) {
     unsafe { word(entry, arena >> ARENA_SHIFT) }.store(0, Ordering::Relaxed);
 }
 
-/// Leaves mapped so far (each [`LEAF_SLOTS`] words).
-#[cfg(test)]
-fn leaves() -> usize {
-    ROOT.iter()
-        .filter(|e| e.load(Ordering::Relaxed) != 0)
-        .count()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,16 +173,32 @@ mod tests {
 
     #[test]
     fn leaves_are_mapped_on_first_use_only() {
-        // Two arenas in one 8 GiB stretch share a leaf; one in another stretch adds one.
+        // Two arenas in one 8 GiB stretch share a leaf; one in another stretch gets its own.
+        // (Far from anything mapped, so the other tests' arenas, which run in parallel and
+        // may map leaves of their own, do not touch these root entries.)
         let a = 0x2000_0000_0000usize;
-        let before = leaves();
-        assert!(insert(a) && insert(a + (1 << ARENA_SHIFT)));
-        assert_eq!(leaves(), before + 1);
-        assert!(insert(a + (LEAF_SLOTS << ARENA_SHIFT)));
-        assert_eq!(leaves(), before + 2);
+        let b = a + (LEAF_SLOTS << ARENA_SHIFT);
+        let entry = |addr: usize| ROOT[root_index(addr)].load(Ordering::Relaxed);
+        assert_eq!(
+            (entry(a), entry(b)),
+            (0, 0),
+            "no leaf before the first arena"
+        );
+        assert!(insert(a));
+        let leaf = entry(a);
+        assert_ne!(leaf, 0);
+        assert!(insert(a + (1 << ARENA_SHIFT)));
+        assert_eq!(
+            entry(a),
+            leaf,
+            "the second arena of the stretch reuses its leaf"
+        );
+        assert_eq!(entry(b), 0);
+        assert!(insert(b));
+        assert!(entry(b) != 0 && entry(b) != leaf);
         assert!(owns_arena_of(a + (1 << ARENA_SHIFT) + 5));
         assert!(!owns_arena_of(a + (2 << ARENA_SHIFT)));
-        for arena in [a, a + (1 << ARENA_SHIFT), a + (LEAF_SLOTS << ARENA_SHIFT)] {
+        for arena in [a, a + (1 << ARENA_SHIFT), b] {
             remove(arena);
             assert!(!owns_arena_of(arena));
         }
