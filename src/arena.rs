@@ -60,6 +60,12 @@ const ALL_USABLE: u64 = !1;
 /// Invariants:
 /// - `free_pools` has bit `i` set exactly when pool `i` (1..=63) belongs to no heap;
 ///   `nfree == free_pools.count_ones()`; bit 0 is never set;
+/// - the free pools also form a stack, most recently freed on top: `recent` is the index of
+///   the top one (0 when none is free), each one's header holds the index of the next in
+///   `next_free_pool`, and the bottom one holds 0. Pools are handed out from the top, as
+///   CPython hands out an arena's most recently freed pool (`freepools`): its page is the
+///   one most likely still in the cache, and pools left alone sink to the bottom, where the
+///   decay finds them;
 /// - `decommitted` ⊆ `free_pools`: pools whose pages were given back to the OS;
 /// - `aged` ⊆ `free_pools`: pools free at the last sweep and not handed out since (see the
 ///   module's "Decay");
@@ -70,7 +76,8 @@ pub struct Arena {
     free_pools: u64,
     decommitted: u64,
     aged: u64,
-    nfree: u32,
+    nfree: u16,
+    recent: u8,
     next: *mut Arena,
     prev: *mut Arena,
     all_next: *mut Arena,
@@ -271,12 +278,17 @@ impl Arenas {
                 free_pools: ALL_USABLE,
                 decommitted: 0,
                 aged: 0,
-                nfree: USABLE_POOLS,
+                nfree: USABLE_POOLS as u16,
+                recent: 0,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
                 all_next: self.all,
                 all_prev: ptr::null_mut(),
             });
+            // Stack the pools with pool 1 on top, so that a fresh arena fills from its start.
+            for i in (1..=USABLE_POOLS as usize).rev() {
+                push_free(a, i);
+            }
             if !self.all.is_null() {
                 (*self.all).all_prev = a;
             }
@@ -336,13 +348,10 @@ pub fn alloc_pool() -> *mut Pool {
         // SAFETY: `a` is a mapped arena on its bucket with at least one free pool.
         unsafe {
             s.bucket_remove(a);
-            // A committed pool if there is one: a decommitted one page-faults on first use.
-            let committed = (*a).free_pools & !(*a).decommitted;
-            let i = if committed != 0 {
-                committed.trailing_zeros()
-            } else {
-                (*a).free_pools.trailing_zeros()
-            };
+            // The top of the stack: the most recently freed pool. It is committed unless
+            // every free pool of the arena idled through a sweep (see "Decay").
+            let i = (*a).recent as usize;
+            (*a).recent = (*pool::header(a as usize, i)).next_free_pool;
             let bit = 1u64 << i;
             (*a).free_pools &= !bit;
             (*a).aged &= !bit;
@@ -356,7 +365,7 @@ pub fn alloc_pool() -> *mut Pool {
             }
             s.counts.pools_in_use += 1;
             s.counts.pools_free -= 1;
-            pool::header(a as usize, i as usize)
+            pool::header(a as usize, i)
         }
     })
 }
@@ -378,12 +387,13 @@ pub unsafe fn release_pool(pool: *mut Pool) {
                 s.bucket_remove(a);
             }
             (*a).free_pools |= 1 << pool::index_of(pool);
+            push_free(a, pool::index_of(pool));
             (*a).nfree += 1;
             s.counts.pools_in_use -= 1;
             s.counts.pools_free += 1;
             s.bucket_push(a);
             if decay_ms() == 0 {
-                let idle = if (*a).nfree == USABLE_POOLS {
+                let idle = if u32::from((*a).nfree) == USABLE_POOLS {
                     ALL_USABLE
                 } else {
                     1 << pool::index_of(pool)
@@ -444,6 +454,18 @@ impl Arenas {
     }
 }
 
+/// Puts pool `i` of `a` on top of the arena's stack of free pools.
+///
+/// # Safety
+/// The arena lock is held, `a` is mapped and pool `i` (1..=63) has just become free.
+unsafe fn push_free(a: *mut Arena, i: usize) {
+    // SAFETY: per the caller; the header of a free pool is the arena's to use.
+    unsafe {
+        (*pool::header(a as usize, i)).next_free_pool = (*a).recent;
+        (*a).recent = i as u8;
+    }
+}
+
 /// Gives every free pool and every empty arena back to the OS now.
 pub fn trim() {
     locked(|s| s.sweep(true));
@@ -485,8 +507,21 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
             while !a.is_null() {
                 seen += 1;
                 let (free, nfree) = ((*a).free_pools, (*a).nfree);
-                if free & 1 != 0 || free.count_ones() != nfree {
+                if free & 1 != 0 || free.count_ones() != u32::from(nfree) {
                     return Err(format!("arena {a:p}: free set {free:#x} vs nfree {nfree}"));
+                }
+                let (mut stacked, mut i) = (0u64, (*a).recent as usize);
+                while i != 0 {
+                    if i > USABLE_POOLS as usize || stacked & 1 << i != 0 {
+                        return Err(format!("arena {a:p}: free-pool stack loops or strays"));
+                    }
+                    stacked |= 1 << i;
+                    i = (*pool::header(a as usize, i)).next_free_pool as usize;
+                }
+                if stacked != free {
+                    return Err(format!(
+                        "arena {a:p}: free-pool stack {stacked:#x} vs free set {free:#x}"
+                    ));
                 }
                 if (*a).decommitted & !free != 0 {
                     return Err(format!("arena {a:p}: a decommitted pool is in use"));

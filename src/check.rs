@@ -2,7 +2,7 @@
 //! invariants stated where those structures are defined, and counts what is in use.
 //! Tests call it between phases; it must run while no other thread is inside the allocator.
 
-use crate::geometry::{blocks_per_pool, NUM_CLASSES, POOLS_PER_ARENA};
+use crate::geometry::{blocks_per_pool, class_size, NUM_CLASSES, POOLS_PER_ARENA};
 use crate::heap::{self, empty_pool, Heap};
 use crate::pool::{self, is_block_start, pool_of, Block, Pool, NOTIFY};
 use crate::{arena, sync::Ordering};
@@ -179,6 +179,12 @@ unsafe fn check_pool(
         ));
     }
     let cap = blocks_per_pool(class) as u64;
+    if p.fresh_last != pool::page_of(pool) + (cap as usize - 1) * class_size(class) {
+        return Err(format!(
+            "pool {pool:p}: fresh_last {:#x} is not the page's last block",
+            p.fresh_last
+        ));
+    }
     if !p.linked && p.used != pool::PARKED {
         return Err(format!(
             "pool {pool:p}: off its list but used is {}, not PARKED",

@@ -23,7 +23,7 @@
 
 use crate::geometry::{
     blocks_per_pool, class_size, ARENA_MASK, HEADER_TABLE_MASK, POOL_HEADER_SHIFT,
-    POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT, POOL_SIZE,
+    POOL_HEADER_SIZE, POOL_SHIFT, POOL_SIZE,
 };
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
@@ -146,6 +146,8 @@ pub fn remote_list(word: usize) -> (*mut Block, u32) {
 ///   never-used blocks from `fresh` to the end of the page (0 when `fresh` is 0): `used`
 ///   counts every block handed out and not back on `free`, including blocks waiting on
 ///   `remote` or on the owner's delayed list;
+/// - `fresh` is 0 or the start of a block slot of the page, and `fresh_last` is the start of
+///   the page's last block slot (set by [`init`]);
 /// - `free` and `remote` hold distinct blocks of this pool below `fresh`, never a block
 ///   handed out;
 /// - `linked` is true exactly while the pool is on its owner's class list for `class`;
@@ -166,7 +168,10 @@ pub struct Pool {
     pub class: u8,
     /// On the owner's class list (owner only).
     pub linked: bool,
-    _pad: u16,
+    /// While the pool is free in its arena: the index of the free pool below it on the
+    /// arena's stack of free pools, 0 at the bottom (arena lock; see `arena::Arena`).
+    pub next_free_pool: u8,
+    _pad: u8,
     /// The owning heap (its [`Owner`] part); null while the pool is free in its arena.
     pub heap: *mut Owner,
     /// Blocks freed by other threads: a list head and its length, or the [`NOTIFY`] bit.
@@ -178,6 +183,9 @@ pub struct Pool {
     /// least once (owner only). Blocks are carved lazily, as in CPython: a fresh block is
     /// handed out from here without being read, so it costs no cache miss.
     pub fresh: usize,
+    /// The address of the page's last block (owner only): [`carve`] stops there with one
+    /// compare instead of computing where the page ends.
+    pub fresh_last: usize,
 }
 
 // One cache line, loom's larger atomics included.
@@ -193,12 +201,14 @@ impl Pool {
             used: 0,
             class: 0,
             linked: false,
+            next_free_pool: 0,
             _pad: 0,
             heap: ptr::null_mut(),
             remote: AtomicUsize::new(0),
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
             fresh: 0,
+            fresh_last: 0,
         }
     }
     }
@@ -313,14 +323,10 @@ pub unsafe fn carve(pool: *mut Pool, size: usize) -> *mut u8 {
         if block == 0 {
             return ptr::null_mut();
         }
-        // The next block exists if it lies wholly inside the page: past the last block the
-        // offset either wraps to 0 (sizes that divide 4 KiB) or leaves less than a block.
-        let next = block + size;
-        let off = next & POOL_MASK;
-        (*pool).fresh = if off != 0 && off + size <= POOL_SIZE {
-            next
-        } else {
+        (*pool).fresh = if block == (*pool).fresh_last {
             0
+        } else {
+            block + size
         };
         (*pool).used += 1;
         block as *mut u8
@@ -343,12 +349,14 @@ pub unsafe fn init(pool: *mut Pool, heap: *mut Owner, class: usize) {
             used: 0,
             class: class as u8,
             linked: false,
+            next_free_pool: 0,
             _pad: 0,
             heap,
             remote: AtomicUsize::new(0),
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
             fresh: base,
+            fresh_last: base + (blocks_per_pool(class) - 1) * class_size(class),
         });
     }
 }

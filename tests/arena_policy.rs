@@ -49,6 +49,18 @@ fn fullest_arena_first_then_decay() {
     live[2].extend(next);
     live[0].push(then);
 
+    // Within an arena, the most recently freed pool comes back first (its page is the one
+    // most likely still cached), then the one freed before it.
+    let (x, y) = (live[2].pop().unwrap(), live[2].pop().unwrap());
+    // SAFETY: as above.
+    unsafe {
+        arena::release_pool(x);
+        arena::release_pool(y);
+    }
+    assert_eq!(arena::alloc_pool(), y, "last freed, first reused");
+    assert_eq!(arena::alloc_pool(), x);
+    live[2].extend([x, y]);
+
     // Emptied arenas stay mapped until the decay gives them back (here: never), and trim
     // gives them back at once.
     arena::set_decay_ms(arena::DECAY_NEVER);
