@@ -165,13 +165,15 @@ void pymalloc_trim(void);
 int pymalloc_check(void);
 
 /*
- This allocator as a `PyMemAllocatorEx`-shaped struct, for `PyMem_SetAllocator`.
+ This allocator as a `PyMemAllocatorEx`-shaped struct, for `PyMem_SetAllocator` (its
+ `ctx` is NULL and ignored).
  */
 struct pymalloc_allocator_ex pymalloc_allocator(void);
 
 /*
  `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
- interpreter's own (which dispatches to the installed allocator).
+ interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
+ `PYTHONMALLOC` chose; see [`crate::dispatch`]).
  */
 void *PyObject_Malloc(size_t size);
 

@@ -22,7 +22,7 @@ use crate::config::{Config, Domains};
 use crate::fallback::{self, AllocatorEx};
 use crate::sync::unmodeled::{AtomicBool, AtomicPtr, AtomicU8};
 use crate::sync::{Lock, Ordering};
-use crate::{debug, ffi, stats};
+use crate::{debug, dispatch, ffi, stats};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::mem::MaybeUninit;
@@ -68,13 +68,6 @@ static CONFIGURED_DOMAINS: AtomicU8 = AtomicU8::new(0);
 crate::sync::global! {
     pub(crate) static INSTALL_LOCK: Lock = Lock::new();
 }
-
-/// The interpreter's own `PyObject_Malloc`, `_Calloc`, `_Realloc`, `_Free`; null outside
-/// CPython, where the exported names are ours.
-pub static FORWARD_MALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-pub static FORWARD_CALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-pub static FORWARD_REALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-pub static FORWARD_FREE: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
 
 /// Whether this process ever installed us as the allocator of a CPython domain. Never
 /// cleared: an interpreter that later restores its defaults (3.12+ re-initialisation)
@@ -221,11 +214,20 @@ pub fn install(domains: Domains) -> Outcome {
         }
         let mut ours = if debug::enabled() {
             debug::allocator(domain == DOMAIN_OBJ)
+        } else if domain == DOMAIN_OBJ {
+            // A `ctx` of our own, by which `dispatch::locate` recognises the struct.
+            AllocatorEx {
+                ctx: dispatch::obj_ctx(),
+                ..ffi::pymalloc_allocator()
+            }
         } else {
             ffi::pymalloc_allocator()
         };
         // SAFETY: PyMem_SetAllocator copies the struct.
         unsafe { set(domain, &mut ours) };
+        if domain == DOMAIN_OBJ {
+            dispatch::locate(&ours);
+        }
         INSTALLED.fetch_or(bit, Ordering::AcqRel);
         done |= bit;
     }
@@ -236,21 +238,25 @@ pub fn install(domains: Domains) -> Outcome {
 fn resolve_forwarding() {
     let slots: [(&AtomicPtr<c_void>, &CStr, *const ()); 4] = [
         (
-            &FORWARD_MALLOC,
+            &dispatch::FORWARD_MALLOC,
             c"PyObject_Malloc",
             ffi::PyObject_Malloc as _,
         ),
         (
-            &FORWARD_CALLOC,
+            &dispatch::FORWARD_CALLOC,
             c"PyObject_Calloc",
             ffi::PyObject_Calloc as _,
         ),
         (
-            &FORWARD_REALLOC,
+            &dispatch::FORWARD_REALLOC,
             c"PyObject_Realloc",
             ffi::PyObject_Realloc as _,
         ),
-        (&FORWARD_FREE, c"PyObject_Free", ffi::PyObject_Free as _),
+        (
+            &dispatch::FORWARD_FREE,
+            c"PyObject_Free",
+            ffi::PyObject_Free as _,
+        ),
     ];
     for (slot, name, ours) in slots {
         slot.store(interpreter_symbol(name, ours as usize), Ordering::Release);
@@ -393,6 +399,16 @@ unsafe extern "C" fn constructor(
             say(
                 &config,
                 &format!("installed for CPython's {names} domain(s)"),
+            );
+        }
+        if done & BIT_OBJ != 0 {
+            say(
+                &config,
+                if dispatch::obj_domain().is_some() {
+                    "PyObject_* dispatch through the OBJ domain directly"
+                } else {
+                    "PyObject_* forward to the interpreter's own"
+                },
             );
         }
         if skipped != 0 {

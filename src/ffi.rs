@@ -3,7 +3,7 @@
 
 use crate::fallback::AllocatorEx;
 use crate::stats::{self, Stats};
-use crate::{api, arena, check, cpython, heap};
+use crate::{api, arena, check, cpython, dispatch, heap};
 use core::ffi::{c_int, c_void};
 
 /// Allocates `size` bytes (CPython's `PyObject_Malloc` semantics): 1..=512 bytes from a
@@ -84,71 +84,25 @@ pub extern "C" fn pymalloc_check() -> c_int {
     }
 }
 
-unsafe extern "C" fn ctx_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    pymalloc_malloc(size)
-}
-unsafe extern "C" fn ctx_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    pymalloc_calloc(nelem, elsize)
-}
-unsafe extern "C" fn ctx_realloc(_ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: forwarded caller contract.
-    unsafe { pymalloc_realloc(ptr, size) }
-}
-unsafe extern "C" fn ctx_free(_ctx: *mut c_void, ptr: *mut c_void) {
-    // SAFETY: forwarded caller contract.
-    unsafe { pymalloc_free(ptr) }
-}
-
-/// This allocator as a `PyMemAllocatorEx`-shaped struct, for `PyMem_SetAllocator`.
+/// This allocator as a `PyMemAllocatorEx`-shaped struct, for `PyMem_SetAllocator` (its
+/// `ctx` is NULL and ignored).
 #[no_mangle]
 pub extern "C" fn pymalloc_allocator() -> AllocatorEx {
-    AllocatorEx {
-        ctx: core::ptr::null_mut(),
-        malloc: ctx_malloc,
-        calloc: ctx_calloc,
-        realloc: ctx_realloc,
-        free: ctx_free,
-    }
-}
-
-/// Loads a forwarding slot: the interpreter's function of type `F`, or `None` outside CPython.
-#[inline(always)]
-///
-/// # Safety
-/// `F` is the function pointer type of the function `slot` holds.
-unsafe fn forward<F: Copy>(slot: &crate::sync::unmodeled::AtomicPtr<c_void>) -> Option<F> {
-    const { assert!(core::mem::size_of::<F>() == core::mem::size_of::<*mut c_void>()) };
-    let p = slot.load(crate::sync::Ordering::Relaxed);
-    // SAFETY: a non-null slot holds the interpreter's function of the matching signature
-    // (see `cpython::resolve_forwarding`); per the caller `F` is that function pointer type,
-    // and it is pointer-sized (checked above).
-    (!p.is_null()).then(|| unsafe { core::mem::transmute_copy::<*mut c_void, F>(&p) })
+    dispatch::allocator()
 }
 
 /// `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
-/// interpreter's own (which dispatches to the installed allocator).
+/// interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
+/// `PYTHONMALLOC` chose; see [`crate::dispatch`]).
 #[no_mangle]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    // SAFETY: `FORWARD_MALLOC` holds the interpreter's PyObject_Malloc, of this type.
-    match unsafe { forward::<unsafe extern "C" fn(usize) -> *mut c_void>(&cpython::FORWARD_MALLOC) }
-    {
-        // SAFETY: the interpreter's PyObject_Malloc.
-        Some(f) => unsafe { f(size) },
-        None => api::malloc(size).cast(),
-    }
+    dispatch::malloc(size)
 }
 
 /// `PyObject_Calloc`: see [`PyObject_Malloc`].
 #[no_mangle]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    // SAFETY: `FORWARD_CALLOC` holds the interpreter's PyObject_Calloc, of this type.
-    match unsafe {
-        forward::<unsafe extern "C" fn(usize, usize) -> *mut c_void>(&cpython::FORWARD_CALLOC)
-    } {
-        // SAFETY: the interpreter's PyObject_Calloc.
-        Some(f) => unsafe { f(nelem, elsize) },
-        None => api::calloc(nelem, elsize).cast(),
-    }
+    dispatch::calloc(nelem, elsize)
 }
 
 /// `PyObject_Realloc`: see [`PyObject_Malloc`].
@@ -157,17 +111,8 @@ pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// As for [`pymalloc_realloc`].
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: `FORWARD_REALLOC` holds the interpreter's PyObject_Realloc, of this type.
-    match unsafe {
-        forward::<unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void>(
-            &cpython::FORWARD_REALLOC,
-        )
-    } {
-        // SAFETY: the interpreter's PyObject_Realloc, with the caller's contract.
-        Some(f) => unsafe { f(ptr, size) },
-        // SAFETY: forwarded caller contract.
-        None => unsafe { api::realloc(ptr.cast(), size).cast() },
-    }
+    // SAFETY: forwarded caller contract.
+    unsafe { dispatch::realloc(ptr, size) }
 }
 
 /// `PyObject_Free`: see [`PyObject_Malloc`].
@@ -176,13 +121,8 @@ pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, size: usize) -> *mut
 /// As for [`pymalloc_free`].
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    // SAFETY: `FORWARD_FREE` holds the interpreter's PyObject_Free, of this type.
-    match unsafe { forward::<unsafe extern "C" fn(*mut c_void)>(&cpython::FORWARD_FREE) } {
-        // SAFETY: the interpreter's PyObject_Free, with the caller's contract.
-        Some(f) => unsafe { f(ptr) },
-        // SAFETY: forwarded caller contract.
-        None => unsafe { api::free(ptr.cast()) },
-    }
+    // SAFETY: forwarded caller contract.
+    unsafe { dispatch::free(ptr) }
 }
 
 /// Installs this allocator into the running CPython (OBJ and MEM domains, or those

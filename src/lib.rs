@@ -72,6 +72,7 @@ pub mod check;
 pub mod config;
 pub mod cpython;
 pub mod debug;
+pub mod dispatch;
 pub mod fallback;
 pub mod fault;
 pub mod ffi;

@@ -249,7 +249,7 @@ fn pythonmalloc_malloc_keeps_us_out() {
 
 #[test]
 fn verbose_says_what_happened_and_silence_otherwise() {
-    over_all_pythons("verbose", |_, exe| {
+    over_all_pythons("verbose", |py, exe| {
         let quiet = run(python(exe, true).args(["-c", "pass"]));
         ok(&quiet)?;
         if !quiet.stderr.is_empty() || !quiet.stdout.is_empty() {
@@ -262,6 +262,13 @@ fn verbose_says_what_happened_and_silence_otherwise() {
         let text = String::from_utf8_lossy(&loud.stderr);
         if !text.contains("installed for CPython's OBJ and MEM domain(s)") {
             return Err(format!("verbose install message missing: {text:?}").into());
+        }
+        // pyenv's shared builds call our exported PyObject_* (interposition): there they
+        // must dispatch through the OBJ domain without the detour (src/dispatch.rs).
+        if py.label.starts_with("pyenv")
+            && !text.contains("PyObject_* dispatch through the OBJ domain directly")
+        {
+            return Err(format!("direct dispatch not found: {text:?}").into());
         }
         let aside = run(python(exe, true)
             .args(["-X", "dev", "-c", "pass"])
