@@ -3,8 +3,8 @@
 //! moves between pools and the fallback. The C ABI and the Rust tests both call these.
 
 use crate::debug::{self, Api};
-use crate::geometry::{is_small, PY_SSIZE_T_MAX};
-use crate::pool::{block_size_of, pool_index};
+use crate::geometry::{class_size, is_small, PY_SSIZE_T_MAX};
+use crate::pool::{block_size_of, pool_in, pool_index};
 use crate::{fallback, heap, ownership, valgrind};
 use core::ptr;
 
@@ -116,16 +116,17 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         // SAFETY: forwarded caller contract.
         return unsafe { debug::realloc(p, n, Api::Native) };
     }
-    if p.is_null() {
-        return malloc(n);
-    }
-    if !ownership::owns_arena_of(p as usize) {
+    let arena = ownership::arena_of(p as usize);
+    if arena == 0 {
+        if p.is_null() {
+            return malloc(n);
+        }
         let fb = fallback::get();
         // SAFETY: per the caller, `p` belongs to the fallback.
         return unsafe { (fb.realloc)(fb.ctx, p.cast(), n).cast() };
     }
     // SAFETY: `p` is a live block of ours, so its pool header is live.
-    let size = unsafe { block_size_of(p) };
+    let size = class_size(unsafe { (*pool_in(arena, p as usize)).class } as usize);
     let keep = if n <= size {
         // Shrinking: stay unless that would waste more than a quarter of the block.
         if 4 * n > 3 * size {
@@ -143,7 +144,9 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
             // CPython copies the whole old class size, slack included: let memcheck know.
             valgrind::copied_whole(p, keep);
             ptr::copy_nonoverlapping(p, q, keep);
-            free(p);
+            // `free` without a second lookup of the arena.
+            valgrind::freed(p);
+            heap::free(p, arena);
         }
     }
     q

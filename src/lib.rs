@@ -14,8 +14,9 @@
 //!    64 B entries: the arena header, then the header            free ones linked through
 //!    of pool i at arena + 64 * i (one cache line each)          their first word
 //!
-//!  ownership map (a radix tree, one byte per possible arena):
-//!  ROOT[p >> 34] (8,192 entries, .bss) -> 64 KiB leaf, mapped on first use -> byte: ours?
+//!  ownership map (a radix tree, one word per possible arena):
+//!  ROOT[p >> 33] (16,384 entries, .bss) -> 256 KiB leaf, mapped on first use
+//!                                        -> word: the arena's base, 0 if not ours
 //! ```
 //!
 //! `p & !0x3ffff` is the arena of a block, `(p >> 12) & 63` its pool's index, and the pool's
@@ -27,7 +28,8 @@
 //! ## Who owns what
 //!
 //! - **Arenas** are global, guarded by the arena lock ([`arena`]). A heap takes one free pool
-//!   at a time from the fullest arena that has one and gives it back when the pool empties.
+//!   at a time from the fullest arena that has one (its most recently freed pool, whose
+//!   page is likeliest to be cached) and gives it back when the pool empties.
 //!   Free pools and empty arenas go back to the OS after a decay of 0.4–0.8 s of
 //!   continued activity, so build-and-drop cycles make no system call ([`arena`]).
 //! - **Pools** belong to one thread heap at a time ([`pool`]). The owner pops and pushes the
@@ -60,7 +62,8 @@
 //! [`arena`] arenas and their policy · [`pool`] pool headers and the remote-free protocol ·
 //! [`heap`] per-thread heaps and the fast paths · [`meta`] metadata memory ·
 //! [`fallback`] the system/replaced allocator · [`api`] CPython's semantics ·
-//! [`ffi`] the C ABI · [`check`] the invariant walker · [`fault`] misuse reports ·
+//! [`ffi`] the C ABI · [`dispatch`] the exported `PyObject_*` names' dispatch through the
+//! interpreter's OBJ domain · [`cpython`] injection into CPython · [`check`] the invariant walker · [`fault`] misuse reports ·
 //! [`sync`] every concurrency primitive (swapped for loom's under `--cfg loom`) ·
 //! [`fork`] `pthread_atfork` handlers and the global lock order.
 
