@@ -237,7 +237,13 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
         (*pool).used = pool::PARKED;
         // As `refill` does: the pool after `next` serves next; start loading its header.
         pool::prefetch((*next).next);
-        (*next).free = (*block).next;
+        // `block` was freed long ago and is cold: reading its link is a cache miss on the
+        // way out. When it is the pool's only free block (no uncarved ones, all others in
+        // use) the link is null and need not be read: so in 56 % of W3's transitions
+        // (measured; 25 % have two blocks, the rest more), at the price of a branch.
+        let only =
+            (*next).fresh == 0 && (*next).used + 1 == blocks_per_pool(class_index(next)) as u32;
+        (*next).free = if only { ptr::null_mut() } else { (*block).next };
         (*next).used += 1;
         block.cast()
     }
