@@ -4,14 +4,14 @@
 
 use crate::debug::{self, Api};
 use crate::geometry::{class_size, is_small, PY_SSIZE_T_MAX};
-use crate::pool::{block_size_of, pool_in, pool_index};
+use crate::pool::{block_size_of, in_header_page, pool_in};
 use crate::{fallback, heap, ownership, valgrind};
 use core::ptr;
 
 /// Whether `p` is a block of one of our pools (any address; reads no memory).
 #[inline(always)]
 pub fn owns(p: *const u8) -> bool {
-    ownership::owns_arena_of(p as usize) && pool_index(p as usize) != 0
+    ownership::owns_arena_of(p as usize) && !in_header_page(p as usize)
 }
 
 /// `PyObject_Malloc`: 1..=512 bytes from a pool, anything else from the fallback.
@@ -72,11 +72,11 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
 /// fallback allocator can free.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    let arena = ownership::arena_of(p as usize);
-    if arena != 0 {
+    let table = ownership::table_of(p as usize);
+    if table != 0 {
         valgrind::freed(p);
         // SAFETY: per the caller, a pointer in our arenas is a live block of ours.
-        unsafe { heap::free(p, arena) }
+        unsafe { heap::free(p, table) }
     } else {
         // SAFETY: per the caller, the pointer belongs to the fallback.
         unsafe { free_foreign(p) }
@@ -116,8 +116,8 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         // SAFETY: forwarded caller contract.
         return unsafe { debug::realloc(p, n, Api::Native) };
     }
-    let arena = ownership::arena_of(p as usize);
-    if arena == 0 {
+    let table = ownership::table_of(p as usize);
+    if table == 0 {
         if p.is_null() {
             return malloc(n);
         }
@@ -126,7 +126,7 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         return unsafe { (fb.realloc)(fb.ctx, p.cast(), n).cast() };
     }
     // SAFETY: `p` is a live block of ours, so its pool header is live.
-    let size = class_size(unsafe { (*pool_in(arena, p as usize)).class } as usize);
+    let size = class_size(unsafe { (*pool_in(table, p as usize)).class } as usize);
     let keep = if n <= size {
         // Shrinking: stay unless that would waste more than a quarter of the block.
         if 4 * n > 3 * size {
@@ -146,7 +146,7 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
             ptr::copy_nonoverlapping(p, q, keep);
             // `free` without a second lookup of the arena.
             valgrind::freed(p);
-            heap::free(p, arena);
+            heap::free(p, table);
         }
     }
     q

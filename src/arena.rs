@@ -39,7 +39,7 @@
 //! freed in the last 0.8 s. `PYMALLOC_DECAY_MS` sets the epoch; 0 gives pools and arenas
 //! back the moment they become free (no sweep), -1 never (only `pymalloc_trim`).
 
-use crate::geometry::{ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
+use crate::geometry::{header_page_index, usable_pools, ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
 use crate::pool::{self, Pool};
 use crate::sync::{unmodeled, Lock, Ordering};
 use crate::{os, ownership};
@@ -49,20 +49,21 @@ use core::ptr;
 /// Arenas mapped before new ones are populated at once (see [`Arenas::map`]).
 const POPULATE_FROM: u64 = 32;
 
-/// Usable pools in an arena (pool 0 holds the header).
-pub const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
-/// Bits of the usable pools in a free-pool set.
-const ALL_USABLE: u64 = !1;
+/// The end of an arena's stack of free pools (no pool has this index).
+const STACK_END: u8 = POOLS_PER_ARENA as u8;
 
-/// The header at the start of every arena, entry 0 of its header table (see [`pool`]).
-/// All fields are guarded by the arena lock.
+/// Usable pools in an arena (one page holds the headers).
+pub const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
+
+/// The header of every arena: the entry of the header page itself in the arena's header
+/// table (see [`pool`]). All fields are guarded by the arena lock.
 ///
 /// Invariants:
-/// - `free_pools` has bit `i` set exactly when pool `i` (1..=63) belongs to no heap;
-///   `nfree == free_pools.count_ones()`; bit 0 is never set;
+/// - `free_pools` has bit `i` set exactly when pool `i` belongs to no heap;
+///   `nfree == free_pools.count_ones()`; the header page's bit is never set;
 /// - the free pools also form a stack, most recently freed on top: `recent` is the index of
-///   the top one (0 when none is free), each one's header holds the index of the next in
-///   `next_free_pool`, and the bottom one holds 0. Pools are handed out from the top, as
+///   the top one ([`STACK_END`] when none is free), each one's header holds the index of the
+///   next in `next_free_pool`, and the bottom one holds `STACK_END`. Pools are handed out from the top, as
 ///   CPython hands out an arena's most recently freed pool (`freepools`): its page is the
 ///   one most likely still in the cache, and pools left alone sink to the bottom, where the
 ///   decay finds them;
@@ -84,7 +85,7 @@ pub struct Arena {
     all_prev: *mut Arena,
 }
 
-// The arena header is entry 0 of the header table: one pool header's room.
+// The arena header is an entry of the header table: one pool header's room.
 const _: () = assert!(core::mem::size_of::<Arena>() <= crate::geometry::POOL_HEADER_SIZE);
 
 /// Counters kept by the arena layer.
@@ -197,8 +198,8 @@ impl Drop for Arenas {
             // SAFETY: every arena on `all` is mapped and, the execution being over, unused.
             unsafe {
                 let next = (*a).all_next;
-                ownership::remove(a as usize);
-                os::unmap_arena(a.cast());
+                ownership::remove(base_of(a));
+                os::unmap_arena(base_of(a) as *mut u8);
                 a = next;
             }
         }
@@ -212,9 +213,19 @@ fn locked<R>(f: impl FnOnce(&mut Arenas) -> R) -> R {
     f(unsafe { &mut *ARENAS.0.get() })
 }
 
-/// The arena containing `p`.
+/// The header of the arena containing `p`.
 fn arena_of<T>(p: *const T) -> *mut Arena {
-    (p as usize & !ARENA_MASK) as *mut Arena
+    arena_at(p as usize & !ARENA_MASK)
+}
+
+/// The header of the arena based at `base`.
+fn arena_at(base: usize) -> *mut Arena {
+    pool::header(base, header_page_index(base)).cast()
+}
+
+/// The base address of the arena whose header is `a`.
+fn base_of(a: *mut Arena) -> usize {
+    a as usize & !ARENA_MASK
 }
 
 impl Arenas {
@@ -271,22 +282,24 @@ impl Arenas {
             unsafe { os::unmap_arena(base) };
             return ptr::null_mut();
         }
-        let a = base.cast::<Arena>();
-        // SAFETY: the mapping is fresh, aligned and large enough for the header.
+        let a = arena_at(base as usize);
+        // SAFETY: the mapping is fresh, aligned and holds the header page.
         unsafe {
             a.write(Arena {
-                free_pools: ALL_USABLE,
+                free_pools: usable_pools(base as usize),
                 decommitted: 0,
                 aged: 0,
                 nfree: USABLE_POOLS as u16,
-                recent: 0,
+                recent: STACK_END,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
                 all_next: self.all,
                 all_prev: ptr::null_mut(),
             });
-            // Stack the pools with pool 1 on top, so that a fresh arena fills from its start.
-            for i in (1..=USABLE_POOLS as usize).rev() {
+            // Stack the pools with the lowest on top, so that a fresh arena fills from its
+            // start.
+            let h = header_page_index(base as usize);
+            for i in (0..POOLS_PER_ARENA).rev().filter(|&i| i != h) {
                 push_free(a, i);
             }
             if !self.all.is_null() {
@@ -325,8 +338,8 @@ impl Arenas {
             c.pools_decommitted -= u64::from((*a).decommitted.count_ones());
             c.current -= 1;
             c.reclaimed += 1;
-            ownership::remove(a as usize);
-            os::unmap_arena(a.cast());
+            ownership::remove(base_of(a));
+            os::unmap_arena(base_of(a) as *mut u8);
         }
     }
 }
@@ -351,7 +364,7 @@ pub fn alloc_pool() -> *mut Pool {
             // The top of the stack: the most recently freed pool. It is committed unless
             // every free pool of the arena idled through a sweep (see "Decay").
             let i = (*a).recent as usize;
-            (*a).recent = (*pool::header(a as usize, i)).next_free_pool;
+            (*a).recent = (*pool::header(base_of(a), i)).next_free_pool;
             let bit = 1u64 << i;
             (*a).free_pools &= !bit;
             (*a).aged &= !bit;
@@ -365,7 +378,7 @@ pub fn alloc_pool() -> *mut Pool {
             }
             s.counts.pools_in_use += 1;
             s.counts.pools_free -= 1;
-            pool::header(a as usize, i)
+            pool::header(base_of(a), i)
         }
     })
 }
@@ -394,7 +407,7 @@ pub unsafe fn release_pool(pool: *mut Pool) {
             s.bucket_push(a);
             if decay_ms() == 0 {
                 let idle = if u32::from((*a).nfree) == USABLE_POOLS {
-                    ALL_USABLE
+                    usable_pools(base_of(a))
                 } else {
                     1 << pool::index_of(pool)
                 };
@@ -443,7 +456,7 @@ impl Arenas {
         // SAFETY: per the caller; the pools decommitted are free, so nothing reads them,
         // and an arena all of whose pools are free is on bucket USABLE_POOLS.
         unsafe {
-            if idle == ALL_USABLE {
+            if idle == usable_pools(base_of(a)) {
                 return self.unmap(a);
             }
             let todo = idle & !(*a).decommitted;
@@ -457,11 +470,11 @@ impl Arenas {
 /// Puts pool `i` of `a` on top of the arena's stack of free pools.
 ///
 /// # Safety
-/// The arena lock is held, `a` is mapped and pool `i` (1..=63) has just become free.
+/// The arena lock is held, `a` is mapped and its pool `i` has just become free.
 unsafe fn push_free(a: *mut Arena, i: usize) {
     // SAFETY: per the caller; the header of a free pool is the arena's to use.
     unsafe {
-        (*pool::header(a as usize, i)).next_free_pool = (*a).recent;
+        (*pool::header(base_of(a), i)).next_free_pool = (*a).recent;
         (*a).recent = i as u8;
     }
 }
@@ -482,7 +495,7 @@ unsafe fn decommit_runs(a: *mut Arena, mut set: u64) {
         // SAFETY: per the caller the run is free pools of our arena.
         unsafe {
             os::decommit(
-                (a as usize + start as usize * POOL_SIZE) as *mut u8,
+                (base_of(a) + start as usize * POOL_SIZE) as *mut u8,
                 len as usize * POOL_SIZE,
             )
         };
@@ -495,7 +508,8 @@ pub fn counts() -> ArenaCounts {
     locked(|s| s.counts)
 }
 
-/// Calls `f(arena_base, free_pools)` for every mapped arena, under the arena lock, and
+/// Calls `f(arena_base, pools_in_use)` (a set of page indices as bits) for every mapped
+/// arena, under the arena lock, and
 /// checks the bucket bookkeeping on the way. Returns a description of the first broken
 /// invariant, if any.
 pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), String> {
@@ -507,16 +521,16 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
             while !a.is_null() {
                 seen += 1;
                 let (free, nfree) = ((*a).free_pools, (*a).nfree);
-                if free & 1 != 0 || free.count_ones() != u32::from(nfree) {
+                if free & !usable_pools(base_of(a)) != 0 || free.count_ones() != u32::from(nfree) {
                     return Err(format!("arena {a:p}: free set {free:#x} vs nfree {nfree}"));
                 }
-                let (mut stacked, mut i) = (0u64, (*a).recent as usize);
-                while i != 0 {
-                    if i > USABLE_POOLS as usize || stacked & 1 << i != 0 {
+                let (mut stacked, mut i) = (0u64, (*a).recent);
+                while i != STACK_END {
+                    if i as usize >= POOLS_PER_ARENA || stacked & 1 << i != 0 {
                         return Err(format!("arena {a:p}: free-pool stack loops or strays"));
                     }
                     stacked |= 1 << i;
-                    i = (*pool::header(a as usize, i)).next_free_pool as usize;
+                    i = (*pool::header(base_of(a), i as usize)).next_free_pool;
                 }
                 if stacked != free {
                     return Err(format!(
@@ -532,10 +546,10 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
                 if nfree > 0 && !on_bucket(s, a) {
                     return Err(format!("arena {a:p}: not on bucket {nfree}"));
                 }
-                if !ownership::owns_arena_of(a as usize) {
+                if !ownership::owns_arena_of(base_of(a)) {
                     return Err(format!("arena {a:p}: missing from the ownership map"));
                 }
-                f(a as usize, free)?;
+                f(base_of(a), usable_pools(base_of(a)) & !free)?;
                 a = (*a).all_next;
             }
         }

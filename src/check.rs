@@ -37,12 +37,9 @@ pub fn verify() -> Result<Summary, String> {
 
     let mut sum = Summary::default();
     let mut seen_linked = 0usize;
-    arena::walk(|base, free_pools| {
+    arena::walk(|base, in_use| {
         sum.arenas += 1;
-        for i in 1..POOLS_PER_ARENA {
-            if free_pools >> i & 1 != 0 {
-                continue;
-            }
+        for i in (0..POOLS_PER_ARENA).filter(|i| in_use >> i & 1 != 0) {
             let pool = pool::header(base, i);
             sum.pools_in_use += 1;
             let d = delayed.get(&(pool as usize)).copied().unwrap_or(0);

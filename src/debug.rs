@@ -23,7 +23,7 @@
 //! ```
 
 use crate::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
-use crate::pool::{is_block_start, pool_index, pool_of};
+use crate::pool::{in_header_page, is_block_start, pool_of};
 use crate::sync::unmodeled::AtomicBool;
 use crate::sync::{Lock, Ordering};
 use crate::{fallback, fault::Report, heap, ownership};
@@ -157,7 +157,7 @@ fn room_for(n: usize) -> usize {
 fn header(p: usize) -> Option<Header> {
     let inner = p.checked_sub(HEAD)?;
     let room = if ownership::owns_arena_of(p) {
-        if !ownership::owns_arena_of(inner) || pool_index(inner) == 0 {
+        if !ownership::owns_arena_of(inner) || in_header_page(inner) {
             return None;
         }
         let pool = pool_of(inner as *const u8);

@@ -249,13 +249,14 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
     }
 }
 
-/// Frees `p`, a block of one of our pools, in the arena based at `arena`.
+/// Frees `p`, a block of one of our pools, in the arena whose header table is `table`.
 ///
 /// # Safety
-/// `p` lies in our arena `arena` and is a block handed out and not yet freed.
+/// `p` lies in our arena whose header table ([`crate::geometry::header_table`]) is `table`
+/// and is a block handed out and not yet freed.
 #[inline(always)]
-pub unsafe fn free(p: *mut u8, arena: usize) {
-    let pool = pool::pool_in(arena, p as usize);
+pub unsafe fn free(p: *mut u8, table: usize) {
+    let pool = pool::pool_in(table, p as usize);
     let heap = sync::thread_heap();
     // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;
     // if the calling thread's heap owns it, so does the calling thread.

@@ -7,12 +7,13 @@
 //!
 //! ```text
 //!  arena: 256 KiB mmap, aligned to 256 KiB
-//!  +------------------+--------+--------+-- ... --+--------+
-//!  | page 0: headers  | pool 1 | pool 2 |         | pool 63|   pool: one 4 KiB page, one
-//!  | arena | p1 | p2 …| cls 3  | cls 0  |         | free   |   size class at a time, all
-//!  +------------------+--------+--------+-- ... --+--------+   blocks: (class + 1) * 16 B,
-//!    64 B entries: the arena header, then the header            free ones linked through
-//!    of pool i at arena + 64 * i (one cache line each)          their first word
+//!  +--------+--------+-- ... --+------------------+-- ... --+--------+
+//!  | pool 0 | pool 1 |         | page h: headers  |         | pool 63|  pool: one 4 KiB page,
+//!  | cls 3  | cls 0  |         | p0 | p1 …|arena|…|         | free   |  one size class at a
+//!  +--------+--------+-- ... --+------------------+-- ... --+--------+  time, all blocks:
+//!    page h = arena number mod 64 holds 64 B entries: the header of     (class + 1) * 16 B,
+//!    pool i at arena + 4096 * h + 64 * i, and the arena header at       free ones linked
+//!    entry h (one cache line each)                                      through their first word
 //!
 //!  ownership map (a radix tree, one word per possible arena):
 //!  ROOT[p >> 33] (16,384 entries, .bss) -> 256 KiB leaf, mapped on first use
@@ -20,8 +21,8 @@
 //! ```
 //!
 //! `p & !0x3ffff` is the arena of a block, `(p >> 12) & 63` its pool's index, and the pool's
-//! header sits at `arena + 64 * index` ([`pool::pool_of`]); `p >> 18` numbers its slot in
-//! the ownership map. Every lookup is arithmetic plus two loads ([`ownership`]). Requests of
+//! header sits at `arena + 4096 * h + 64 * index` ([`pool::pool_of`]; the ownership map
+//! hands out `arena + 4096 * h` directly); `p >> 18` numbers its slot in the ownership map. Every lookup is arithmetic plus two loads ([`ownership`]). Requests of
 //! 1..=512 bytes are served from pools; size 0 and larger requests go to the fallback
 //! allocator ([`fallback`]: the C library's, or inside CPython the allocator we replaced).
 //!

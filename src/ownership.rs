@@ -7,7 +7,7 @@
 //! ```text
 //!   slot = addr >> 18           (29 bits)
 //!   ROOT[slot >> 15] ──► leaf: 256 KiB, one word per arena of an 8 GiB stretch:
-//!   (16,384 entries,            leaf[slot & 0x7fff] = the arena's base, 0 if not ours
+//!   (16,384 entries,            leaf[slot & 0x7fff] = the arena's header table, 0 if not ours
 //!    128 KiB of .bss)           zero root entry  ⇔  no arena of ours in the stretch
 //! ```
 //!
@@ -17,20 +17,20 @@
 //! `mmap` puts them, so a process has one or two leaves: under 1 MiB of address space and
 //! a page of RSS per 512 arenas, where the flat byte map this replaces reserved 512 MiB.
 //!
-//! A leaf holds the arena's base rather than a flag so that the free path, which needs the
-//! base to find the pool header, gets it from the load it makes anyway (two instructions
-//! fewer than masking the address again). The test is two shifts, a bounds check, two
+//! A leaf holds the address of the arena's header table ([`header_table`]) rather than a
+//! flag so that the free path, which needs it to find the pool header, gets it from the
+//! load it makes anyway (five instructions fewer than computing it from the address). The test is two shifts, a bounds check, two
 //! dependent loads and a zero test, and it never reads memory that is not ours,
 //! unlike CPython <= 3.9's `address_in_range`, which reads the would-be pool header.
 //!
 //! Invariants: a root entry, once non-zero, never changes and locates (biased, see `ROOT`)
 //! a mapped leaf of [`LEAF_SLOTS`] zero-initialised words; the word of slot `s` is
-//! `s << ARENA_SHIFT` exactly while that arena is mapped by us, else 0. Entries and bytes are written under the
+//! `header_table(s << ARENA_SHIFT)` exactly while that arena is mapped by us, else 0. Entries and bytes are written under the
 //! arena lock. Readers take no lock: a pointer into an arena reaches another thread only
 //! through some synchronisation that also publishes its byte and leaf, and a foreign
 //! pointer finds a null entry or a zero byte whichever it sees.
 
-use crate::geometry::ARENA_SHIFT;
+use crate::geometry::{header_table, ARENA_SHIFT};
 use crate::os;
 use crate::sync::{unmodeled::AtomicUsize, Ordering};
 
@@ -74,12 +74,13 @@ unsafe fn word(entry: usize, slot: usize) -> &'static AtomicUsize {
 /// Whether `addr` lies inside one of our arenas.
 #[inline(always)]
 pub fn owns_arena_of(addr: usize) -> bool {
-    arena_of(addr) != 0
+    table_of(addr) != 0
 }
 
-/// The base of our arena containing `addr`, or 0 when `addr` is in none of ours.
+/// The header table ([`header_table`]) of our arena containing `addr`, or 0 when `addr` is
+/// in none of ours.
 #[inline(always)]
-pub fn arena_of(addr: usize) -> usize {
+pub fn table_of(addr: usize) -> usize {
     let mut i = root_index(addr);
     // An empty asm statement (no instruction) hides `i`'s origin from the optimiser, which
     // would otherwise test `addr >> 47` with a second shift and move: one instruction less.
@@ -115,7 +116,7 @@ pub fn insert(arena: usize) -> bool {
     }
     // SAFETY: the entry of the arena's stretch is set.
     unsafe { word(ROOT[i].load(Ordering::Relaxed), arena >> ARENA_SHIFT) }
-        .store(arena, Ordering::Relaxed);
+        .store(header_table(arena), Ordering::Relaxed);
     true
 }
 
@@ -154,7 +155,10 @@ mod tests {
         assert!(!owns_arena_of(arena));
         assert!(insert(arena));
         assert!(owns_arena_of(arena));
-        assert_eq!(arena_of(arena + (1 << ARENA_SHIFT) - 1), arena);
+        assert_eq!(
+            table_of(arena + (1 << ARENA_SHIFT) - 1),
+            header_table(arena)
+        );
         assert!(!owns_arena_of(arena + (1 << ARENA_SHIFT)));
         assert!(!owns_arena_of(arena - 1));
         remove(arena);

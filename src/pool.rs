@@ -1,19 +1,23 @@
 //! Pools: one 4 KiB page serving blocks of one size class, and its header, which lives in
-//! the table of pool headers in its arena's first page:
+//! the table of pool headers in its arena's header page (page `h`, see
+//! [`geometry::header_page_index`]):
 //!
 //! ```text
-//!  arena page 0 (headers)                       pool i (page i of the arena): blocks only
-//!  +-------+-------+-------+-- ... --+-------+  +-------+-------+-- ... --+-------+
-//!  | arena | pool 1| pool 2|         |pool 63|  | block | block |         | block |
-//!  | 64 B  | 64 B  | 64 B  |         | 64 B  |  +-------+-------+-- ... --+-------+
-//!  +-------+-------+-------+-- ... --+-------+
-//!  header of block p: (p & !0x3ffff) | ((p >> 6) & 0xfc0)    page of header h: the inverse
+//!  arena page h (headers)                        pool i (page i != h): blocks only
+//!  +--------+--------+-- ... --+-------+-- ... +  +-------+-------+-- ... --+-------+
+//!  | pool 0 | pool 1 |         | arena |       |  | block | block |         | block |
+//!  | 64 B   | 64 B   |         | (h)   |       |  +-------+-------+-- ... --+-------+
+//!  +--------+--------+-- ... --+-------+-- ... +
+//!  table of arena a: a + 4096 * h      header of block p: table | ((p >> 6) & 0xfc0)
 //! ```
 //!
 //! Why a table and not a header at each pool's start (CPython's layout): a header at offset
 //! 0 of every page puts all headers in the same few cache sets, where they evict each other
-//! (each free reads one); in the table they spread over every set, share one TLB entry per
-//! arena, and the whole page holds blocks (the 512-byte class gets 8 instead of 7).
+//! (each free reads one); in the table they spread over the sets, share one TLB entry per
+//! arena, and the whole page holds blocks (the 512-byte class gets 8 instead of 7). The
+//! table's page varies from arena to arena for the same reason (`header_page_index`).
+//!
+//! [`geometry::header_page_index`]: crate::geometry::header_page_index
 //!
 //! A pool in use belongs to exactly one heap (its *owner*). The owner alone pops and pushes
 //! `free` and changes `used`; any other thread that frees a block of the pool pushes it on
@@ -22,8 +26,8 @@
 //! atomic swap when its own list runs dry.
 
 use crate::geometry::{
-    blocks_per_pool, class_size, ARENA_MASK, HEADER_TABLE_MASK, POOL_HEADER_SHIFT,
-    POOL_HEADER_SIZE, POOL_SHIFT, POOL_SIZE,
+    blocks_per_pool, class_size, header_page_index, header_table, ARENA_MASK, HEADER_TABLE_MASK,
+    POOL_HEADER_SHIFT, POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT, POOL_SIZE,
 };
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
@@ -169,7 +173,7 @@ pub struct Pool {
     /// On the owner's class list (owner only).
     pub linked: bool,
     /// While the pool is free in its arena: the index of the free pool below it on the
-    /// arena's stack of free pools, 0 at the bottom (arena lock; see `arena::Arena`).
+    /// arena's stack of free pools (arena lock; see `arena::Arena`).
     pub next_free_pool: u8,
     _pad: u8,
     /// The owning heap (its [`Owner`] part); null while the pool is free in its arena.
@@ -217,32 +221,39 @@ impl Pool {
 /// The header of the pool containing `p`: entry `pool_index(p)` of its arena's table.
 #[inline(always)]
 pub fn pool_of<T>(p: *const T) -> *mut Pool {
-    pool_in(p as usize & !ARENA_MASK, p as usize)
+    pool_in(header_table(p as usize & !ARENA_MASK), p as usize)
 }
 
-/// [`pool_of`] for a `p` whose arena base `arena` is known (the free path has it from the
-/// ownership map).
+/// [`pool_of`] for a `p` whose arena's header table `table` is known (the free path has it
+/// from the ownership map).
 #[inline(always)]
-pub fn pool_in(arena: usize, p: usize) -> *mut Pool {
-    (arena | ((p >> (POOL_SHIFT - POOL_HEADER_SHIFT)) & HEADER_TABLE_MASK)) as *mut Pool
+pub fn pool_in(table: usize, p: usize) -> *mut Pool {
+    (table | ((p >> (POOL_SHIFT - POOL_HEADER_SHIFT)) & HEADER_TABLE_MASK)) as *mut Pool
 }
 
-/// The header of pool `i` (1..=63) of the arena based at `arena`.
+/// The header of pool `i` (page `i`, not the header page) of the arena based at `base`;
+/// for the header page's own index, the arena header's place.
 #[inline(always)]
-pub fn header(arena: usize, i: usize) -> *mut Pool {
-    (arena + i * POOL_HEADER_SIZE) as *mut Pool
+pub fn header(base: usize, i: usize) -> *mut Pool {
+    (header_table(base) + i * POOL_HEADER_SIZE) as *mut Pool
 }
 
-/// Index of the pool containing `p` inside its arena (0 is the header page).
+/// Index of the page containing `p` inside its arena.
 #[inline(always)]
 pub fn pool_index(p: usize) -> usize {
     (p & ARENA_MASK) >> POOL_SHIFT
 }
 
+/// Whether `p` lies in the header page of its arena (no block does).
+#[inline(always)]
+pub fn in_header_page(p: usize) -> bool {
+    pool_index(p) == header_page_index(p & !ARENA_MASK)
+}
+
 /// Index inside its arena of the pool whose header is `pool`.
 #[inline(always)]
 pub fn index_of(pool: *mut Pool) -> usize {
-    (pool as usize & ARENA_MASK) >> POOL_HEADER_SHIFT
+    (pool as usize & POOL_MASK) >> POOL_HEADER_SHIFT
 }
 
 /// The address of the page (the blocks) of the pool whose header is `pool`.

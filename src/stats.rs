@@ -95,9 +95,9 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
         cs.size = class_size(c) as u64;
     }
     // The arena-level checks of `walk` hold under its lock; pools are only read.
-    let _ = arena::walk(|base, free_pools| {
-        for i in 1..POOLS_PER_ARENA {
-            if free_pools >> i & 1 == 0 {
+    let _ = arena::walk(|base, in_use| {
+        for i in 0..POOLS_PER_ARENA {
+            if in_use >> i & 1 != 0 {
                 // SAFETY: a pool in use of a mapped arena; the arena lock keeps it mapped.
                 let (class, used, heap) = unsafe { pool::snapshot(pool::header(base, i)) };
                 if class < NUM_CLASSES {

@@ -156,7 +156,13 @@ fn decay() {
     let again: Vec<*mut Pool> = (0..per).map(|_| arena::alloc_pool()).collect();
     for &p in &again {
         // SAFETY: a pool of a mapped arena, ours alone.
-        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0xA5, pymalloc::geometry::POOL_SIZE) };
+        unsafe {
+            std::ptr::write_bytes(
+                pymalloc::pool::page_of(p) as *mut u8,
+                0xA5,
+                pymalloc::geometry::POOL_SIZE,
+            )
+        };
     }
     let c = arena::counts();
     assert_eq!(c.pools_decommitted, c.pools_free, "{c:?}");
