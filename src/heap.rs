@@ -9,9 +9,9 @@
 //! thread adopts it, so a thread's exit leaks nothing and memory does not grow with the
 //! number of threads that ever lived.
 //!
-//! Fast-path note: the functions the fast paths call out to (`alloc_fresh`, `alloc_next`, `alloc_slow`,
-//! `free_slow`, `free_remote`, `fault::double_free`, and the fallback calls in `api`) are
-//! `extern "C"`, which makes them non-unwinding. Calls to them then need no landing pad, so
+//! Fast-path note: the functions the fast paths call out to (`alloc_fresh`, `alloc_next`,
+//! `alloc_slow`, `free_slow`, `free_remote`, `fault::double_free`, and the fallback calls in
+//! `api`) are `extern "C"`, which makes them non-unwinding. Calls to them then need no landing pad, so
 //! the fast paths end in plain tail jumps and need no stack frame: four instructions fewer
 //! on every malloc/free pair.
 
