@@ -139,7 +139,8 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     };
     let q = malloc(n);
     if !q.is_null() {
-        // SAFETY: both blocks hold at least `keep` bytes and are distinct.
+        // SAFETY: both blocks hold at least `keep` bytes and are distinct; `p` is a live
+        // block of ours in the arena whose header table is `table`, freed once.
         unsafe {
             // CPython copies the whole old class size, slack included: let memcheck know.
             valgrind::copied_whole(p, keep);

@@ -39,7 +39,9 @@
 //! freed in the last 0.8 s. `PYMALLOC_DECAY_MS` sets the epoch; 0 gives pools and arenas
 //! back the moment they become free (no sweep), -1 never (only `pymalloc_trim`).
 
-use crate::geometry::{header_page_index, usable_pools, ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
+use crate::geometry::{
+    header_page_index, header_table, usable_pools, ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE,
+};
 use crate::pool::{self, Pool};
 use crate::sync::{unmodeled, Lock, Ordering};
 use crate::{os, ownership};
@@ -361,10 +363,7 @@ pub fn alloc_pool() -> *mut Pool {
         // SAFETY: `a` is a mapped arena on its bucket with at least one free pool.
         unsafe {
             s.bucket_remove(a);
-            // The top of the stack: the most recently freed pool. It is committed unless
-            // every free pool of the arena idled through a sweep (see "Decay").
-            let i = (*a).recent as usize;
-            (*a).recent = (*pool::header(base_of(a), i)).next_free_pool;
+            let i = pop_free(a) as usize;
             let bit = 1u64 << i;
             (*a).free_pools &= !bit;
             (*a).aged &= !bit;
@@ -479,6 +478,39 @@ unsafe fn push_free(a: *mut Arena, i: usize) {
     }
 }
 
+/// Takes a pool off `a`'s stack of free pools and returns its index: the top one, the most
+/// recently freed, unless it is decommitted while a committed one is free (a decommitted
+/// pool page-faults on first use). With a decay, a decommitted top means every free pool
+/// idled through two sweeps, all decommitted; with a decay of 0, every pool released is
+/// decommitted at once and goes on top, above the arena's never-used (possibly populated)
+/// pools, which are then looked for further down (at most 63 links, under the lock).
+///
+/// # Safety
+/// The arena lock is held, `a` is mapped and has a free pool.
+unsafe fn pop_free(a: *mut Arena) -> u8 {
+    // SAFETY: per the caller; the headers of free pools are the arena's to use.
+    unsafe {
+        let base = base_of(a);
+        let link = |i: u8| ptr::addr_of_mut!((*pool::header(base, i as usize)).next_free_pool);
+        let top = (*a).recent;
+        debug_assert!(top != STACK_END, "pop_free on an arena with no free pool");
+        let committed = (*a).free_pools & !(*a).decommitted;
+        if (*a).decommitted & (1 << top) == 0 || committed == 0 {
+            (*a).recent = *link(top);
+            return top;
+        }
+        let mut prev = top;
+        loop {
+            let i = *link(prev);
+            if committed & (1 << i) != 0 {
+                *link(prev) = *link(i);
+                return i;
+            }
+            prev = i;
+        }
+    }
+}
+
 /// Gives every free pool and every empty arena back to the OS now.
 pub fn trim() {
     locked(|s| s.sweep(true));
@@ -509,8 +541,8 @@ pub fn counts() -> ArenaCounts {
 }
 
 /// Calls `f(arena_base, pools_in_use)` (a set of page indices as bits) for every mapped
-/// arena, under the arena lock, and
-/// checks the bucket bookkeeping on the way. Returns a description of the first broken
+/// arena, under the arena lock, and checks the arena headers on the way (free set, stack of
+/// free pools, buckets, ownership map). Returns a description of the first broken
 /// invariant, if any.
 pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), String> {
     locked(|s| {
@@ -546,8 +578,12 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
                 if nfree > 0 && !on_bucket(s, a) {
                     return Err(format!("arena {a:p}: not on bucket {nfree}"));
                 }
-                if !ownership::owns_arena_of(base_of(a)) {
-                    return Err(format!("arena {a:p}: missing from the ownership map"));
+                if ownership::table_of(base_of(a)) != header_table(base_of(a))
+                    || arena_at(base_of(a)) != a
+                {
+                    return Err(format!(
+                        "arena {a:p}: its ownership-map word is not its header table"
+                    ));
                 }
                 f(base_of(a), usable_pools(base_of(a)) & !free)?;
                 a = (*a).all_next;

@@ -182,6 +182,14 @@ unsafe fn check_pool(
             p.fresh_last
         ));
     }
+    // `carve` stops only at `fresh_last` exactly: a `fresh` off the block grid or past it
+    // would carve on into the next page.
+    if p.fresh != 0 && !(is_block_start(pool, class, p.fresh) && p.fresh <= p.fresh_last) {
+        return Err(format!(
+            "pool {pool:p}: fresh {:#x} is not a block of the page",
+            p.fresh
+        ));
+    }
     if !p.linked && p.used != pool::PARKED {
         return Err(format!(
             "pool {pool:p}: off its list but used is {}, not PARKED",

@@ -1,6 +1,6 @@
 //! CPython injection: the library constructor that takes over CPython's allocator when the
 //! library is preloaded (or linked) into an interpreter, `pymalloc_install()` for embedders,
-//! and the forwarding of the exported `PyObject_*` names to the interpreter's own.
+//! and where the exported `PyObject_*` names find the interpreter's dispatch.
 //!
 //! How it works:
 //! - The constructor runs before `main`. If `PyMem_SetAllocator` can be found with
@@ -9,11 +9,13 @@
 //!   `-X dev`; see [`python_resets_allocators`]), it installs our allocator for the OBJ and MEM
 //!   domains (`PYMALLOC_DOMAINS`). The allocator it replaces becomes our fallback: it receives
 //!   requests we do not serve and frees of blocks we did not hand out.
-//! - Inside a CPython process our exported `PyObject_Malloc` & co. forward to the
-//!   interpreter's own `PyObject_*`, which dispatch through the installed allocator (ours,
-//!   tracemalloc's hooks, or whatever `PYTHONMALLOC` chose). On builds whose own calls go
-//!   through the PLT (pyenv's `--enable-shared`), preloading puts our names in front of
-//!   libpython's; forwarding keeps every block with the allocator that made it.
+//! - Inside a CPython process our exported `PyObject_Malloc` & co. dispatch as the
+//!   interpreter's own `PyObject_*` do, through the OBJ domain's installed allocator (ours,
+//!   tracemalloc's hooks, or whatever `PYTHONMALLOC` chose): directly where the install
+//!   found the interpreter's struct, else by forwarding to the interpreter's functions
+//!   ([`crate::dispatch`]). On builds whose own calls go through the PLT (pyenv's
+//!   `--enable-shared`), preloading puts our names in front of libpython's; dispatching as
+//!   the interpreter does keeps every block with the allocator that made it.
 //! - Where interposition reaches, `_PyObject_DebugMallocStats` (`sys._debugmallocstats()`)
 //!   and `_Py_GetAllocatedBlocks` (`sys.getallocatedblocks()`, up to 3.11) answer with our
 //!   statistics while we are installed, and defer to the interpreter otherwise.
@@ -179,6 +181,8 @@ pub fn install(domains: Domains) -> Outcome {
     };
     // Idempotent; needed where libpython was loaded after the constructor ran (dlopen).
     resolve_forwarding();
+    // Before the lock: the loader's lock must not be taken under ours (`search_windows`).
+    let windows = dispatch::search_windows();
     let _guard = INSTALL_LOCK.lock();
     let (mut done, mut skipped) = (0, 0);
     for (domain, bit, wanted) in [
@@ -226,7 +230,7 @@ pub fn install(domains: Domains) -> Outcome {
         // SAFETY: PyMem_SetAllocator copies the struct.
         unsafe { set(domain, &mut ours) };
         if domain == DOMAIN_OBJ {
-            dispatch::locate(&ours);
+            dispatch::locate(&ours, &windows);
         }
         INSTALLED.fetch_or(bit, Ordering::AcqRel);
         done |= bit;

@@ -20,7 +20,9 @@
 //! struct is not found (another layout, a debug-mode install) they keep forwarding.
 //!
 //! Invariant: [`OBJ_DOMAIN`] is null or the address of the interpreter's live OBJ-domain
-//! `PyMemAllocatorEx`, which lives as long as the interpreter's library (for good).
+//! `PyMemAllocatorEx`, which lives as long as the interpreter's library: for good, unless
+//! an embedder `dlclose`s libpython after `pymalloc_install`, which the forwarding slots
+//! (pointers to its functions) would not survive either.
 
 use crate::api;
 use crate::fallback::AllocatorEx;
@@ -224,10 +226,18 @@ pub fn obj_domain() -> Option<&'static Live> {
 /// within the first kilobytes of `_PyRuntime`.
 const WINDOW: usize = 16 << 10;
 
+/// Where [`locate`] looks: the address ranges around the anchor symbols that exist in this
+/// process. Computed before the install lock is taken: `dlsym` and `dl_iterate_phdr` take
+/// the loader's lock, which `dlopen` holds while it runs constructors (that may install),
+/// so taking it under the install lock could deadlock.
+pub fn search_windows() -> [Option<(usize, usize)>; 2] {
+    [window(c"_PyRuntime"), window(c"_Py_tracemalloc_config")]
+}
+
 /// Finds the interpreter's OBJ-domain struct after `installed` (whose `ctx` is
-/// [`obj_ctx`]) was set in the OBJ domain, and publishes it if exactly one struct in the
-/// searched windows holds those five words. Idempotent once found.
-pub fn locate(installed: &AllocatorEx) {
+/// [`obj_ctx`]) was set in the OBJ domain, and publishes it if exactly one struct in
+/// `windows` ([`search_windows`]) holds those five words. Idempotent once found.
+pub fn locate(installed: &AllocatorEx, windows: &[Option<(usize, usize)>]) {
     if !OBJ_DOMAIN.load(Ordering::Acquire).is_null() || installed.ctx != obj_ctx() {
         return;
     }
@@ -239,14 +249,11 @@ pub fn locate(installed: &AllocatorEx) {
         installed.free as usize,
     ];
     let mut found: Option<usize> = None;
-    for anchor in [c"_PyRuntime", c"_Py_tracemalloc_config"] {
-        let Some((lo, hi)) = window(anchor) else {
-            continue;
-        };
+    for &(lo, hi) in windows.iter().flatten() {
         let mut w = lo;
         while w + want.len() * 8 <= hi {
             // SAFETY: `window` keeps [lo, hi) inside a loaded segment of the object that
-            // defines the anchor; the words are read as atomics (the interpreter may write
+            // defines the anchor (loaded for good: libpython is not unloaded); the words are read as atomics (the interpreter may write
             // them meanwhile, as it may write any of its data).
             let word = |i: usize| unsafe {
                 (*((w + 8 * i) as *const AtomicUsize)).load(Ordering::Relaxed)

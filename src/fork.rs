@@ -13,7 +13,8 @@
 //! deadlock with a thread already inside:
 //!
 //! 1. `cpython::INSTALL_LOCK` (installation into CPython: takes none of ours, but is
-//!    outermost so that any could be taken under it),
+//!    outermost so that any could be taken under it; the C library's loader lock, which
+//!    `dlsym` takes, is never taken under it),
 //! 2. `heap::SHARED_LOCK` (the shared heap of exited threads and debug mode; its slow path takes 3-5),
 //! 3. `heap::REGISTRY_LOCK` (attach, thread exit, trim: takes 4 and 5),
 //! 4. `meta::LOCK` (metadata memory: takes nothing),

@@ -17,7 +17,7 @@
 //!
 //!  ownership map (a radix tree, one word per possible arena):
 //!  ROOT[p >> 33] (16,384 entries, .bss) -> 256 KiB leaf, mapped on first use
-//!                                        -> word: the arena's base, 0 if not ours
+//!                                        -> word: the arena's header table, 0 if not ours
 //! ```
 //!
 //! `p & !0x3ffff` is the arena of a block, `(p >> 12) & 63` its pool's index, and the pool's

@@ -27,7 +27,7 @@
 
 use crate::geometry::{
     blocks_per_pool, class_size, header_page_index, header_table, ARENA_MASK, HEADER_TABLE_MASK,
-    POOL_HEADER_SHIFT, POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT, POOL_SIZE,
+    NUM_CLASSES, POOL_HEADER_SHIFT, POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT, POOL_SIZE,
 };
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
@@ -117,10 +117,13 @@ pub const PARKED: u32 = 1;
 pub unsafe fn used(pool: *mut Pool) -> u32 {
     // SAFETY: the header is mapped memory of ours; volatile reads, see `snapshot`.
     unsafe {
-        if ptr::addr_of!((*pool).linked).read_volatile() {
+        let class = ptr::addr_of!((*pool).class).read_volatile() as usize;
+        if ptr::addr_of!((*pool).linked).read_volatile() || class >= NUM_CLASSES {
+            // (A class out of range is a damaged header: the statistics skip such pools,
+            // and must not panic on the way.)
             ptr::addr_of!((*pool).used).read_volatile()
         } else {
-            blocks_per_pool(ptr::addr_of!((*pool).class).read_volatile() as usize) as u32
+            blocks_per_pool(class) as u32
         }
     }
 }
@@ -473,5 +476,47 @@ pub unsafe fn try_mark_full(pool: *mut Pool) -> bool {
                 .is_ok(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::{usable_pools, ARENA_SIZE, POOLS_PER_ARENA};
+
+    #[test]
+    fn headers_and_pages_round_trip_for_every_header_page() {
+        // 64 consecutive arenas (addresses only; nothing is read): every header-page index.
+        let first = 0x7f00_0000_0000usize;
+        let mut seen = 0u64;
+        for k in 0..POOLS_PER_ARENA {
+            let base = first + k * ARENA_SIZE;
+            let h = header_page_index(base);
+            seen |= 1 << h;
+            assert_eq!(
+                usable_pools(base).count_ones() as usize,
+                POOLS_PER_ARENA - 1
+            );
+            assert_eq!(usable_pools(base) & (1 << h), 0);
+            let table = header_table(base);
+            assert_eq!(table, base + h * POOL_SIZE);
+            for i in 0..POOLS_PER_ARENA {
+                let header = header(base, i);
+                assert_eq!(index_of(header), i);
+                assert_eq!(page_of(header), base + i * POOL_SIZE);
+                let p = base + i * POOL_SIZE + 3 * 64;
+                assert_eq!(pool_of(p as *const u8), header);
+                assert_eq!(pool_in(table, p), header);
+                assert_eq!(pool_index(p), i);
+                assert_eq!(in_header_page(p), i == h);
+                // The headers stay inside the header page.
+                assert_eq!(header as usize & !POOL_MASK, table);
+            }
+        }
+        assert_eq!(
+            seen,
+            u64::MAX,
+            "consecutive arenas use every page for headers"
+        );
     }
 }

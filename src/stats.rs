@@ -185,7 +185,7 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     );
     o.push('\n');
     let free_bytes: u64 = s.classes.iter().map(|c| c.blocks_free * c.size).sum();
-    // Pool headers live in each arena's first pool (its header table): the arena header
+    // Pool headers live in each arena's header page (its header table): the arena header
     // line counts the rest of that pool.
     let headers = s.pools_in_use * POOL_HEADER_SIZE as u64;
     let arena_headers = s.arenas_current * POOL_SIZE as u64 - headers;

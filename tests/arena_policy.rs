@@ -178,6 +178,20 @@ fn decay() {
 /// With a decay of 0, pools and arenas go back the moment they become free.
 fn decay_zero() {
     arena::set_decay_ms(0);
+    // A released pool is decommitted at once and tops its arena's stack, yet a committed
+    // free pool (here the arena's never-used last one) is handed out first.
+    let first: Vec<*mut Pool> = (1..USABLE_POOLS).map(|_| arena::alloc_pool()).collect();
+    // SAFETY: a pool from alloc_pool, idle.
+    unsafe { arena::release_pool(first[1]) };
+    let (a, b) = (arena::alloc_pool(), arena::alloc_pool());
+    assert_ne!(a, first[1], "a committed pool before a decommitted one");
+    assert_eq!(b, first[1], "then the decommitted one");
+    for p in first.into_iter().chain([a]) {
+        // SAFETY: as above.
+        unsafe { arena::release_pool(p) };
+    }
+    assert_eq!(arena::counts().current, 0);
+
     let pools: Vec<*mut Pool> = (0..2 * USABLE_POOLS).map(|_| arena::alloc_pool()).collect();
     // SAFETY: a pool from alloc_pool, idle.
     unsafe { arena::release_pool(pools[1]) };

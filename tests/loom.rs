@@ -250,6 +250,47 @@ fn remote_free_into_a_relinked_pool_that_runs_out_again() {
     });
 }
 
+/// The frameless transition (`heap::alloc_next`): the head pool has run out with `NOTIFY`
+/// still set from an earlier time, and the owner parks it with a plain load and moves on to
+/// the next pool, while another thread frees one of its blocks. The remote free must reach
+/// the owner whether it comes before the owner's load (it clears `NOTIFY` and fills the
+/// delayed list: the slow path takes over), or after the pool is parked.
+#[test]
+fn remote_free_while_the_owner_parks_a_marked_head() {
+    model(|| {
+        let shadow = Shadow::default();
+        // Pool 1 takes tags 0..8 and runs out: the next allocation marks it (NOTIFY) and
+        // parks it through the slow path, and pool 2 serves tags 8..16.
+        let mut one: Vec<(usize, u64)> = (0..PER_POOL as u64)
+            .map(|t| (shadow.alloc(BIG, t), t))
+            .collect();
+        let mut two: Vec<(usize, u64)> = (PER_POOL as u64..2 * PER_POOL as u64)
+            .map(|t| (shadow.alloc(BIG, t), t))
+            .collect();
+        // Pool 1 takes a block back (relinked behind pool 2, NOTIFY still set); pool 2,
+        // used up, is parked by the next allocation, which pool 1 serves: pool 1 heads the
+        // list, used up, with NOTIFY set.
+        let back = one.remove(0);
+        shadow.free(back.0, back.1);
+        one.push((shadow.alloc(BIG, 100), 100));
+        // Pool 2 takes a block back: it is relinked behind pool 1 with one free block.
+        let back = two.remove(0);
+        shadow.free(back.0, back.1);
+        let given = one.remove(0); // pool 1, freed by another thread
+        let s2 = shadow.clone();
+        let freer = thread::spawn(move || s2.free(given.0, given.1));
+        thread::yield_now();
+        // Pool 1 is used up: park it and take pool 2's block (or, if the remote free came
+        // first, the same through the slow path).
+        two.push((shadow.alloc(BIG, 200), 200));
+        for (addr, tag) in one.into_iter().chain(two) {
+            shadow.free(addr, tag);
+        }
+        freer.join().unwrap();
+        assert_all_returned();
+    });
+}
+
 /// Pools and arenas handed back to the global lists while other threads take from them:
 /// two threads each take a pool from the arena (the first maps it), free their block and
 /// exit, handing the pool back and their heap to the abandoned list; the second may take
