@@ -37,7 +37,7 @@ extern "C" fn large_malloc(n: usize) -> *mut u8 {
     }
     let fb = fallback::get();
     // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX.
-    fallback::counted(unsafe { (fb.malloc)(fb.ctx, n).cast() })
+    heap::count_large(unsafe { (fb.malloc)(fb.ctx, n).cast() })
 }
 
 /// `PyObject_Calloc`: zeroed memory for `nelem * elsize` bytes, NULL on overflow.
@@ -62,7 +62,7 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
     }
     let fb = fallback::get();
     // SAFETY: the product fits in PY_SSIZE_T_MAX.
-    fallback::counted(unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() })
+    heap::count_large(unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() })
 }
 
 /// `PyObject_Free`: our blocks back to their pool, anything else to the fallback.
@@ -96,7 +96,7 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
         // SAFETY: forwarded caller contract.
         return unsafe { debug::free(p, Api::Native) };
     }
-    fallback::uncounted();
+    heap::uncount_large();
     let fb = fallback::get();
     // SAFETY: per the caller.
     unsafe { (fb.free)(fb.ctx, p.cast()) }

@@ -232,7 +232,7 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
     } else {
         let fb = fallback::get();
         // SAFETY: any size is accepted.
-        fallback::counted(unsafe { (fb.malloc)(fb.ctx, total).cast() })
+        crate::heap::count_large(unsafe { (fb.malloc)(fb.ctx, total).cast() })
     };
     if inner.is_null() {
         return ptr::null_mut();
@@ -243,7 +243,7 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
         });
         if !registered {
             // No memory for the registry: give the block back and fail the request.
-            fallback::uncounted();
+            crate::heap::uncount_large();
             let fb = fallback::get();
             // SAFETY: the inner block came from the fallback and was never handed out.
             unsafe { (fb.free)(fb.ctx, inner.cast()) };
@@ -412,7 +412,7 @@ fn release(p: usize) {
         unsafe { crate::pool::remote_free(h.inner as *mut _, pool_of(h.inner as *const u8)) };
     } else {
         with_state(|_, large| large.remove(&h.inner));
-        fallback::uncounted();
+        crate::heap::uncount_large();
         let fb = fallback::get();
         // SAFETY: the inner block came from the fallback.
         unsafe { (fb.free)(fb.ctx, h.inner as *mut _) };

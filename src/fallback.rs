@@ -90,37 +90,32 @@ pub fn set(alloc: &'static AllocatorEx) {
     );
 }
 
-/// Blocks the fallback handed out on our behalf (requests of 0 or over 512 bytes, and
-/// pool-sized ones when no arena could be mapped) minus frees of pointers not ours. Frees of
-/// blocks allocated before we were installed can drive it below zero: reported as 0.
+/// The part of the statistics' `large_in_use` counted by threads without a heap (debug
+/// mode, exited threads, threads that could get none): blocks the fallback handed out on
+/// our behalf minus frees of pointers not ours, as a wrapping two's-complement count. The
+/// rest is counted in the heaps (`heap::count_large`).
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether the fallback ever handed out a block for us in this process (or in the process
 /// it was forked from). Never cleared.
 static SERVED: AtomicBool = AtomicBool::new(false);
 
-/// Counts a block the fallback handed out on our behalf (NULL is no block); returns it.
+/// Adds `delta` to the count of threads without a heap (see `IN_USE`).
+pub fn count_global(delta: isize) {
+    IN_USE.fetch_add(delta as usize, Ordering::Relaxed);
+}
+
+/// Records that the fallback handed out a block for us.
 #[inline]
-pub fn counted(p: *mut u8) -> *mut u8 {
-    if !p.is_null() {
-        IN_USE.fetch_add(1, Ordering::Relaxed);
-        if !SERVED.load(Ordering::Relaxed) {
-            SERVED.store(true, Ordering::Relaxed);
-        }
+pub fn mark_served() {
+    if !SERVED.load(Ordering::Relaxed) {
+        SERVED.store(true, Ordering::Relaxed);
     }
-    p
 }
 
-/// One block [`counted`] (or a foreign one) freed.
-#[inline]
-pub fn uncounted() {
-    IN_USE.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Blocks the fallback holds for us now (see `IN_USE`): the statistics'
-/// `large_in_use`.
-pub fn in_use() -> u64 {
-    (IN_USE.load(Ordering::Relaxed) as isize).max(0) as u64
+/// The count of threads without a heap (see `IN_USE`), signed.
+pub fn in_use_global() -> isize {
+    IN_USE.load(Ordering::Relaxed) as isize
 }
 
 /// Whether the fallback ever handed out a block for us (see `SERVED`).

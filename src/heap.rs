@@ -17,7 +17,7 @@
 
 use crate::geometry::{blocks_per_pool, class_of, class_size, NUM_CLASSES};
 use crate::pool::{self, pool_of, Block, Owner, Pool};
-use crate::sync::{self, Lock, Ordering, ThreadState};
+use crate::sync::{self, unmodeled, Lock, Ordering, ThreadState};
 use crate::{arena, debug};
 use core::ptr;
 
@@ -37,12 +37,16 @@ use core::ptr;
 ///   touches anything but `delayed`.
 /// - `tails[c]` is the last pool of `lists[c]`, null when the list is empty.
 /// - `slow_events` counts the owner's slow-path calls (wrapping), for the decay heartbeat.
+/// - `large` is, as a wrapping two's-complement count, the fallback blocks this heap's
+///   threads had served for us minus the foreign pointers they freed (see [`count_large`]);
+///   only the owner writes it, with a plain load and store.
 #[repr(C)]
 pub struct Heap {
     owner: Owner,
     lists: [*mut Pool; NUM_CLASSES],
     tails: [*mut Pool; NUM_CLASSES],
     slow_events: u32,
+    large: unmodeled::AtomicUsize,
     /// Next heap in the registry's list of all heaps (registry lock).
     next_all: *mut Heap,
     /// Next heap in the registry's list of abandoned heaps (registry lock).
@@ -78,6 +82,7 @@ crate::sync::const_unless_loom! {
             lists: [empty_pool(); NUM_CLASSES],
             tails: [ptr::null_mut(); NUM_CLASSES],
             slow_events: 0,
+            large: unmodeled::AtomicUsize::new(0),
             next_all: ptr::null_mut(),
             next_abandoned: ptr::null_mut(),
         }
@@ -396,6 +401,52 @@ unsafe fn relink(heap: *mut Heap, pool: *mut Pool) {
     }
 }
 
+/// Counts `p`, a block the fallback just handed out for us (NULL: none), in the statistics'
+/// `large_in_use`, and returns it: in the calling thread's heap, with a plain load and
+/// store (a global atomic counter would cost two locked instructions per large block and a
+/// cache line bounced between every thread that allocates them); threads without a heap
+/// count in [`crate::fallback`]'s global counter.
+#[inline(always)]
+pub fn count_large(p: *mut u8) -> *mut u8 {
+    if !p.is_null() {
+        crate::fallback::mark_served();
+        add_large(1);
+    }
+    p
+}
+
+/// A pointer that is not ours was freed: one block fewer in `large_in_use` (see
+/// [`count_large`]).
+#[inline(always)]
+pub fn uncount_large() {
+    add_large(-1);
+}
+
+fn add_large(delta: isize) {
+    let heap = sync::thread_heap();
+    if heap == Heap::empty() {
+        return crate::fallback::count_global(delta);
+    }
+    // SAFETY: the calling thread owns its heap, so it alone writes `large`; heaps are
+    // never freed.
+    let large = unsafe { &(*heap).large };
+    large.store(
+        large.load(Ordering::Relaxed).wrapping_add(delta as usize),
+        Ordering::Relaxed,
+    );
+}
+
+/// The sum of every heap's `large` count (see [`count_large`]), read without stopping the
+/// owners: a statistic, current to within the blocks being counted meanwhile.
+pub fn large_in_heaps() -> isize {
+    let mut sum = 0usize;
+    for_each_heap(|h| {
+        // SAFETY: heaps are never freed; the count is an atomic.
+        sum = sum.wrapping_add(unsafe { (*h).large.load(Ordering::Relaxed) });
+    });
+    sum as isize
+}
+
 /// Slow-path calls between two reads of the decay clock.
 const HEARTBEAT_EVERY: u32 = 64;
 
@@ -508,7 +559,7 @@ unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
         // No arena to be had: serve the request as CPython does, from the fallback.
         let fb = crate::fallback::get();
         // SAFETY: the fallback accepts any size.
-        return crate::fallback::counted(unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() });
+        return count_large(unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() });
     }
     p
 }

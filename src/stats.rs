@@ -125,7 +125,9 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
     s.pools_returned = counts.pools_decommitted;
     s.bytes_mapped = counts.current * ARENA_SIZE as u64;
     s.bytes_in_use = s.classes.iter().map(|c| c.blocks_in_use * c.size).sum();
-    s.large_in_use = crate::fallback::in_use();
+    // Frees of blocks allocated before we were installed can drive the sum below 0: 0.
+    s.large_in_use = (crate::fallback::in_use_global().wrapping_add(crate::heap::large_in_heaps()))
+        .max(0) as u64;
     s.heaps = per_heap.len() as u64;
     s.heaps_abandoned = per_heap
         .iter()

@@ -161,3 +161,27 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
     .join()
     .unwrap();
 }
+
+/// `large_in_use` (blocks over 512 bytes, served by the fallback) is counted per thread; a
+/// block freed by another thread, with a heap of its own or without one, still balances the
+/// sum.
+#[test]
+fn large_blocks_are_counted_wherever_they_are_freed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let in_use = || pymalloc::stats::collect().large_in_use;
+    let before = in_use();
+    let blocks: Vec<usize> = (0..10).map(|_| alloc(4096, 7).0).collect();
+    assert_eq!(in_use(), before + 10);
+    let (mine, theirs) = blocks.split_at(5);
+    let (mine, theirs) = (mine.to_vec(), theirs.to_vec());
+    // One thread without a heap (it never allocated a small block), one with.
+    let bare = thread::spawn(move || mine.into_iter().for_each(|p| release(Block(p, 4096, 7))));
+    let with_heap = thread::spawn(move || {
+        let small = alloc(64, 1);
+        theirs.into_iter().for_each(|p| release(Block(p, 4096, 7)));
+        release(small);
+    });
+    bare.join().unwrap();
+    with_heap.join().unwrap();
+    assert_eq!(in_use(), before);
+}
