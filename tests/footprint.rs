@@ -35,6 +35,16 @@ fn run(python: &Path, code: &str, limit_kib: u64, preload: bool) -> (bool, Strin
     )
 }
 
+/// Runs `code` as [`run`] does and returns the number it printed; panics, with its stderr,
+/// if it failed.
+fn number(python: &Path, code: &str, limit_kib: u64, preload: bool) -> u64 {
+    let (ok, out, err) = run(python, code, limit_kib, preload);
+    let with = if preload { "with" } else { "without" };
+    assert!(ok, "{with} the library: {err}");
+    out.parse()
+        .unwrap_or_else(|e| panic!("{with} the library printed {out:?}: {e}"))
+}
+
 const VMSIZE: &str = "print([int(l.split()[1]) for l in open('/proc/self/status') \
                       if l.startswith('VmSize')][0])";
 
@@ -57,11 +67,7 @@ fn address_space_is_a_few_mib() {
     let Some(py) = debian_python311("footprint") else {
         return;
     };
-    let (ok, plain, _) = run(&py, VMSIZE, 0, false);
-    assert!(ok);
-    let (ok, ours, err) = run(&py, VMSIZE, 0, true);
-    assert!(ok, "{err}");
-    let (plain, ours): (u64, u64) = (plain.parse().unwrap(), ours.parse().unwrap());
+    let (plain, ours) = (number(&py, VMSIZE, 0, false), number(&py, VMSIZE, 0, true));
     println!("VmSize: {plain} KiB plain, {ours} KiB preloaded");
     assert!(
         ours <= plain + 4 * 1024,
@@ -87,15 +93,10 @@ fn memory_error_comes_as_late_as_without_the_library() {
     let Some(py) = debian_python311("footprint") else {
         return;
     };
-    let (ok, plain_vm, _) = run(&py, VMSIZE, 0, false);
-    assert!(ok);
     // About 300 MiB to fill above the interpreter's own address space.
-    let limit = plain_vm.parse::<u64>().unwrap() + 300 * 1024;
-    let (ok, plain, err) = run(&py, UNTIL_FULL, limit, false);
-    assert!(ok, "{err}");
-    let (ok, ours, err) = run(&py, UNTIL_FULL, limit, true);
-    assert!(ok, "with the library: {err}");
-    let (plain, ours): (u64, u64) = (plain.parse().unwrap(), ours.parse().unwrap());
+    let limit = number(&py, VMSIZE, 0, false) + 300 * 1024;
+    let plain = number(&py, UNTIL_FULL, limit, false);
+    let ours = number(&py, UNTIL_FULL, limit, true);
     println!("lists before MemoryError: {plain} plain, {ours} preloaded");
     assert!(plain > 10, "the limit leaves too little room: {plain}");
     assert!(
