@@ -141,7 +141,8 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.realloc.load(Ordering::Relaxed);
         if f == ctx_realloc as *const () as usize {
-            // SAFETY: per the caller, a block of ours (we are the OBJ domain's allocator).
+            // SAFETY: per the caller, a block of the OBJ domain's allocator, which is ours:
+            // one of our pools', or one `api` hands on to the allocator we replaced.
             return unsafe { api::realloc(ptr.cast(), size).cast() };
         }
         if size > PY_SSIZE_T_MAX {
@@ -172,7 +173,8 @@ pub unsafe fn free(ptr: *mut c_void) {
     if let Some(obj) = obj_domain() {
         let f = obj.free.load(Ordering::Relaxed);
         if f == ctx_free as *const () as usize {
-            // SAFETY: per the caller, a block of ours (we are the OBJ domain's allocator).
+            // SAFETY: per the caller, a block of the OBJ domain's allocator, which is ours:
+            // one of our pools', or one `api` hands on to the allocator we replaced.
             return unsafe { api::free(ptr.cast()) };
         }
         // SAFETY: the OBJ domain's free, with its ctx and the caller's block.
@@ -253,8 +255,9 @@ pub fn locate(installed: &AllocatorEx, windows: &[Option<(usize, usize)>]) {
         let mut w = lo;
         while w + want.len() * 8 <= hi {
             // SAFETY: `window` keeps [lo, hi) inside a loaded segment of the object that
-            // defines the anchor (loaded for good: libpython is not unloaded); the words are read as atomics (the interpreter may write
-            // them meanwhile, as it may write any of its data).
+            // defines the anchor, looked up just before (the install runs with the library
+            // loaded); the words are read as atomics (the interpreter may write them
+            // meanwhile, as it may write any of its data).
             let word = |i: usize| unsafe {
                 (*((w + 8 * i) as *const AtomicUsize)).load(Ordering::Relaxed)
             };

@@ -90,8 +90,9 @@ pub fn set(alloc: &'static AllocatorEx) {
     );
 }
 
-/// The part of the statistics' `large_in_use` counted by threads without a heap (debug
-/// mode, exited threads, threads that could get none): blocks the fallback handed out on
+/// The part of the statistics' `large_in_use` counted by threads without a heap (threads
+/// that have made no small allocation yet, debug mode, exited threads, threads that could
+/// get none): blocks the fallback handed out on
 /// our behalf minus frees of pointers not ours, as a wrapping two's-complement count. The
 /// rest is counted in the heaps (`heap::count_large`).
 static IN_USE: AtomicUsize = AtomicUsize::new(0);

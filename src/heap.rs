@@ -34,7 +34,8 @@ use core::ptr;
 ///   in its pool's `used` ([`pool::Owner`]). `owner` is the first field, so a heap's
 ///   address is its owner's (the pools' `heap` field).
 /// - Only the owning thread (or, for an abandoned heap, whoever holds the registry lock)
-///   touches anything but `delayed`.
+///   touches anything but `delayed`, `large` (read by the statistics) and the registry
+///   links `next_all`/`next_abandoned` (registry lock).
 /// - `tails[c]` is the last pool of `lists[c]`, null when the list is empty.
 /// - `slow_events` counts the owner's slow-path calls (wrapping), for the decay heartbeat.
 /// - `large` is, as a wrapping two's-complement count, the fallback blocks this heap's
@@ -284,9 +285,11 @@ unsafe extern "C" fn free_remote(block: *mut Block, pool: *mut Pool) {
         // SAFETY: forwarded caller contract.
         return unsafe { debug::free(block.cast(), debug::Api::Native) };
     }
-    // SAFETY: per the caller the header is mapped; a pool given back to its arena has a
-    // null `heap`, so a second free of a block whose pool emptied in between is seen here
-    // (it would otherwise be pushed on the delayed list of no heap).
+    // SAFETY: per the caller the header is mapped. A pool given back to its arena has a
+    // null `heap`, so a second free of a block whose pool emptied and went back in between
+    // (and was not handed out again) is seen here, instead of being pushed on the delayed
+    // list of no heap; other double frees are caught only as `remote_free`'s cheap check
+    // catches them.
     unsafe {
         if (*pool).heap.is_null() {
             crate::fault::free_in_free_pool(block.cast());

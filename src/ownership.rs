@@ -25,10 +25,10 @@
 //!
 //! Invariants: a root entry, once non-zero, never changes and locates (biased, see `ROOT`)
 //! a mapped leaf of [`LEAF_SLOTS`] zero-initialised words; the word of slot `s` is
-//! `header_table(s << ARENA_SHIFT)` exactly while that arena is mapped by us, else 0. Entries and bytes are written under the
+//! `header_table(s << ARENA_SHIFT)` exactly while that arena is mapped by us, else 0. Entries and words are written under the
 //! arena lock. Readers take no lock: a pointer into an arena reaches another thread only
-//! through some synchronisation that also publishes its byte and leaf, and a foreign
-//! pointer finds a null entry or a zero byte whichever it sees.
+//! through some synchronisation that also publishes its word and leaf, and a foreign
+//! pointer finds a null entry or a zero word whichever it sees.
 
 use crate::geometry::{header_table, ARENA_SHIFT};
 use crate::os;
@@ -54,7 +54,7 @@ const ROOT_SLOTS: usize = 1 << (SLOT_BITS - LEAF_BITS);
 /// Never null once set (see [`insert`]).
 static ROOT: [AtomicUsize; ROOT_SLOTS] = [const { AtomicUsize::new(0) }; ROOT_SLOTS];
 
-/// The root index of `addr`: the 16 GiB stretch it lies in.
+/// The root index of `addr`: the 8 GiB stretch it lies in.
 #[inline(always)]
 fn root_index(addr: usize) -> usize {
     addr >> (ARENA_SHIFT + LEAF_BITS)
@@ -122,7 +122,7 @@ pub fn insert(arena: usize) -> bool {
 
 /// Maps the leaf of root index `i` and returns its biased entry, or `None` when the OS
 /// refuses. A leaf whose biased address would be 0 (placed exactly at `8 * (i << LEAF_BITS)`,
-/// below 1 GiB) would read as "no leaf": it is kept mapped, unused, and another is taken.
+/// below 4 GiB) would read as "no leaf": it is kept mapped, unused, and another is taken.
 fn map_leaf(i: usize) -> Option<usize> {
     loop {
         let leaf = os::map(LEAF_BYTES);

@@ -9,10 +9,10 @@ pub use std::sync::atomic::Ordering;
 pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 
 /// Atomics that stay `std`'s under loom too, because no model is about them: the ownership
-/// map (half a GiB of `.bss` bytes, written under the arena lock and read after whatever
-/// synchronisation handed the pointer over), the process-wide fallback allocator and the
-/// other start-up settings (CPython forwarding, debug and decommit switches), and the
-/// statistics counter of large blocks.
+/// map (its root in `.bss` and its leaves, written under the arena lock and read after
+/// whatever synchronisation handed the pointer over), the process-wide fallback allocator
+/// and the other start-up settings (CPython forwarding and dispatch, debug mode, the decay
+/// epoch), and the statistics counters of large blocks.
 pub mod unmodeled {
     pub use std::sync::atomic::{
         AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,

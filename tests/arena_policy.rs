@@ -111,16 +111,26 @@ fn tick_until(ms: u32, done: impl Fn(&arena::ArenaCounts) -> bool) -> arena::Are
 /// pools taken again in between are not touched.
 fn decay() {
     let per = USABLE_POOLS as usize;
-    // A long epoch first: pools cycled within it are never decommitted.
-    arena::set_decay_ms(3_600_000);
+    // A steady oscillation across several epochs: every cycle releases the pools, a sweep
+    // runs while they are free (the sleep outlasts the epoch: the sweep marks them idle),
+    // and the pools are taken again before the next sweep. Nothing is decommitted: only a
+    // pool free at two sweeps in a row is.
+    arena::set_decay_ms(20);
     let pools: Vec<*mut Pool> = (0..10 * per).map(|_| arena::alloc_pool()).collect();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let (keep, cycle): (Vec<_>, Vec<_>) =
             pools.iter().enumerate().partition(|(i, _)| i % per == 0);
         for (_, &p) in &cycle {
             // SAFETY: a pool from alloc_pool, idle.
             unsafe { arena::release_pool(p) };
         }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        arena::tick(); // a sweep, with the pools free
+        let c = arena::counts();
+        assert_eq!(
+            c.pools_decommitted, 0,
+            "a pool reused every epoch was given back: {c:?}"
+        );
         let mut again: Vec<*mut Pool> = (0..cycle.len()).map(|_| arena::alloc_pool()).collect();
         let mut cycled: Vec<*mut Pool> = cycle.iter().map(|(_, &p)| p).collect();
         again.sort();
@@ -130,6 +140,8 @@ fn decay() {
     }
     let c = arena::counts();
     assert_eq!((c.pools_decommitted, c.current), (0, 10), "{c:?}");
+    // (The arenas' pools are all in use now, so no sweep can find one idle.)
+    arena::set_decay_ms(arena::DECAY_NEVER);
 
     // Keep one pool per arena alive, release the rest and one whole arena's.
     let (keep, release): (Vec<_>, Vec<_>) = pools
