@@ -32,7 +32,7 @@ fn smaps_total(smaps: &str, field: &str) -> f64 {
 
 /// At `python3.11 -c` start: VmSize, VmRSS, libpymalloc's and libgcc_s's resident KiB.
 fn at_start(py: &str, preload: bool) -> Vec<f64> {
-    let lib = common::our_cdylib().expect("cdylib path");
+    let lib = common::our_cdylib().unwrap_or_else(|e| panic!("{e}"));
     let smaps = common::smaps::python_start_smaps(
         std::path::Path::new(py),
         preload.then_some(std::path::Path::new(&lib)),
@@ -80,7 +80,10 @@ fn python(python: &str, code: &str, preload: bool) -> Vec<f64> {
         .env_remove("PYTHONDEVMODE")
         .env_remove("LD_PRELOAD");
     if preload {
-        c.env("LD_PRELOAD", common::our_cdylib().expect("cdylib path"));
+        c.env(
+            "LD_PRELOAD",
+            common::our_cdylib().unwrap_or_else(|e| panic!("{e}")),
+        );
     }
     let out = c.output().expect("python runs");
     assert!(

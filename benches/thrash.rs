@@ -5,7 +5,8 @@
 //!   N = 4k … 131k (one to eight arenas), against CPython 3.11's pymalloc, glibc and
 //!   mimalloc: nanoseconds per malloc+free pair (median of fresh child processes,
 //!   allocators alternating), and `mmap`/`munmap`/`madvise` calls per cycle (counted by
-//!   `strace -c` over two cycle counts, so start-up cancels out).
+//!   `strace -c` over two cycle counts, 1.2 s (three decay epochs) apart, so start-up
+//!   cancels out and the decay's own give-back would show).
 //! - Python: CPython 3.11 building a list of N `(i, {'a': i})` pairs and dropping it,
 //!   4M objects in all, for N = 2k … 200k, under CPython's pymalloc, pymalloc-rs
 //!   (`LD_PRELOAD`), glibc (`PYTHONMALLOC=malloc`) and mimalloc (preloaded, with
@@ -85,8 +86,13 @@ fn c_run(name: &str, n: usize, cycles: usize, strace: Option<&str>) -> Result<St
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Memory system calls per cycle of the C loop: two strace runs, 50 and 150 cycles.
-fn c_syscalls(name: &str, n: usize) -> Option<f64> {
+/// Seconds the longer strace run of [`c_syscalls`] lasts beyond the shorter: three decay
+/// epochs (400 ms, `arena::DEFAULT_DECAY_MS`), so that give-back churn shows.
+const STRACE_EXTRA_S: f64 = 1.2;
+
+/// Memory system calls per cycle of the C loop: two strace runs of 50 cycles and of
+/// [`STRACE_EXTRA_S`] more (from `ns_per_pair`, the timed runs' median), differenced.
+fn c_syscalls(name: &str, n: usize, ns_per_pair: f64) -> Option<f64> {
     let count = |cycles| -> Option<f64> {
         let out = std::env::temp_dir().join(format!("thrash-{}-{name}-{n}", std::process::id()));
         c_run(name, n, cycles, Some(out.to_str()?)).ok()?;
@@ -96,7 +102,8 @@ fn c_syscalls(name: &str, n: usize) -> Option<f64> {
         let total = text.lines().find(|l| l.trim_end().ends_with("total"))?;
         total.split_whitespace().nth(3)?.parse().ok()
     };
-    Some((count(150)? - count(50)?) / 100.0)
+    let extra = ((STRACE_EXTRA_S * 1e9 / (ns_per_pair * n as f64)) as usize).max(100);
+    Some((count(50 + extra)? - count(50)?) / extra as f64)
 }
 
 /// pyenv's CPython 3.11 interpreter (beside the library the C reference uses).
@@ -111,7 +118,7 @@ fn python311() -> Option<String> {
 fn py_env(name: &str) -> Result<Vec<(&'static str, String)>, String> {
     Ok(match name {
         "cpython-pymalloc" => vec![],
-        "pymalloc-rs" => vec![("LD_PRELOAD", common::our_cdylib().ok_or("no cdylib path")?)],
+        "pymalloc-rs" => vec![("LD_PRELOAD", common::our_cdylib()?)],
         "glibc" => vec![("PYTHONMALLOC", "malloc".into())],
         "mimalloc" => {
             common::dl::open("libmimalloc.so.2")?;
@@ -125,15 +132,24 @@ fn py_env(name: &str) -> Result<Vec<(&'static str, String)>, String> {
 }
 
 fn py_run(python: &str, env: &[(&str, String)], n: usize) -> Result<f64, String> {
-    let out = Command::new(python)
-        .args(["-c", PY_LOOP, &n.to_string()])
+    let mut c = Command::new(python);
+    c.args(["-c", PY_LOOP, &n.to_string()])
         .env_remove("PYTHONMALLOC")
-        .env_remove("PYTHONDEVMODE")
+        .env_remove("PYTHONDEVMODE");
+    // The library's defaults, whatever the caller's shell sets.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PYMALLOC_") {
+            c.env_remove(k);
+        }
+    }
+    let out = c
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // ld.so only warns when a preload cannot be loaded: the run would measure plain CPython.
+    if !out.status.success() || stderr.contains("ld.so") {
+        return Err(stderr.trim().to_string());
     }
     String::from_utf8_lossy(&out.stdout)
         .trim()
@@ -190,7 +206,7 @@ fn main() {
         print!("| {n} |");
         for (i, name) in allocs.iter().enumerate() {
             let calls = if strace {
-                c_syscalls(name, n).map_or("-".to_string(), |c| format!("{c:.2}"))
+                c_syscalls(name, n, meds[i]).map_or("-".to_string(), |c| format!("{c:.2}"))
             } else {
                 "-".to_string()
             };

@@ -81,10 +81,24 @@ unsafe extern "C" fn empty_realloc(p: *mut c_void, _: usize) -> *mut c_void {
 }
 
 /// `libpymalloc.so` next to the bench executable (`target/<profile>/`).
-pub fn our_cdylib() -> Option<String> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    Some(dir.join("libpymalloc.so").to_str()?.to_string())
+pub fn our_cdylib() -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let lib = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .ok_or("no target directory")?;
+    let lib = lib.join("libpymalloc.so");
+    if !lib.is_file() {
+        // `cargo bench` builds the rlib only: without this, a preload of a missing file
+        // would only warn, and plain CPython would be measured under our name.
+        return Err(format!(
+            "{} is missing: run `cargo build --release` first",
+            lib.display()
+        ));
+    }
+    lib.to_str()
+        .map(str::to_string)
+        .ok_or("non-UTF-8 path".into())
 }
 
 /// The allocator named `name`, or why it cannot be had. Besides [`ALL`]: `pymalloc-rs.so`
@@ -133,7 +147,7 @@ pub fn load(name: &str) -> Result<Alloc, String> {
             "PyObject_Realloc",
         ),
         "pymalloc-rs.so" => fns(
-            dl::open(&our_cdylib().ok_or("no executable path")?)?,
+            dl::open(&our_cdylib()?)?,
             "pymalloc_malloc",
             "pymalloc_free",
             "pymalloc_realloc",
