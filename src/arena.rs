@@ -109,6 +109,12 @@ pub struct ArenaCounts {
     pub pools_decommitted: u64,
 }
 
+/// The global arena state, guarded by [`LOCK`].
+///
+/// Invariants: `nonempty` has bit `k` set exactly when `buckets[k]` is non-empty; `all`
+/// lists every mapped arena; `counts.current` is their number, `counts.pools_free` the sum
+/// of their `nfree`, `counts.pools_decommitted` the number of their `decommitted` bits, and
+/// `counts.pools_in_use` the rest of their pools.
 struct Arenas {
     /// `buckets[k]`: arenas with exactly `k` free pools (`buckets[0]` unused).
     buckets: [*mut Arena; POOLS_PER_ARENA],
@@ -546,13 +552,15 @@ pub fn counts() -> ArenaCounts {
 /// invariant, if any.
 pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), String> {
     locked(|s| {
-        let mut seen = 0u64;
+        let (mut seen, mut free_pools, mut decommitted) = (0u64, 0u64, 0u64);
         let mut a = s.all;
         // SAFETY: every arena on `all` is mapped; we hold the lock.
         unsafe {
             while !a.is_null() {
                 seen += 1;
                 let (free, nfree) = ((*a).free_pools, (*a).nfree);
+                free_pools += u64::from(nfree);
+                decommitted += u64::from((*a).decommitted.count_ones());
                 if free & !usable_pools(base_of(a)) != 0 || free.count_ones() != u32::from(nfree) {
                     return Err(format!("arena {a:p}: free set {free:#x} vs nfree {nfree}"));
                 }
@@ -589,10 +597,13 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
                 a = (*a).all_next;
             }
         }
-        if seen != s.counts.current {
+        let c = &s.counts;
+        if (seen, free_pools, decommitted) != (c.current, c.pools_free, c.pools_decommitted)
+            || c.pools_in_use != seen * u64::from(USABLE_POOLS) - free_pools
+        {
             return Err(format!(
-                "{seen} arenas listed, {} counted",
-                s.counts.current
+                "{seen} arenas with {free_pools} free pools ({decommitted} decommitted) listed, \
+                 counted {c:?}"
             ));
         }
         Ok(())

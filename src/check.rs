@@ -240,7 +240,7 @@ unsafe fn check_pool(
             "pool {pool:p}: linked flag disagrees with its heap's lists"
         ));
     }
-    if !p.linked && (free != 0 || (remote_word & NOTIFY == 0 && delayed == 0)) {
+    if !p.linked && (free != 0 || p.fresh != 0 || (remote_word & NOTIFY == 0 && delayed == 0)) {
         return Err(format!(
             "pool {pool:p}: off its list but neither full nor awaiting notice"
         ));

@@ -53,8 +53,9 @@
 //!
 //! ## Invariants
 //!
-//! Each structure states its invariants where it is defined: [`arena::Arena`],
-//! [`pool::Pool`], [`heap::Heap`], [`ownership`]. [`check::verify`] (C: `pymalloc_check`)
+//! Each structure states its invariants where it is defined: [`arena::Arena`] and the
+//! arenas' global state (`arena`), [`pool::Pool`], [`pool::Owner`], [`heap::Heap`],
+//! [`ownership`], [`dispatch`] (the interpreter's struct), and the fallback's counters. [`check::verify`] (C: `pymalloc_check`)
 //! walks everything and checks them; the tests call it between phases.
 //!
 //! ## Modules
