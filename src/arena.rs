@@ -64,7 +64,7 @@ pub const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
 /// - `free_pools` has bit `i` set exactly when pool `i` belongs to no heap;
 ///   `nfree == free_pools.count_ones()`; the header page's bit is never set;
 /// - the free pools also form a stack, most recently freed on top: `recent` is the index of
-///   the top one ([`STACK_END`] when none is free), each one's header holds the index of the
+///   the top one (`STACK_END` when none is free), each one's header holds the index of the
 ///   next in `next_free_pool`, and the bottom one holds `STACK_END`. Pools are handed out from the top, as
 ///   CPython hands out an arena's most recently freed pool (`freepools`): its page is the
 ///   one most likely still in the cache, and pools left alone sink to the bottom, where the

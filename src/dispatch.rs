@@ -12,14 +12,14 @@
 //! obj.malloc(obj.ctx, n)` in every version 3.8–3.13, where `obj` is the live OBJ-domain
 //! allocator struct (`_PyObject` in obmalloc.c up to 3.11, `_PyRuntime.allocators.
 //! standard.obj` from 3.12). Neither is exported, so [`locate`] finds it once, right after
-//! we installed ourselves with a `ctx` no other struct holds ([`OBJ_CTX`]): it looks for
+//! we installed ourselves with a `ctx` no other struct holds ([`obj_ctx`]): it looks for
 //! our five words in the interpreter's data near an exported neighbour (`_PyRuntime`, or
 //! obmalloc.c's `_Py_tracemalloc_config`) and accepts a single match only. From then on
 //! the exported names read that struct as the interpreter does, and call our allocator
 //! directly when it is the one installed: the same dispatch without the hop. Where the
 //! struct is not found (another layout, a debug-mode install) they keep forwarding.
 //!
-//! Invariant: [`OBJ_DOMAIN`] is null or the address of the interpreter's live OBJ-domain
+//! Invariant: `OBJ_DOMAIN` is null or the address of the interpreter's live OBJ-domain
 //! `PyMemAllocatorEx`, which lives as long as the interpreter's library: for good, unless
 //! an embedder `dlclose`s libpython after `pymalloc_install`, which the forwarding slots
 //! (pointers to its functions) would not survive either.
