@@ -205,7 +205,9 @@ void PyObject_Free(void *ptr);
  replaces receives frees of blocks we did not hand out. Call with the GIL held.
 
  Returns 0 when every wanted domain now runs on this allocator (also when it already
- did); -1 outside CPython (no `PyMem_SetAllocator` in the global scope); otherwise the
+ did); -1 outside CPython (no `PyMem_SetAllocator` in the global scope); -2 in a
+ free-threaded CPython (3.13t and later), which must keep its own mimalloc (its garbage
+ collector walks mimalloc's heaps) and is left alone; otherwise the
  domains it skipped, as bits (1 = OBJ, 2 = MEM): another allocator sits there (the
  tracemalloc or debug hooks, installed after ours first took its fallback), and
  replacing it would free its blocks with the wrong allocator.

@@ -9,6 +9,8 @@
 //!   `-X dev`; see [`python_resets_allocators`]), it installs our allocator for the OBJ and MEM
 //!   domains (`PYMALLOC_DOMAINS`). The allocator it replaces becomes our fallback: it receives
 //!   requests we do not serve and frees of blocks we did not hand out.
+//! - A free-threaded CPython (3.13t and later) is left alone, whatever the settings: its
+//!   garbage collector needs CPython's mimalloc in both domains ([`free_threaded`]).
 //! - Inside a CPython process our exported `PyObject_Malloc` & co. dispatch as the
 //!   interpreter's own `PyObject_*` do, through the OBJ domain's installed allocator (ours,
 //!   tracemalloc's hooks, or whatever `PYTHONMALLOC` chose): directly where the install
@@ -132,6 +134,43 @@ fn allocator_api() -> Option<(AllocatorFn, AllocatorFn)> {
     }
 }
 
+/// Why this CPython must keep its own allocator, if it is a free-threaded build
+/// (`Py_GIL_DISABLED`, 3.13t and later): there the OBJ and MEM domains must be CPython's
+/// mimalloc, because the garbage collector finds objects by walking mimalloc's heaps
+/// (CPython's `Python/gc_free_threading.c`), and `PyMem_SetAllocator` does not refuse a
+/// replacement. Recognised from outside by either of two signs: the process exports
+/// `_Py_MergeZeroLocalRefcount` (biased reference counting, only in free-threaded builds),
+/// or `Py_GetVersion()` says "free-threading build" (3.13: "experimental free-threading
+/// build"). Call only where [`allocator_api`] found CPython.
+pub fn free_threaded() -> Option<&'static str> {
+    if !lookup(libc::RTLD_DEFAULT, c"_Py_MergeZeroLocalRefcount").is_null() {
+        return Some(FREE_THREADED);
+    }
+    let version = lookup(libc::RTLD_DEFAULT, c"Py_GetVersion");
+    if version.is_null() {
+        return None;
+    }
+    // SAFETY: CPython's `const char *Py_GetVersion(void)` (all versions): it formats
+    // compile-time strings into a static buffer, allocates nothing and needs no
+    // initialised interpreter.
+    let text = unsafe {
+        let get =
+            core::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> *const c_char>(version);
+        let p = get();
+        if p.is_null() {
+            return None;
+        }
+        CStr::from_ptr(p)
+    };
+    text.to_bytes()
+        .windows(b"free-threading build".len())
+        .any(|w| w == b"free-threading build")
+        .then_some(FREE_THREADED)
+}
+
+/// What [`free_threaded`] says, for `PYMALLOC_VERBOSE`.
+const FREE_THREADED: &str = "not installing: a free-threaded CPython (its garbage collector finds objects by walking mimalloc's heaps, so its OBJ and MEM domains must stay CPython's mimalloc)";
+
 /// Whether an allocator is ours (plain or debug).
 fn is_ours(a: &AllocatorEx) -> bool {
     [
@@ -160,6 +199,8 @@ pub enum Outcome {
     Installed { done: u8, skipped: u8 },
     /// Not a CPython process.
     NoCPython,
+    /// A free-threaded CPython ([`free_threaded`]): nothing installed.
+    FreeThreaded,
 }
 
 /// Names the domains in `bits`: "OBJ and MEM".
@@ -179,6 +220,9 @@ pub fn install(domains: Domains) -> Outcome {
     let Some((get, set)) = allocator_api() else {
         return Outcome::NoCPython;
     };
+    if free_threaded().is_some() {
+        return Outcome::FreeThreaded;
+    }
     // Idempotent; needed where libpython was loaded after the constructor ran (dlopen).
     resolve_forwarding();
     // Before the lock: the loader's lock must not be taken under ours (`search_windows`).
@@ -378,6 +422,10 @@ unsafe extern "C" fn constructor(
         return;
     }
     resolve_forwarding();
+    if let Some(why) = free_threaded() {
+        say(&config, why);
+        return;
+    }
     if !config.install {
         say(
             &config,

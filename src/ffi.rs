@@ -131,7 +131,9 @@ pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
 /// replaces receives frees of blocks we did not hand out. Call with the GIL held.
 ///
 /// Returns 0 when every wanted domain now runs on this allocator (also when it already
-/// did); -1 outside CPython (no `PyMem_SetAllocator` in the global scope); otherwise the
+/// did); -1 outside CPython (no `PyMem_SetAllocator` in the global scope); -2 in a
+/// free-threaded CPython (3.13t and later), which must keep its own mimalloc (its garbage
+/// collector walks mimalloc's heaps) and is left alone; otherwise the
 /// domains it skipped, as bits (1 = OBJ, 2 = MEM): another allocator sits there (the
 /// tracemalloc or debug hooks, installed after ours first took its fallback), and
 /// replacing it would free its blocks with the wrong allocator.
@@ -140,6 +142,7 @@ pub extern "C" fn pymalloc_install() -> c_int {
     match cpython::install(cpython::configured_domains()) {
         cpython::Outcome::Installed { skipped, .. } => c_int::from(skipped),
         cpython::Outcome::NoCPython => -1,
+        cpython::Outcome::FreeThreaded => -2,
     }
 }
 

@@ -514,3 +514,48 @@ fn regrtest_summary_parser() {
     let one = "1 test failed:\n    test_threading\n\n";
     assert_eq!(failed_tests(one).len(), 1);
 }
+
+/// A free-threaded CPython is left alone: a stand-in (ctests/python/free_threaded.c) that
+/// exports what the library looks at, built with each of the two signs of such a build and
+/// with neither (where the library must install, so that the check can fail).
+#[test]
+fn free_threaded_interpreter_is_left_alone() {
+    const DEFAULT_VERSION: &str = "-DVERSION=\"3.14.0 (main, Oct 7 2025, 00:00:00) [GCC 15.2.0]\"";
+    const LEFT_ALONE: &str =
+        "set_allocator calls: 0; pymalloc_install: -2; set_allocator calls: 0; domains: 0";
+    let src = root().join("ctests/python/free_threaded.c");
+    for (name, flags, expected) in [
+        ("both signs", &["-DMERGE_SYMBOL"][..], LEFT_ALONE),
+        (
+            "_Py_MergeZeroLocalRefcount",
+            &["-DMERGE_SYMBOL", DEFAULT_VERSION][..],
+            LEFT_ALONE,
+        ),
+        ("Py_GetVersion", &[][..], LEFT_ALONE),
+        (
+            "default build",
+            &[DEFAULT_VERSION][..],
+            "set_allocator calls: 2; pymalloc_install: 0; set_allocator calls: 2; domains: 3",
+        ),
+    ] {
+        let exe = scratch().join(format!("free-threaded-{}", name.replace(' ', "_")));
+        let mut extra = vec!["-rdynamic"];
+        extra.extend_from_slice(flags);
+        support::compile_c(&src, &exe, support::Link::Shared, &extra);
+        let quiet = run(&mut support::clean_command(&exe));
+        assert!(quiet.status.success(), "{name}: {:?}", quiet.status);
+        assert_eq!(
+            String::from_utf8_lossy(&quiet.stdout).trim(),
+            expected,
+            "{name}"
+        );
+        assert!(quiet.stderr.is_empty(), "{name}: not silent by default");
+        let loud = run(support::clean_command(&exe).env("PYMALLOC_VERBOSE", "1"));
+        let said = String::from_utf8_lossy(&loud.stderr);
+        assert_eq!(
+            said.contains("not installing: a free-threaded CPython"),
+            expected == LEFT_ALONE,
+            "{name}: {said:?}"
+        );
+    }
+}
