@@ -36,9 +36,23 @@ typedef struct pymalloc_class_stats {
    */
   uint64_t blocks_in_use;
   /*
-   Free blocks in those pools.
+   Free blocks in those pools (carved or not).
    */
   uint64_t blocks_free;
+  /*
+   The class's pools by occupancy, in tenths: `occupancy[k]` counts the pools whose
+   blocks in use are at least `k / 10` and less than `(k + 1) / 10` of the blocks a pool
+   of the class holds (`blocks_per_pool`); full pools count in `occupancy[9]`, pools
+   with no block in use in `occupancy[0]`. Sums to `pools`. (10 bins: `OCCUPANCY_BINS`.)
+   */
+  uint64_t occupancy[10];
+  /*
+   Bytes *stranded* in the class's pools: their pages (`pools` * 4096 bytes, all
+   resident: a pool in use is never decommitted) minus the bytes of the blocks in use
+   (`blocks_in_use * size`): free blocks, the never-carved rest and the remainder a
+   class size leaves at a page's end. What sparse pools cost beyond their live data.
+   */
+  uint64_t bytes_stranded;
 } pymalloc_class_stats;
 
 /*
@@ -94,6 +108,19 @@ typedef struct pymalloc_stats {
    Heaps whose thread exited, waiting for a new thread.
    */
   uint64_t heaps_abandoned;
+  /*
+   Bytes of the arenas' pages not given back to the OS: pools in use, free pools not
+   returned, and each arena's header page:
+   `(pools_in_use + pools_free - pools_returned + arenas_current) * 4096`. The arenas' share of the resident set, at most: a page
+   never touched since its arena was mapped counts though it is not yet resident.
+   */
+  uint64_t bytes_resident;
+  /*
+   `bytes_resident - bytes_in_use`: resident but holding no live block. The sum of the
+   classes' `bytes_stranded`, plus the free pools not returned yet (the decay returns
+   them after 0.4 to 0.8 s of activity, `pymalloc_trim` at once) and the header pages.
+   */
+  uint64_t bytes_stranded;
   /*
    Per size class (32, `NUM_CLASSES`; a literal so that the C header spells it).
    */

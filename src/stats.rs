@@ -2,7 +2,7 @@
 //! laid out like CPython's `sys._debugmallocstats()` (`pymalloc_print_stats`).
 //!
 //! Counts come from the arena counters and a walk over every pool in use under the arena
-//! lock. Pools of other threads are read while those threads run, so per-class figures are
+//! lock: nothing is counted on the allocation and free paths. Pools of other threads are read while those threads run, so per-class figures are
 //! a snapshot that may be off by the blocks in flight; blocks freed remotely and not yet
 //! taken back by their owner count as in use.
 
@@ -25,8 +25,31 @@ pub struct ClassStats {
     pub pools: u64,
     /// Blocks handed out.
     pub blocks_in_use: u64,
-    /// Free blocks in those pools.
+    /// Free blocks in those pools (carved or not).
     pub blocks_free: u64,
+    /// The class's pools by occupancy, in tenths: `occupancy[k]` counts the pools whose
+    /// blocks in use are at least `k / 10` and less than `(k + 1) / 10` of the blocks a pool
+    /// of the class holds (`blocks_per_pool`); full pools count in `occupancy[9]`, pools
+    /// with no block in use in `occupancy[0]`. Sums to `pools`. (10 bins: `OCCUPANCY_BINS`.)
+    pub occupancy: [u64; 10],
+    /// Bytes *stranded* in the class's pools: their pages (`pools` * 4096 bytes, all
+    /// resident: a pool in use is never decommitted) minus the bytes of the blocks in use
+    /// (`blocks_in_use * size`): free blocks, the never-carved rest and the remainder a
+    /// class size leaves at a page's end. What sparse pools cost beyond their live data.
+    pub bytes_stranded: u64,
+}
+
+/// Occupancy bins per class in [`ClassStats::occupancy`]: tenths.
+pub const OCCUPANCY_BINS: usize = 10;
+
+/// The [`ClassStats::occupancy`] bin of a pool with `used` of its `capacity` blocks in use.
+pub const fn occupancy_bin(used: u64, capacity: u64) -> usize {
+    let k = (used * OCCUPANCY_BINS as u64 / capacity) as usize;
+    if k < OCCUPANCY_BINS {
+        k
+    } else {
+        OCCUPANCY_BINS - 1
+    }
 }
 
 /// Everything `pymalloc_get_stats` reports.
@@ -58,11 +81,20 @@ pub struct Stats {
     pub heaps: u64,
     /// Heaps whose thread exited, waiting for a new thread.
     pub heaps_abandoned: u64,
+    /// Bytes of the arenas' pages not given back to the OS: pools in use, free pools not
+    /// returned, and each arena's header page:
+    /// `(pools_in_use + pools_free - pools_returned + arenas_current) * 4096`. The arenas' share of the resident set, at most: a page
+    /// never touched since its arena was mapped counts though it is not yet resident.
+    pub bytes_resident: u64,
+    /// `bytes_resident - bytes_in_use`: resident but holding no live block. The sum of the
+    /// classes' `bytes_stranded`, plus the free pools not returned yet (the decay returns
+    /// them after 0.4 to 0.8 s of activity, `pymalloc_trim` at once) and the header pages.
+    pub bytes_stranded: u64,
     /// Per size class (32, `NUM_CLASSES`; a literal so that the C header spells it).
     pub classes: [ClassStats; 32],
 }
 
-const _: () = assert!(NUM_CLASSES == 32);
+const _: () = assert!(NUM_CLASSES == 32 && OCCUPANCY_BINS == 10);
 
 /// One heap's share, for the per-heap summary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,10 +134,12 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
                 let (class, used, heap) = unsafe { pool::snapshot(pool::header(base, i)) };
                 if class < NUM_CLASSES {
                     let cs = &mut s.classes[class];
-                    let used = used.min(blocks_per_pool(class) as u64);
+                    let capacity = blocks_per_pool(class) as u64;
+                    let used = used.min(capacity);
                     cs.pools += 1;
                     cs.blocks_in_use += used;
-                    cs.blocks_free += blocks_per_pool(class) as u64 - used;
+                    cs.blocks_free += capacity - used;
+                    cs.occupancy[occupancy_bin(used, capacity)] += 1;
                     if let Some(k) = index_of(heap) {
                         per_heap[k].pools += 1;
                         per_heap[k].blocks_in_use += used;
@@ -124,7 +158,15 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
     s.pools_free = counts.pools_free;
     s.pools_returned = counts.pools_decommitted;
     s.bytes_mapped = counts.current * ARENA_SIZE as u64;
+    for c in s.classes.iter_mut() {
+        c.bytes_stranded = resident_pools(c.pools) * POOL_SIZE as u64 - c.blocks_in_use * c.size;
+    }
     s.bytes_in_use = s.classes.iter().map(|c| c.blocks_in_use * c.size).sum();
+    s.bytes_resident = (resident_pools(s.pools_in_use) + s.pools_free - s.pools_returned
+        + s.arenas_current)
+        * POOL_SIZE as u64;
+    // Saturating: the per-class figures are a snapshot taken while other threads run.
+    s.bytes_stranded = s.bytes_resident.saturating_sub(s.bytes_in_use);
     // Frees of blocks allocated before we were installed can drive the sum below 0: 0.
     s.large_in_use = (crate::fallback::in_use_global().wrapping_add(crate::heap::large_in_heaps()))
         .max(0) as u64;
@@ -134,6 +176,13 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
         .filter(|h| h.role == HeapRole::Abandoned)
         .count() as u64;
     (s, per_heap)
+}
+
+/// Of `pools` pools in use, those whose page is resident: all of them, as a pool in use is
+/// never decommitted (the arena's decommitted set lies within its free set). The one place
+/// that rule is used: if a heap comes to hold decommitted pools, count them out here.
+pub const fn resident_pools(pools: u64) -> u64 {
+    pools
 }
 
 /// Blocks handed out from pools (what `sys.getallocatedblocks()` reports).
@@ -175,6 +224,8 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
             );
         }
     }
+    o.push('\n');
+    occupancy_table(&mut o, s);
     o.push('\n');
     line(&mut o, "# arenas allocated total", s.arenas_allocated_total);
     line(&mut o, "# arenas reclaimed", s.arenas_reclaimed);
@@ -221,6 +272,11 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
             + quantization,
     );
     o.push('\n');
+    let in_pools: u64 = s.classes.iter().map(|c| c.bytes_stranded).sum();
+    line(&mut o, "# bytes resident in arenas", s.bytes_resident);
+    line(&mut o, "# bytes stranded in pools in use", in_pools);
+    line(&mut o, "# bytes stranded in total", s.bytes_stranded);
+    o.push('\n');
     line(&mut o, "# thread heaps", s.heaps);
     line(&mut o, "# thread heaps abandoned", s.heaps_abandoned);
     line(&mut o, "# large blocks in use (fallback)", s.large_in_use);
@@ -236,6 +292,31 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
         }
     }
     o
+}
+
+/// The occupancy section: per class, its pools by tenths of their blocks in use (see
+/// [`ClassStats::occupancy`]) and the bytes stranded in them, in the per-class table's
+/// layout.
+fn occupancy_table(o: &mut String, s: &Stats) {
+    o.push_str("Pools by blocks in use, in tenths of a pool (column 10% = 10% to 19.9%):\n\n");
+    o.push_str("class   size   num pools ");
+    for k in 0..OCCUPANCY_BINS {
+        let _ = write!(o, "{:>6}", format!("{}%", k * 100 / OCCUPANCY_BINS));
+    }
+    o.push_str("   bytes stranded\n-----   ----   --------- ");
+    for _ in 0..OCCUPANCY_BINS {
+        o.push_str(" -----");
+    }
+    o.push_str("   --------------\n");
+    for (i, c) in s.classes.iter().enumerate() {
+        if c.pools > 0 {
+            let _ = write!(o, "{i:5} {:6} {:11} ", c.size, c.pools);
+            for n in c.occupancy {
+                let _ = write!(o, "{n:6}");
+            }
+            let _ = writeln!(o, " {:16}", c.bytes_stranded);
+        }
+    }
 }
 
 /// Whether this process used the allocator: it installed us into CPython, or served a
@@ -299,6 +380,11 @@ mod tests {
             "# bytes lost to pool headers",
             "# bytes lost to quantization",
             "Total",
+            "Pools by blocks in use, in tenths of a pool",
+            "class   size   num pools     0%   10%   20%",
+            "# bytes resident in arenas",
+            "# bytes stranded in pools in use",
+            "# bytes stranded in total",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

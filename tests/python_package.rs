@@ -150,6 +150,8 @@ assert set(s) == keys, sorted(set(s) ^ keys)
 assert all(type(v) is int for k, v in s.items() if k != "classes")
 assert [c["size"] for c in s["classes"]] == list(range(16, 513, 16))
 assert s["arenas_current"] > 0 and s["bytes_in_use"] > 0 and s["pools_in_use"] > 0
+assert all(sum(c["occupancy"]) == c["pools"] for c in s["classes"])
+assert s["bytes_stranded"] == s["bytes_resident"] - s["bytes_in_use"] > 0
 more = [str(i) * 3 for i in range(100000)]
 assert pymalloc_rs.stats()["bytes_in_use"] > s["bytes_in_use"]
 del more

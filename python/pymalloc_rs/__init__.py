@@ -40,17 +40,35 @@ STATS_FIELDS = (
     "large_in_use",
     "heaps",
     "heaps_abandoned",
+    "bytes_resident",
+    "bytes_stranded",
 )
 
-#: The fields of ``pymalloc_class_stats``, one per size class.
-CLASS_FIELDS = ("size", "pools", "blocks_in_use", "blocks_free")
+#: The fields of ``pymalloc_class_stats``, one per size class, in header order; each an
+#: ``uint64_t``, ``name[n]`` an array of ``n`` of them.
+CLASS_FIELDS = (
+    "size",
+    "pools",
+    "blocks_in_use",
+    "blocks_free",
+    "occupancy[10]",
+    "bytes_stranded",
+)
 
 #: Size classes: 16, 32, ..., 512 bytes.
 NUM_CLASSES = 32
 
 
+def _ctypes_field(spec):
+    """``("name", type)`` for a header field spelled ``name`` or ``name[n]``."""
+    name, _, count = spec.partition("[")
+    if count:
+        return name, ctypes.c_uint64 * int(count.rstrip("]"))
+    return name, ctypes.c_uint64
+
+
 class _ClassStats(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in CLASS_FIELDS]
+    _fields_ = [_ctypes_field(spec) for spec in CLASS_FIELDS]
 
 
 class _Stats(ctypes.Structure):
@@ -166,8 +184,13 @@ def stats():
     - ``large_in_use``: blocks the fallback (system) allocator served for us, not freed:
       requests of 0 or over 512 bytes, and small ones when no arena could be mapped;
     - ``heaps``, ``heaps_abandoned``: thread heaps;
+    - ``bytes_resident``: the arenas' pages not given back to the OS (pools in use, free
+      pools not yet returned, header pages): their share of RSS, at most;
+      ``bytes_stranded``: ``bytes_resident - bytes_in_use``, resident but not live;
     - ``classes``: a list of 32 dicts, one per size class (16, 32, ..., 512 bytes), with
-      ``size`` (bytes), ``pools``, ``blocks_in_use``, ``blocks_free``.
+      ``size`` (bytes), ``pools``, ``blocks_in_use``, ``blocks_free``, ``occupancy`` (a
+      list of 10: the pools with 0-9.9 %, 10-19.9 %, ..., 90-100 % of their blocks in
+      use) and ``bytes_stranded`` (the pools' 4096 bytes each minus the blocks in use).
 
     Raises ``NotActiveError`` when pymalloc-rs is not active (see ``is_active``).
     """
@@ -178,9 +201,17 @@ def stats():
     lib.pymalloc_get_stats(ctypes.byref(out))
     result = {name: int(getattr(out, name)) for name in STATS_FIELDS}
     result["classes"] = [
-        {name: int(getattr(c, name)) for name in CLASS_FIELDS} for c in out.classes
+        {name: _plain(getattr(c, name)) for name, _ in _ClassStats._fields_}
+        for c in out.classes
     ]
     return result
+
+
+def _plain(value):
+    """A ``ctypes`` field's value as an ``int``, an array's as a ``list`` of them."""
+    if isinstance(value, int):
+        return value
+    return [int(n) for n in value]
 
 
 def trim():

@@ -1,0 +1,78 @@
+/* The occupancy statistics against a layout built by hand: five pools of the 64-byte class
+ * filled, then thinned to 64, 1, 7, 32 and 45 blocks in use; the per-class occupancy
+ * tenths, blocks and stranded bytes, the totals, and the text report's row must say so. */
+#include "common.h"
+#include <unistd.h>
+
+enum { SIZE = 64, PER_POOL = 4096 / SIZE, POOLS = 5 };
+
+int main(void) {
+    static void *blocks[POOLS * PER_POOL];
+    static const int keep[POOLS] = {64, 1, 7, 32, 45};
+    uintptr_t page[POOLS] = {0};
+    int kept[POOLS] = {0};
+    for (int i = 0; i < POOLS * PER_POOL; i++) {
+        blocks[i] = pymalloc_malloc(SIZE);
+        CHECK(blocks[i] != NULL && pymalloc_owns(blocks[i]));
+    }
+    /* The first process allocation of the class: one pool at a time, filled in turn. */
+    for (int i = 0; i < POOLS * PER_POOL; i++) {
+        uintptr_t p = (uintptr_t)blocks[i] & ~(uintptr_t)4095;
+        int k = i / PER_POOL;
+        if (i % PER_POOL == 0) page[k] = p;
+        CHECK(p == page[k]);
+    }
+    for (int i = 0; i < POOLS * PER_POOL; i++) {
+        int k = i / PER_POOL;
+        if (kept[k] < keep[k]) {
+            kept[k]++;
+        } else {
+            pymalloc_free(blocks[i]);
+            blocks[i] = NULL;
+        }
+    }
+
+    pymalloc_stats s;
+    pymalloc_get_stats(&s);
+    const pymalloc_class_stats *c = &s.classes[SIZE / 16 - 1];
+    uint64_t in_use = 0;
+    for (int k = 0; k < POOLS; k++) in_use += (uint64_t)keep[k];
+    CHECK(c->size == SIZE);
+    CHECK(c->pools == POOLS);
+    CHECK(c->blocks_in_use == in_use);
+    CHECK(c->blocks_free == POOLS * PER_POOL - in_use);
+    /* 64/64 -> tenth 9, 1/64 -> 0, 7/64 -> 1, 32/64 -> 5, 45/64 -> 7. */
+    static const uint64_t tenths[10] = {1, 1, 0, 0, 0, 1, 0, 1, 0, 1};
+    for (int k = 0; k < 10; k++) CHECK(c->occupancy[k] == tenths[k]);
+    CHECK(c->bytes_stranded == POOLS * 4096 - in_use * SIZE);
+    /* No other class holds a pool. */
+    for (int i = 0; i < 32; i++) {
+        if (i == SIZE / 16 - 1) continue;
+        CHECK(s.classes[i].pools == 0 && s.classes[i].bytes_stranded == 0);
+    }
+    CHECK(s.bytes_in_use == in_use * SIZE);
+    CHECK(s.bytes_resident ==
+          (s.pools_in_use + s.pools_free - s.pools_returned + s.arenas_current) * 4096);
+    CHECK(s.bytes_stranded == s.bytes_resident - s.bytes_in_use);
+
+    /* The text report's occupancy row for the class. */
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    pymalloc_print_stats(fileno(f));
+    rewind(f);
+    char line[512], want[256];
+    snprintf(want, sizeof want,
+             "    3     64           5      1     1     0     0     0     1     0     1     0"
+             "     1 %16llu\n",
+             (unsigned long long)(POOLS * 4096 - in_use * SIZE));
+    int found = 0, stranded_line = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strcmp(line, want) == 0) found = 1;
+        if (strncmp(line, "# bytes stranded in pools in use", 32) == 0) stranded_line = 1;
+    }
+    fclose(f);
+    CHECK(found && stranded_line);
+
+    for (int i = 0; i < POOLS * PER_POOL; i++) pymalloc_free(blocks[i]);
+    return 0;
+}
