@@ -50,7 +50,7 @@ fn main() {
     }
 }
 
-/// The shared library depends on the C library only (SPEC §3: it is loaded into every
+/// The shared library depends on the C library only (it is loaded into every
 /// preloaded process). Rust's std asks the linker for `-lgcc_s`, the shared unwinder, which
 /// the library never uses (its entry points are `extern "C"`: a panic aborts at the
 /// boundary rather than unwind into C). For the cdylib's link only, a directory searched

@@ -25,7 +25,7 @@ fn report(key: &str, t: Instant, ops: u64) {
 }
 
 /// Reports RSS at the start, the peak, and after everything was freed and one second of
-/// light activity (memory goes back after a decay driven by activity, SPEC §3).
+/// light activity (memory goes back after a decay driven by activity).
 fn report_rss(key: &str, a: &Alloc, start: u64) {
     let peak = common::peak_rss_kib();
     common::light_activity(a, &mut Rng(0x5151));

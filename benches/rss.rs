@@ -1,7 +1,7 @@
 //! Memory given back (issue "give memory back"): RSS of the 90 %-free workload and of
 //! freeing everything, per allocator, each in a fresh child process, each read after one
 //! second of continued light activity (pymalloc-rs gives memory back after a decay driven
-//! by allocator activity, SPEC §3); and W3 (random lifetime) time with pymalloc-rs's decay
+//! by allocator activity); and W3 (random lifetime) time with pymalloc-rs's decay
 //! at its default and off (`PYMALLOC_DECAY_MS=-1`), alternating runs.
 //!
 //! `cargo bench --bench rss` prints markdown tables. Peers are loaded with dlopen and

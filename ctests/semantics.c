@@ -1,4 +1,4 @@
-/* Every row of SPEC §3, through both the native and the CPython-shaped names. */
+/* Every row of CPython's allocation semantics (the README's C function table and `src/api.rs`), through both the native and the CPython-shaped names. */
 #include "common.h"
 #include <stddef.h>
 

@@ -1,4 +1,4 @@
-//! CPython's allocation semantics (SPEC §3) on top of the heaps and the fallback: which
+//! CPython's allocation semantics on top of the heaps and the fallback: which
 //! requests pools serve, the size limits, calloc's zeroing, realloc's shrink rule and the
 //! moves between pools and the fallback. The C ABI and the Rust tests both call these.
 

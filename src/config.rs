@@ -1,6 +1,6 @@
-//! The environment variables (SPEC §5): `PYMALLOC_INSTALL`, `PYMALLOC_DOMAINS`,
+//! The environment variables (the README's table): `PYMALLOC_INSTALL`, `PYMALLOC_DOMAINS`,
 //! `PYMALLOC_STATS`, `PYMALLOC_DEBUG`, `PYMALLOC_VERBOSE`, and `PYMALLOC_DECAY_MS` (the
-//! decay of SPEC §3). All optional; a malformed value gets one clear line on stderr and the
+//! decay of `arena`). All optional; a malformed value gets one clear line on stderr and the
 //! default.
 
 /// Which CPython allocator domains to take over.

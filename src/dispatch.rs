@@ -1,12 +1,12 @@
 //! The exported `PyObject_*` names without the detour through the interpreter.
 //!
 //! Inside CPython our `PyObject_Malloc` & co. must dispatch exactly as the interpreter's own
-//! do (SPEC §3): through the OBJ domain's current allocator, which may be ours, tracemalloc's
+//! do: through the OBJ domain's current allocator, which may be ours, tracemalloc's
 //! hooks or whatever the program installed. Forwarding to the interpreter's function does
 //! that, but on builds whose own calls reach our names (pyenv's `--enable-shared`: every
 //! `PyObject_Malloc` of libpython goes through the PLT to us) it costs a second call and
-//! the interpreter's indirect call back into us on every allocation and free: about ten
-//! instructions per call, 7 % of the allocator's share in a build-and-drop loop.
+//! the interpreter's indirect call back into us on every allocation and free
+//! (docs/decisions.md#pyobject_-without-the-detour).
 //!
 //! The interpreter's `PyObject_Malloc(n)` is `n > PY_SSIZE_T_MAX ? NULL :
 //! obj.malloc(obj.ctx, n)` in every version 3.8–3.13, where `obj` is the live OBJ-domain

@@ -3,7 +3,7 @@
 //! An *arena* is a 256 KiB mapping aligned to its own size, so `addr & !ARENA_MASK` is the
 //! arena that contains `addr`. It is cut into 64 pages of 4 KiB; one, the *header page*,
 //! holds the arena header and the table of pool headers, and the 63 others are *pools* that
-//! serve blocks, every byte of their page (SPEC §2). Which page holds the headers depends on
+//! serve blocks, every byte of their page. Which page holds the headers depends on
 //! the arena ([`header_page_index`]). A pool serves one *size class* at a time: class
 //! `i` hands out blocks of `(i + 1) * 16` bytes, so requests of 1..=512 bytes map to the 32
 //! classes by `(n - 1) >> 4`, exactly as CPython's pymalloc does.
@@ -36,12 +36,8 @@ pub const NUM_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
 /// The page of the arena based at `base` that holds its headers: the arena's number modulo
 /// 64, so that consecutive arenas keep their headers at different page offsets.
 ///
-/// Why not always page 0: a cache set is chosen by address bits 6 and up (bits 6–16 for a
-/// 2 MiB, 16-way L2), and in 256 KiB-aligned arenas every page 0 has bits 12–17 clear, so the
-/// header tables of all arenas would share 64 of the L2's 2,048 sets. With 100 arenas (a
-/// 25 MB heap) that is 6,400 header lines competing for 1,024 places, and the header read of
-/// nearly every free missed the L2 (cachegrind on the random-lifetime workload W3: 81 % of
-/// frees). Spread over the 64 page offsets, the tables use every set.
+/// Why not always page 0: in 256 KiB-aligned arenas every page 0 maps to the same 64 L2
+/// sets (docs/decisions.md#the-header-page-moves-from-arena-to-arena).
 #[inline(always)]
 pub const fn header_page_index(base: usize) -> usize {
     (base >> ARENA_SHIFT) & (POOLS_PER_ARENA - 1)

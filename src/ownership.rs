@@ -19,7 +19,8 @@
 //!
 //! A leaf holds the address of the arena's header table ([`header_table`]) rather than a
 //! flag so that the free path, which needs it to find the pool header, gets it from the
-//! load it makes anyway (five instructions fewer than computing it from the address). The test is two shifts, a bounds check, two
+//! load it makes anyway (docs/decisions.md#the-ownership-map-is-a-radix-tree-and-its-word-is-the-header-table).
+//! The test is two shifts, a bounds check, two
 //! dependent loads and a zero test, and it never reads memory that is not ours,
 //! unlike CPython <= 3.9's `address_in_range`, which reads the would-be pool header.
 //!

@@ -1,4 +1,4 @@
-//! Footprint under CPython (SPEC §3 "Address space"): the preloaded library adds at most a
+//! Footprint under CPython: the preloaded library adds at most a
 //! few MiB of address space, loads under a tight `ulimit -v`, and a program that allocates
 //! until `MemoryError` gets nearly as far with it as without.
 

@@ -1,4 +1,4 @@
-//! The shared library stays lean (SPEC §3): it needs the C library only (no `libgcc_s`:
+//! The shared library stays lean: it needs the C library only (no `libgcc_s`:
 //! nothing in it unwinds), and what it costs a CPython process in resident memory at start
 //! is measured from `/proc/self/smaps` and printed.
 

@@ -1,4 +1,4 @@
-//! The Python package (SPEC §10): the wheel `pip wheel .` builds (maturin, fetched from PyPI
+//! The Python package: the wheel `pip wheel .` builds (maturin, fetched from PyPI
 //! into pip's build environment), installed offline into fresh virtual environments of
 //! pyenv's CPython 3.8 and 3.13; `python -m pymalloc_rs`, the module's API, the `pymalloc`
 //! command found without `PYMALLOC_LIB`, and the README's "For Python users" commands as

@@ -27,3 +27,48 @@ fn readme_c_example_compiles_and_runs() {
         "hello, pools owned=0\n"
     );
 }
+
+/// The README is a newcomer's page: short, the two set-up commands as CI and the issue
+/// tracker quote them, the headline table dated, every relative link resolving, and no
+/// reference to a specification that is not in the repository.
+#[test]
+fn readme_is_short_and_its_links_resolve() {
+    let root = support::root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines; details go to docs/"
+    );
+    for command in [
+        "cargo build --release && target/release/pymalloc compare",
+        "cargo test --release",
+    ] {
+        assert!(readme.contains(command), "README lacks `{command}`");
+    }
+    let headline = &readme[readme
+        .find("## Where it stands")
+        .expect("a headline section")..];
+    let dated = headline.lines().nth(2).unwrap_or("");
+    assert!(
+        dated.starts_with("20") && dated.contains("machine"),
+        "the headline table's first line names its date and machine: {dated:?}"
+    );
+    for doc in [
+        "README.md",
+        "docs/benchmarks.md",
+        "docs/decisions.md",
+        "benches/README.md",
+    ] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        assert!(!text.contains("SPEC §"), "{doc} cites the specification");
+        let dir = root.join(doc).parent().unwrap().to_path_buf();
+        for link in text.split("](").skip(1) {
+            let target = link.split([')', '#']).next().unwrap();
+            if target.is_empty() || target.contains("://") {
+                continue;
+            }
+            assert!(dir.join(target).exists(), "{doc} links to missing {target}");
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! `PYMALLOC_STATS=1` at exit (SPEC §5): only a process that used the allocator prints a
+//! `PYMALLOC_STATS=1` at exit: only a process that used the allocator prints a
 //! report. A shell, its pipeline's forked subshell, `cat` and `ls` inherit `LD_PRELOAD` and
 //! stay silent; CPython, which installs us, prints one.
 

@@ -173,7 +173,7 @@ def _active_library():
 
 
 def stats():
-    """The allocator's counters (SPEC §7), read from the library this process uses, as a
+    """The allocator's counters, read from the library this process uses, as a
     ``dict`` of ``int``:
 
     - arenas (256 KiB each): ``arenas_allocated_total``, ``arenas_reclaimed``,
