@@ -176,8 +176,7 @@ size_t pymalloc_usable_size(const void *ptr);
 bool pymalloc_owns(const void *ptr);
 
 /*
- Returns free pools and empty arenas to the OS now, without waiting for the decay (SPEC
- §3): every free pool and empty arena, the
+ Returns free pools and empty arenas to the OS now, without waiting for the decay: every free pool and empty arena, the
  empty pools cached by the calling thread, by the shared heap and by exited threads'
  heaps. (Other running threads each keep their last empty pool of a class until they
  exit.)
@@ -187,7 +186,10 @@ void pymalloc_trim(void);
 /*
  Walks every arena, pool, free list and heap and checks the allocator's invariants.
  Returns 0 when they hold; otherwise writes what is broken to stderr and returns -1.
- Call it only while no other thread is inside the allocator.
+
+ # Safety
+ No other thread is inside the allocator, or enters it, until this returns (it reads
+ the heaps' lists, which their owners change without a lock).
  */
 int pymalloc_check(void);
 

@@ -29,8 +29,8 @@
 //! allocating keeps what it holds until it allocates again (or calls `pymalloc_trim`, which
 //! gives everything back at once).
 //!
-//! Why 400 ms: SPEC §3 wants freed memory back "within about a second of continued
-//! activity"; two epochs must fit in that. Any shorter, and the build-and-drop loop of a
+//! Why 400 ms: freed memory should be back within about a second of continued activity,
+//! and two epochs must fit in that. Any shorter, and the build-and-drop loop of a
 //! large structure (200,000 Python objects take ~0.2 s per cycle on this machine) would
 //! start decommitting and re-faulting pools every cycle. jemalloc's default dirty decay is
 //! 10 s, mimalloc's purge delay 10 ms (it reuses memory across threads instead). The cost:
@@ -43,9 +43,8 @@ use crate::geometry::{
     header_page_index, header_table, usable_pools, ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE,
 };
 use crate::pool::{self, Pool};
-use crate::sync::{unmodeled, Lock, Ordering};
+use crate::sync::{unmodeled, Locked, Ordering};
 use crate::{os, ownership};
-use core::cell::UnsafeCell;
 use core::ptr;
 
 /// Arenas mapped before new ones are populated at once (see [`Arenas::map`]).
@@ -109,13 +108,13 @@ pub struct ArenaCounts {
     pub pools_decommitted: u64,
 }
 
-/// The global arena state, guarded by [`LOCK`].
+/// The global arena state, in [`ARENAS`] under the arena lock.
 ///
 /// Invariants: `nonempty` has bit `k` set exactly when `buckets[k]` is non-empty; `all`
 /// lists every mapped arena; `counts.current` is their number, `counts.pools_free` the sum
 /// of their `nfree`, `counts.pools_decommitted` the number of their `decommitted` bits, and
 /// `counts.pools_in_use` the rest of their pools.
-struct Arenas {
+pub(crate) struct Arenas {
     /// `buckets[k]`: arenas with exactly `k` free pools (`buckets[0]` unused).
     buckets: [*mut Arena; POOLS_PER_ARENA],
     /// Bit `k` set when `buckets[k]` is non-empty.
@@ -124,6 +123,10 @@ struct Arenas {
     all: *mut Arena,
     counts: ArenaCounts,
 }
+
+// SAFETY: the arenas it points to are process-wide mappings, not tied to any thread; the
+// state lives in a `Locked` and is reached only under its lock.
+unsafe impl Send for Arenas {}
 
 /// The default decay epoch, in milliseconds (see the module's "Decay" for the choice).
 pub const DEFAULT_DECAY_MS: u32 = 400;
@@ -169,18 +172,9 @@ pub fn tick() {
 }
 
 crate::sync::global! {
-    /// The arena lock: held for every change to an arena header or to [`Arenas`].
-    pub(crate) static LOCK: Lock = Lock::new();
-}
-
-struct Global(UnsafeCell<Arenas>);
-// SAFETY: the contents are only touched with `LOCK` held.
-unsafe impl Sync for Global {}
-// SAFETY: as above (loom's lazy statics want `Send`).
-unsafe impl Send for Global {}
-
-crate::sync::global! {
-    static ARENAS: Global = Global(UnsafeCell::new(Arenas {
+    /// The arena state; its lock, the arena lock, is held for every change to an arena
+    /// header or to [`Arenas`].
+    pub(crate) static ARENAS: Locked<Arenas> = Locked::new(Arenas {
         buckets: [ptr::null_mut(); POOLS_PER_ARENA],
         nonempty: 0,
         all: ptr::null_mut(),
@@ -193,7 +187,7 @@ crate::sync::global! {
             pools_free: 0,
             pools_decommitted: 0,
         },
-    }));
+    });
 }
 
 /// A loom execution ends by dropping its globals: give its arenas back, so that thousands
@@ -216,9 +210,7 @@ impl Drop for Arenas {
 
 /// Runs `f` with the arena lock held.
 fn locked<R>(f: impl FnOnce(&mut Arenas) -> R) -> R {
-    let _guard = LOCK.lock();
-    // SAFETY: the lock is held, so this is the only reference to the arena state.
-    f(unsafe { &mut *ARENAS.0.get() })
+    f(&mut ARENAS.lock())
 }
 
 /// The header of the arena containing `p`.
@@ -371,6 +363,10 @@ pub fn alloc_pool() -> *mut Pool {
             s.bucket_remove(a);
             let i = pop_free(a) as usize;
             let bit = 1u64 << i;
+            debug_assert!(
+                (*a).free_pools & bit != 0,
+                "a pool in use on the free stack"
+            );
             (*a).free_pools &= !bit;
             (*a).aged &= !bit;
             if (*a).decommitted & bit != 0 {
@@ -400,6 +396,11 @@ pub unsafe fn release_pool(pool: *mut Pool) {
         // SAFETY: `a` is the mapped arena of a pool in use; we hold the lock. Clearing
         // `heap` under the lock keeps the pool header and the free set in step for walkers.
         unsafe {
+            debug_assert!(
+                (*a).free_pools & 1 << pool::index_of(pool) == 0,
+                "a pool given back twice"
+            );
+            debug_assert!(!(*pool).linked, "a pool given back while on a class list");
             (*pool).heap = ptr::null_mut();
             if (*a).nfree > 0 {
                 s.bucket_remove(a);

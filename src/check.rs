@@ -1,6 +1,7 @@
 //! The invariant walker: checks every arena, pool, free list and heap list against the
 //! invariants stated where those structures are defined, and counts what is in use.
-//! Tests call it between phases; it must run while no other thread is inside the allocator.
+//! Tests call it between phases; it must run while no other thread is inside the allocator
+//! ([`verify`]'s contract).
 
 use crate::geometry::{blocks_per_pool, class_size, NUM_CLASSES, POOLS_PER_ARENA};
 use crate::heap::{self, empty_pool, Heap};
@@ -18,7 +19,12 @@ pub struct Summary {
 }
 
 /// Walks every structure; returns the first broken invariant, or what is in use.
-pub fn verify() -> Result<Summary, String> {
+///
+/// # Safety
+/// No other thread is inside the allocator, or enters it, until this returns: it reads
+/// the heaps' class lists and the pools' headers, which their owners change with plain
+/// stores and no lock. (Other threads may exist; they must be parked outside it.)
+pub unsafe fn verify() -> Result<Summary, String> {
     // Heaps first (registry lock), then arenas (arena lock): never both at once.
     let mut heaps = HashSet::new();
     let mut linked = HashSet::new();
@@ -26,7 +32,7 @@ pub fn verify() -> Result<Summary, String> {
     let mut problem = None;
     heap::for_each_heap(|h| {
         heaps.insert(h as usize);
-        // SAFETY: the allocator is quiescent (caller's contract), heaps live forever.
+        // SAFETY: no other thread is inside the allocator (our contract); heaps live forever.
         if let Err(e) = unsafe { check_heap(h, &mut linked, &mut delayed) } {
             problem.get_or_insert(e);
         }
@@ -105,15 +111,28 @@ unsafe fn check_heap(
         }
     }
     // SAFETY: per the caller.
-    let mut b = unsafe { heap::delayed_of(h) };
-    let mut n = 0;
+    let head = unsafe { heap::delayed_of(h) };
+    // SAFETY: per the caller, the delayed list holds blocks of our pools, unchanged.
+    unsafe { count_delayed(h, head, delayed) }
+}
+
+/// Counts the blocks of a heap's delayed list per pool into `delayed`; a list that loops is
+/// reported (as the free and remote lists are: by the blocks already seen).
+///
+/// # Safety
+/// `b` heads a list of readable blocks that nothing changes meanwhile.
+unsafe fn count_delayed(
+    h: *mut Heap,
+    mut b: *mut Block,
+    delayed: &mut HashMap<usize, u64>,
+) -> Result<(), String> {
+    let mut seen = HashSet::new();
     while !b.is_null() {
-        n += 1;
-        if n > 1u64 << 40 {
-            return Err(format!("heap {h:p}: delayed list loops"));
+        if !seen.insert(b as usize) {
+            return Err(format!("heap {h:p}: delayed list loops at {b:p}"));
         }
         *delayed.entry(pool_of(b) as usize).or_default() += 1;
-        // SAFETY: delayed blocks are live blocks of our pools.
+        // SAFETY: per the caller.
         b = unsafe { (*b).next };
     }
     Ok(())
@@ -246,4 +265,43 @@ unsafe fn check_pool(
         ));
     }
     Ok(used - remote - delayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two blocks on the stack, `b` linked to `a`; `a` linked back to `b` if `looped`.
+    fn run(looped: bool) -> (Result<(), String>, u64) {
+        let mut blocks = [
+            Block {
+                next: core::ptr::null_mut(),
+            },
+            Block {
+                next: core::ptr::null_mut(),
+            },
+        ];
+        let a: *mut Block = &mut blocks[0];
+        // SAFETY: both blocks are on the stack, alive for the whole function.
+        unsafe {
+            let b = a.add(1);
+            (*b).next = a;
+            if looped {
+                (*a).next = b;
+            }
+            let mut delayed = HashMap::new();
+            let r = count_delayed(core::ptr::null_mut(), b, &mut delayed);
+            (r, delayed.values().sum())
+        }
+    }
+
+    #[test]
+    fn a_looped_delayed_list_is_reported() {
+        assert!(run(true).0.unwrap_err().contains("delayed list loops"));
+    }
+
+    #[test]
+    fn a_delayed_list_is_counted() {
+        assert_eq!(run(false), (Ok(()), 2));
+    }
 }

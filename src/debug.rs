@@ -24,10 +24,9 @@
 
 use crate::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
 use crate::pool::{in_header_page, is_block_start, pool_of};
-use crate::sync::unmodeled::AtomicBool;
-use crate::sync::{Lock, Ordering};
+use crate::sync::unmodeled::{AtomicBool, AtomicU64};
+use crate::sync::{Locked, Ordering};
 use crate::{fallback, fault::Report, heap, ownership};
-use core::cell::UnsafeCell;
 use core::ptr;
 use std::collections::{HashMap, VecDeque};
 
@@ -89,29 +88,24 @@ impl Api {
 /// failed it has less, and nothing is quarantined); `large` maps the inner address of every
 /// fallback-backed debug block that is live or quarantined, and nothing else, to the bytes
 /// its inner allocation holds ([`room_for`] its stored size).
-struct State {
+pub(crate) struct State {
     quarantine: Option<VecDeque<usize>>,
     large: Option<HashMap<usize, usize>>,
 }
-struct Global(UnsafeCell<State>);
-// SAFETY: only touched with `LOCK` held.
-unsafe impl Sync for Global {}
 crate::sync::global! {
-    /// Guards [`STATE`]; innermost of the allocator's locks (see `fork`).
-    pub(crate) static LOCK: Lock = Lock::new();
+    /// The state under its lock, innermost of the allocator's locks (see `fork`).
+    pub(crate) static STATE: Locked<State> = Locked::new(State {
+        quarantine: None,
+        large: None,
+    });
 }
-static STATE: Global = Global(UnsafeCell::new(State {
-    quarantine: None,
-    large: None,
-}));
 
 /// Runs `f` on the state under its lock. Nothing in it allocates unless it says so, and then
 /// only fallibly: memory may be exhausted (an address-space limit), and debug mode must
 /// answer NULL then, not abort.
 fn with_state<R>(f: impl FnOnce(&mut VecDeque<usize>, &mut HashMap<usize, usize>) -> R) -> R {
-    let _guard = LOCK.lock();
-    // SAFETY: the lock is held.
-    let s = unsafe { &mut *STATE.0.get() };
+    let mut guard = STATE.lock();
+    let s = &mut *guard;
     f(
         s.quarantine.get_or_insert_with(|| {
             let mut q = VecDeque::new();
@@ -180,7 +174,8 @@ fn header(p: usize) -> Option<Header> {
         Some(Header {
             inner,
             room,
-            magic: w.add(1).read(),
+            // Atomic: another thread's free may be claiming the block ([`claim`]).
+            magic: (*w.add(1).cast::<AtomicU64>()).load(Ordering::Acquire),
             size: w.add(2).read() as usize,
             api: (inner as *const u8).add(24).read(),
         })
@@ -372,11 +367,17 @@ pub unsafe fn free(p: *mut u8, api: Api) {
         return;
     }
     let h = check_live(p as usize, api, "free");
-    // SAFETY: a live debug block of `h.size` bytes; the magic word is ours to change.
-    unsafe {
-        (h.inner as *mut u64).add(1).write(MAGIC_FREED);
-        ptr::write_bytes(p, DEAD, h.size);
+    if !claim(&h) {
+        // Another thread freed it since the check above.
+        fault(
+            "double free",
+            p as usize,
+            Some(&h),
+            "the block was already freed",
+        );
     }
+    // SAFETY: a live debug block of `h.size` bytes, now ours alone (claimed).
+    unsafe { ptr::write_bytes(p, DEAD, h.size) };
     let evicted = with_state(|q, _| {
         if q.capacity() <= QUARANTINE {
             return Some(p as usize); // no quarantine (its room could not be had)
@@ -391,6 +392,24 @@ pub unsafe fn free(p: *mut u8, api: Api) {
     if let Some(old) = evicted {
         release(old);
     }
+}
+
+/// Marks the block of a header that [`check_live`] passed as freed, atomically: of two
+/// threads freeing the same block at once, both may pass the check, but only one claims
+/// it. False if the block was no longer alive.
+fn claim(h: &Header) -> bool {
+    // SAFETY: the magic word is the second word of the block's inner allocation, 8-aligned,
+    // and every access to it while the block is live or quarantined goes through an atomic
+    // or happens in the thread that owns the block (its allocation).
+    let magic = unsafe { &*((h.inner as *const u64).add(1) as *const AtomicU64) };
+    magic
+        .compare_exchange(
+            MAGIC_ALIVE,
+            MAGIC_FREED,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_ok()
 }
 
 /// Really frees a quarantined block, after checking nobody wrote to it meanwhile.
@@ -523,5 +542,22 @@ pub fn allocator(obj: bool) -> fallback::AllocatorEx {
         calloc,
         realloc,
         free,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two frees of one block at once: both pass the liveness check before either marks
+    /// the block, and only the first claim succeeds (the second is reported).
+    #[test]
+    fn of_two_simultaneous_frees_only_one_claims_the_block() {
+        let p = malloc(40, Api::Native);
+        assert!(!p.is_null());
+        let first = check_live(p as usize, Api::Native, "free");
+        let second = check_live(p as usize, Api::Native, "free");
+        assert!(claim(&first));
+        assert!(!claim(&second));
     }
 }

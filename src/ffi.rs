@@ -59,8 +59,7 @@ pub extern "C" fn pymalloc_owns(ptr: *const c_void) -> bool {
     api::owns(ptr.cast())
 }
 
-/// Returns free pools and empty arenas to the OS now, without waiting for the decay (SPEC
-/// §3): every free pool and empty arena, the
+/// Returns free pools and empty arenas to the OS now, without waiting for the decay: every free pool and empty arena, the
 /// empty pools cached by the calling thread, by the shared heap and by exited threads'
 /// heaps. (Other running threads each keep their last empty pool of a class until they
 /// exit.)
@@ -72,10 +71,14 @@ pub extern "C" fn pymalloc_trim() {
 
 /// Walks every arena, pool, free list and heap and checks the allocator's invariants.
 /// Returns 0 when they hold; otherwise writes what is broken to stderr and returns -1.
-/// Call it only while no other thread is inside the allocator.
+///
+/// # Safety
+/// No other thread is inside the allocator, or enters it, until this returns (it reads
+/// the heaps' lists, which their owners change without a lock).
 #[no_mangle]
-pub extern "C" fn pymalloc_check() -> c_int {
-    match check::verify() {
+pub unsafe extern "C" fn pymalloc_check() -> c_int {
+    // SAFETY: forwarded caller contract.
+    match unsafe { check::verify() } {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("pymalloc_check: {e}");

@@ -15,12 +15,12 @@
 //! 1. `cpython::INSTALL_LOCK` (installation into CPython: takes none of ours, but is
 //!    outermost so that any could be taken under it; the C library's loader lock, which
 //!    `dlsym` takes, is never taken under it),
-//! 2. `heap::SHARED_LOCK` (the shared heap of exited threads and debug mode; its slow path takes 3-5),
-//! 3. `heap::REGISTRY_LOCK` (attach, thread exit, trim: takes 4 and 5),
-//! 4. `meta::LOCK` (metadata memory: takes nothing),
-//! 5. `arena::LOCK` (pool hand-out and return: takes nothing),
+//! 2. `heap::SHARED` (the shared heap of exited threads and debug mode; its slow path takes 3-5),
+//! 3. `heap::REGISTRY` (attach, thread exit, trim: takes 4 and 5),
+//! 4. `meta::BUMP` (metadata memory: takes nothing),
+//! 5. `arena::ARENAS` (pool hand-out and return: takes nothing),
 //! 6. `sync::KEY_LOCK` (creation of the thread-exit key: taken with nothing else held),
-//! 7. `debug::LOCK` (debug mode's quarantine and large-block registry: takes nothing; its
+//! 7. `debug::STATE` (debug mode's quarantine and large-block registry: takes nothing; its
 //!    collections allocate from the C library's malloc, which has its own fork handlers).
 //!
 //! ## The child's other heaps
@@ -31,8 +31,9 @@
 //! heap would inherit the half-done update. Blocks of theirs that the child frees take the
 //! remote-free path, which touches only the pools' `remote` lists and the heaps' `delayed`
 //! lists and so is safe; their memory simply stays mapped for the life of the child, which is
-//! what glibc's malloc does with the arenas of vanished threads too. The child's own thread
-//! keeps its heap and continues as before.
+//! what glibc's malloc does with the arenas of vanished threads too. The child's handler puts
+//! them on the registry's vanished list, so the statistics call them vanished, not active.
+//! The child's own thread keeps its heap and continues as before.
 //!
 //! ## Registration
 //!
@@ -45,12 +46,12 @@ use crate::{arena, cpython, debug, heap, meta, sync};
 /// Takes every allocator lock, in the order stated above.
 extern "C" fn prepare() {
     cpython::INSTALL_LOCK.acquire();
-    heap::SHARED_LOCK.acquire();
-    heap::REGISTRY_LOCK.acquire();
-    meta::LOCK.acquire();
-    arena::LOCK.acquire();
+    heap::SHARED.raw_lock().acquire();
+    heap::REGISTRY.raw_lock().acquire();
+    meta::BUMP.raw_lock().acquire();
+    arena::ARENAS.raw_lock().acquire();
     sync::KEY_LOCK.acquire();
-    debug::LOCK.acquire();
+    debug::STATE.raw_lock().acquire();
 }
 
 /// Releases every lock [`prepare`] took, in reverse order.
@@ -58,14 +59,22 @@ extern "C" fn release_all() {
     // SAFETY: `prepare` ran in this thread just before the fork and took all seven; in the
     // child this thread is the one that took them.
     unsafe {
-        debug::LOCK.release();
+        debug::STATE.raw_lock().release();
         sync::KEY_LOCK.release();
-        arena::LOCK.release();
-        meta::LOCK.release();
-        heap::REGISTRY_LOCK.release();
-        heap::SHARED_LOCK.release();
+        arena::ARENAS.raw_lock().release();
+        meta::BUMP.raw_lock().release();
+        heap::REGISTRY.raw_lock().release();
+        heap::SHARED.raw_lock().release();
         cpython::INSTALL_LOCK.release();
     }
+}
+
+/// The child's handler: the heaps of the threads that did not survive are marked vanished,
+/// then every lock is released.
+extern "C" fn child() {
+    // SAFETY: the forking thread holds the registry lock (`prepare`) and is the only one.
+    unsafe { heap::forget_vanished_threads() };
+    release_all();
 }
 
 /// The library constructor: registers the fork handlers, once per process, before any
@@ -74,7 +83,7 @@ extern "C" fn constructor() {
     // SAFETY: the handlers are plain C functions that live as long as the library.
     // A failure (ENOMEM) leaves fork unprotected; nothing to undo.
     unsafe {
-        libc::pthread_atfork(Some(prepare), Some(release_all), Some(release_all));
+        libc::pthread_atfork(Some(prepare), Some(release_all), Some(child));
     }
 }
 

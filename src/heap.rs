@@ -11,13 +11,13 @@
 //!
 //! Fast-path note: the functions the fast paths call out to (`alloc_fresh`, `alloc_next`,
 //! `alloc_slow`, `free_slow`, `free_remote`, `fault::double_free`, and the fallback calls in
-//! `api`) are `extern "C"`, which makes them non-unwinding. Calls to them then need no landing pad, so
-//! the fast paths end in plain tail jumps and need no stack frame: four instructions fewer
-//! on every malloc/free pair.
+//! `api`) are `extern "C"`, which makes them non-unwinding: calls to them need no landing
+//! pad, so the fast paths end in plain tail jumps and need no stack frame
+//! (docs/decisions.md#frameless-fast-paths).
 
 use crate::geometry::{blocks_per_pool, class_of, class_size, NUM_CLASSES};
 use crate::pool::{self, pool_of, Block, Owner, Pool};
-use crate::sync::{self, unmodeled, Lock, Ordering, ThreadState};
+use crate::sync::{self, unmodeled, Locked, Ordering, ThreadState};
 use crate::{arena, debug};
 use core::ptr;
 
@@ -54,18 +54,24 @@ pub struct Heap {
     next_abandoned: *mut Heap,
 }
 
-/// A `Sync` home for statics holding raw pointers.
+/// The home of the two sentinels, the empty pool and the empty heap: statics that hold raw
+/// pointers and are never written (every list of the empty heap is the empty pool, whose
+/// `free` is null and `next` null, so the paths that would write either divert to the
+/// slow path first).
 #[repr(transparent)]
-pub struct Shared<T>(T);
-// SAFETY: the statics wrapped are the empty heap and empty pool, which are never written,
-// and the registry and shared-heap slots, whose `UnsafeCell` contents are only touched
-// with their lock held (`REGISTRY_LOCK`, `SHARED_LOCK`).
-unsafe impl<T> Sync for Shared<T> {}
+pub struct Sentinel<T>(T);
+// SAFETY: never written after its constant initialisation (see the type), so shared reads
+// from any thread are sound.
+unsafe impl Sync for Sentinel<Pool> {}
+// SAFETY: as above.
+unsafe impl Sync for Sentinel<Heap> {}
 // SAFETY: as above (loom's lazy statics want `Send`).
-unsafe impl<T> Send for Shared<T> {}
+unsafe impl Send for Sentinel<Pool> {}
+// SAFETY: as above.
+unsafe impl Send for Sentinel<Heap> {}
 
 crate::sync::global! {
-    static EMPTY_POOL: Shared<Pool> = Shared(Pool::empty());
+    static EMPTY_POOL: Sentinel<Pool> = Sentinel(Pool::empty());
 }
 
 crate::sync::const_unless_loom! {
@@ -93,10 +99,10 @@ crate::sync::const_unless_loom! {
 /// Public only so that the thread-local slot in `sync` can name it as its initial value.
 #[doc(hidden)]
 #[cfg(not(loom))]
-pub static EMPTY_HEAP: Shared<Heap> = Shared(blank_heap());
+pub static EMPTY_HEAP: Sentinel<Heap> = Sentinel(blank_heap());
 #[cfg(loom)]
 loom::lazy_static! {
-    static ref EMPTY_HEAP: Shared<Heap> = Shared(blank_heap());
+    static ref EMPTY_HEAP: Sentinel<Heap> = Sentinel(blank_heap());
 }
 
 /// The heap of threads that have none: owns no pool, and every list of it is empty.
@@ -104,35 +110,44 @@ loom::lazy_static! {
 pub const EMPTY_HEAP_PTR: *mut Heap = &EMPTY_HEAP.0 as *const Heap as *mut Heap;
 
 /// The registry of heaps: every heap ever made (heaps are never unmapped) and the
-/// abandoned ones waiting for a new thread. Guarded by `REGISTRY_LOCK`.
-struct Registry {
+/// abandoned ones waiting for a new thread, in [`REGISTRY`].
+///
+/// Invariants: `all` links every heap through `next_all`; `abandoned` and `vanished` link
+/// disjoint sets of them through `next_abandoned`; `shared` is the shared heap once made
+/// (null before), on neither list.
+pub(crate) struct Registry {
     all: *mut Heap,
     abandoned: *mut Heap,
+    /// Heaps of threads that did not survive a `fork` (see `fork`): owned by nobody, never
+    /// adopted.
+    vanished: *mut Heap,
+    shared: *mut Heap,
+}
+// SAFETY: heaps are process-wide metadata, never freed and not tied to a thread; the
+// registry lives in a `Locked` and is reached only under its lock.
+unsafe impl Send for Registry {}
+
+/// The shared heap (null until first needed), in [`SHARED`].
+pub(crate) struct SharedHeap(*mut Heap);
+// SAFETY: as for `Registry`: the heap is reached only under `SHARED`'s lock.
+unsafe impl Send for SharedHeap {}
+
+crate::sync::global! {
+    /// The registry under its lock.
+    pub(crate) static REGISTRY: Locked<Registry> = Locked::new(Registry {
+        all: ptr::null_mut(),
+        abandoned: ptr::null_mut(),
+        vanished: ptr::null_mut(),
+        shared: ptr::null_mut(),
+    });
 }
 
 crate::sync::global! {
-    pub(crate) static REGISTRY_LOCK: Lock = Lock::new();
-}
-crate::sync::global! {
-    static REGISTRY: Shared<core::cell::UnsafeCell<Registry>> =
-        Shared(core::cell::UnsafeCell::new(Registry {
-            all: ptr::null_mut(),
-            abandoned: ptr::null_mut(),
-        }));
-}
-
-crate::sync::global! {
-    /// Guards [`SHARED_HEAP`].
-    pub(crate) static SHARED_LOCK: Lock = Lock::new();
-}
-crate::sync::global! {
-    /// The shared heap, guarded by `SHARED_LOCK`: it serves threads whose own heap was
-    /// handed back at exit (their thread-local destructors may still allocate), threads
-    /// that could get no heap, and debug mode's blocks. The holder of `SHARED_LOCK` acts as
-    /// its owner. The slot is set once, under both `SHARED_LOCK` and `REGISTRY_LOCK`, so
-    /// either lock suffices to read it.
-    static SHARED_HEAP: Shared<core::cell::UnsafeCell<*mut Heap>> =
-        Shared(core::cell::UnsafeCell::new(ptr::null_mut()));
+    /// The shared heap under its lock: it serves threads whose own heap was handed back at
+    /// exit (their thread-local destructors may still allocate), threads that could get no
+    /// heap, and debug mode's blocks. The holder of the lock acts as its owner. Made once,
+    /// and then also recorded in the registry (`Registry::shared`) under both locks.
+    pub(crate) static SHARED: Locked<SharedHeap> = Locked::new(SharedHeap(ptr::null_mut()));
 }
 
 impl Heap {
@@ -179,8 +194,7 @@ unsafe fn alloc_from(heap: *mut Heap, n: usize) -> *mut u8 {
         if block.is_null() {
             return alloc_fresh(n, heap, pool);
         }
-        // No prefetch of `next` here: it costs the pair's 41st instruction and measured no
-        // gain (W3, 7 alternating runs: 0.29 s with it, 0.25 s without, median).
+        // No prefetch of `next` here: docs/decisions.md#no-prefetch-on-the-malloc-fast-path.
         (*pool).free = (*block).next;
         (*pool).used += 1;
         block.cast()
@@ -206,12 +220,10 @@ unsafe extern "C" fn alloc_fresh(n: usize, heap: *mut Heap, pool: *mut Pool) -> 
 }
 
 /// The head pool of `n`'s class is used up: park it and pop a block of the next pool on
-/// the list. In random-lifetime churn this is one allocation in two (frees scatter over
-/// the class's pools, so the head has one or two free blocks when it takes over: W3 comes
-/// here 1.85 M times in 3.5 M allocations), so the common case is kept here, small and
-/// frameless, and everything else (remote or delayed frees to take back, `NOTIFY` not yet
-/// set, no next pool or an empty one, the decay's heartbeat due, the empty heap) goes to
-/// [`alloc_slow`]: 85 instructions per call there, most of them saving registers.
+/// the list. In random-lifetime churn this is one allocation in two, so the common case is
+/// kept here, small and frameless (docs/decisions.md#frameless-fast-paths), and everything
+/// else (remote or delayed frees to take back, `NOTIFY` not yet set, no next pool or an
+/// empty one, the decay's heartbeat due, the empty heap) goes to [`alloc_slow`].
 ///
 /// # Safety
 /// As for [`alloc_from`]; `pool` heads `heap`'s list for `n`'s class and has no block on
@@ -236,6 +248,7 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
         (*heap).slow_events += 1;
         // Park `pool`: off the list (it is the head and not the tail), full. `NOTIFY` is
         // set, so the next remote free of one of its blocks tells us.
+        debug_assert!((*pool).linked && (*pool).free.is_null() && (*pool).fresh == 0);
         (*heap).lists[class_index(pool)] = next;
         (*next).prev = ptr::null_mut();
         (*pool).linked = false;
@@ -243,10 +256,9 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
         (*pool).used = pool::PARKED;
         // As `refill` does: the pool after `next` serves next; start loading its header.
         pool::prefetch((*next).next);
-        // `block` was freed long ago and is cold: reading its link is a cache miss on the
-        // way out. When it is the pool's only free block (no uncarved ones, all others in
-        // use) the link is null and need not be read: so in 56 % of W3's transitions
-        // (measured; 25 % have two blocks, the rest more), at the price of a branch.
+        // `block` is cold: when it is the pool's only free block (no uncarved ones, all
+        // others in use) its link is null and is not read
+        // (docs/decisions.md#a-new-heads-only-free-block-is-not-read).
         let only =
             (*next).fresh == 0 && (*next).used + 1 == blocks_per_pool(class_index(next)) as u32;
         (*next).free = if only { ptr::null_mut() } else { (*block).next };
@@ -389,16 +401,15 @@ unsafe extern "C" fn free_slow_rest(heap: *mut Heap, pool: *mut Pool) {
 #[inline(always)]
 unsafe fn relink(heap: *mut Heap, pool: *mut Pool) {
     // At the back, not the front: the pools ahead are used up first, and meanwhile more
-    // frees land in this one, so when its turn comes it serves several allocations in a
-    // row. At the front it would serve this one block and be full again, two list
-    // transitions per allocation wherever frees are scattered (the random-lifetime workload
-    // W3: 1.3x slower). Pools that keep receiving frees at the back also get a chance to
-    // empty and go back to their arena.
+    // frees land in this one (docs/decisions.md#a-relinked-pool-goes-to-the-back-of-its-list).
+    // Pools that keep receiving frees at the back also get a chance to empty and go back
+    // to their arena.
     //
     // `NOTIFY` stays set: clearing it would take an atomic RMW, and leaving it only sends
     // the pool's next remote free through the delayed list.
     // SAFETY: per the caller. Parked, it was full: all its blocks but this one are in use.
     unsafe {
+        debug_assert!(!(*pool).linked && (*pool).used == pool::PARKED);
         (*pool).used = blocks_per_pool(class_index(pool)) as u32 - 1;
         push_back(heap, pool);
     }
@@ -406,9 +417,8 @@ unsafe fn relink(heap: *mut Heap, pool: *mut Pool) {
 
 /// Counts `p`, a block the fallback just handed out for us (NULL: none), in the statistics'
 /// `large_in_use`, and returns it: in the calling thread's heap, with a plain load and
-/// store (a global atomic counter would cost two locked instructions per large block and a
-/// cache line bounced between every thread that allocates them); threads without a heap
-/// count in [`crate::fallback`]'s global counter.
+/// store (docs/decisions.md#large-blocks-counted-per-heap); threads without a heap count in
+/// [`crate::fallback`]'s global counter.
 #[inline(always)]
 pub fn count_large(p: *mut u8) -> *mut u8 {
     if !p.is_null() {
@@ -478,6 +488,7 @@ unsafe fn heartbeat(heap: *mut Heap) {
 unsafe fn push_front(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
+        debug_assert!(!(*pool).linked, "a pool linked twice");
         let class = class_index(pool);
         let head = (*heap).lists[class];
         (*pool).prev = ptr::null_mut();
@@ -520,6 +531,7 @@ unsafe fn push_back(heap: *mut Heap, pool: *mut Pool) {
 unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
+        debug_assert!((*pool).linked, "an unlinked pool taken off its list");
         let (prev, next) = ((*pool).prev, (*pool).next);
         let class = class_index(pool);
         if prev.is_null() {
@@ -588,6 +600,7 @@ unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
                     continue; // a remote free just arrived: collect it
                 }
                 unlink(heap, pool);
+                debug_assert!((*pool).used == blocks_per_pool(class) as u32);
                 (*pool).used = pool::PARKED;
                 continue;
             }
@@ -634,9 +647,7 @@ unsafe fn drain_delayed(heap: *mut Heap) {
 fn attach() -> bool {
     // (The fork handlers are registered by `fork`'s own constructor, before any heap.)
     let heap = {
-        let _guard = REGISTRY_LOCK.lock();
-        // SAFETY: the registry lock is held.
-        let reg = unsafe { &mut *REGISTRY.0.get() };
+        let mut reg = REGISTRY.lock();
         if reg.abandoned.is_null() {
             let heap = crate::meta::alloc::<Heap>();
             if heap.is_null() {
@@ -667,12 +678,11 @@ unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
     let heap = heap.cast::<Heap>();
     sync::set_thread_heap(Heap::empty());
     sync::set_thread_state(ThreadState::Exited);
-    let _guard = REGISTRY_LOCK.lock();
+    let mut reg = REGISTRY.lock();
     // SAFETY: the exiting thread owned `heap` until now; under the registry lock nobody
     // else can adopt it before it is on the abandoned list.
     unsafe {
         tidy(heap);
-        let reg = &mut *REGISTRY.0.get();
         (*heap).next_abandoned = reg.abandoned;
         reg.abandoned = heap;
     }
@@ -704,6 +714,10 @@ unsafe fn tidy(heap: *mut Heap) {
                 let next = (*pool).next;
                 pool::collect_remote(pool);
                 if (*pool).used == 0 {
+                    debug_assert!(
+                        (*pool).linked
+                            && (*pool).remote.load(Ordering::Relaxed) & !pool::NOTIFY == 0
+                    );
                     unlink(heap, pool);
                     arena::release_pool(pool);
                 }
@@ -715,23 +729,22 @@ unsafe fn tidy(heap: *mut Heap) {
 
 /// Allocates `n` bytes (`1 <= n <= 512`) from the shared heap, under its lock.
 pub fn alloc_shared(n: usize) -> *mut u8 {
-    let _guard = SHARED_LOCK.lock();
+    let mut shared = SHARED.lock();
     // SAFETY: the lock is held, so we act as the owner of the shared heap.
     unsafe {
-        let slot = SHARED_HEAP.0.get();
-        if (*slot).is_null() {
+        if shared.0.is_null() {
             let heap = crate::meta::alloc::<Heap>();
             if heap.is_null() {
                 return ptr::null_mut();
             }
             heap.write(blank_heap());
-            let _reg = REGISTRY_LOCK.lock();
-            let reg = &mut *REGISTRY.0.get();
+            let mut reg = REGISTRY.lock();
             (*heap).next_all = reg.all;
             reg.all = heap;
-            *slot = heap;
+            reg.shared = heap;
+            shared.0 = heap;
         }
-        alloc_from(*slot, n)
+        alloc_from(shared.0, n)
     }
 }
 
@@ -744,21 +757,18 @@ pub fn trim() {
         unsafe { tidy(own) };
     }
     {
-        let _guard = SHARED_LOCK.lock();
-        // SAFETY: the lock is held, so we act as the owner of the shared heap. Its blocks
-        // come back as remote frees, and a pool emptied by collected remote frees stays on
-        // its lists until tidied.
-        unsafe {
-            let shared = *SHARED_HEAP.0.get();
-            if !shared.is_null() {
-                tidy(shared);
-            }
+        let shared = SHARED.lock();
+        if !shared.0.is_null() {
+            // SAFETY: the lock is held, so we act as the owner of the shared heap. Its
+            // blocks come back as remote frees, and a pool emptied by collected remote
+            // frees stays on its lists until tidied.
+            unsafe { tidy(shared.0) };
         }
     }
-    let _guard = REGISTRY_LOCK.lock();
+    let reg = REGISTRY.lock();
     // SAFETY: abandoned heaps are owned by the registry lock holder.
     unsafe {
-        let mut heap = (*REGISTRY.0.get()).abandoned;
+        let mut heap = reg.abandoned;
         while !heap.is_null() {
             tidy(heap);
             heap = (*heap).next_abandoned;
@@ -775,21 +785,25 @@ pub enum HeapRole {
     Abandoned,
     /// The shared heap (exited threads' late allocations, debug mode).
     Shared,
+    /// Its thread did not survive a `fork`: owned by nobody, never adopted (see `fork`).
+    Vanished,
 }
 
 /// Every heap ever made, with its role, oldest last.
 pub fn heap_roles() -> Vec<(usize, HeapRole)> {
-    let _guard = REGISTRY_LOCK.lock();
+    let reg = REGISTRY.lock();
+    let shared = reg.shared;
     // SAFETY: the registry lock is held; heaps are never freed.
     unsafe {
-        let reg = &*REGISTRY.0.get();
-        let shared = *SHARED_HEAP.0.get();
-        let mut abandoned = Vec::new();
-        let mut h = reg.abandoned;
-        while !h.is_null() {
-            abandoned.push(h);
-            h = (*h).next_abandoned;
-        }
+        let on = |mut h: *mut Heap| {
+            let mut v = Vec::new();
+            while !h.is_null() {
+                v.push(h);
+                h = (*h).next_abandoned;
+            }
+            v
+        };
+        let (abandoned, vanished) = (on(reg.abandoned), on(reg.vanished));
         let mut roles = Vec::new();
         let mut h = reg.all;
         while !h.is_null() {
@@ -797,6 +811,8 @@ pub fn heap_roles() -> Vec<(usize, HeapRole)> {
                 HeapRole::Shared
             } else if abandoned.contains(&h) {
                 HeapRole::Abandoned
+            } else if vanished.contains(&h) {
+                HeapRole::Vanished
             } else {
                 HeapRole::Active
             };
@@ -807,13 +823,45 @@ pub fn heap_roles() -> Vec<(usize, HeapRole)> {
     }
 }
 
+/// In a child just forked, with the registry lock held by the forking thread (the fork
+/// handlers hold every lock): marks every heap that was active in the parent, other than
+/// the calling thread's own, as vanished.
+///
+/// # Safety
+/// Called only from the child's fork handler, before it releases the registry lock.
+#[cfg(not(loom))]
+pub(crate) unsafe fn forget_vanished_threads() {
+    let own = sync::thread_heap();
+    // SAFETY: the registry lock is held by this thread (per the caller), the only one;
+    // heaps are never freed.
+    unsafe {
+        let reg = &mut *REGISTRY.held();
+        let shared = reg.shared;
+        let mut listed = Vec::new();
+        for mut h in [reg.abandoned, reg.vanished] {
+            while !h.is_null() {
+                listed.push(h);
+                h = (*h).next_abandoned;
+            }
+        }
+        let mut h = reg.all;
+        while !h.is_null() {
+            if h != own && h != shared && !listed.contains(&h) {
+                (*h).next_abandoned = reg.vanished;
+                reg.vanished = h;
+            }
+            h = (*h).next_all;
+        }
+    }
+}
+
 /// Calls `f` on every heap ever made, under the registry lock. Callers that read a heap's
 /// lists must ensure no other thread is inside the allocator.
 pub fn for_each_heap(mut f: impl FnMut(*mut Heap)) {
-    let _guard = REGISTRY_LOCK.lock();
+    let reg = REGISTRY.lock();
     // SAFETY: the registry lock is held; heaps are never freed.
     unsafe {
-        let mut heap = (*REGISTRY.0.get()).all;
+        let mut heap = reg.all;
         while !heap.is_null() {
             f(heap);
             heap = (*heap).next_all;

@@ -2,14 +2,13 @@
 //! (thread heaps), which must not come from any malloc. Records are never freed; heaps are
 //! recycled through the heap registry instead.
 
-use crate::sync::Lock;
-use core::cell::UnsafeCell;
+use crate::sync::Locked;
 use core::ptr;
 
 const CHUNK: usize = 64 * 1024;
 
 /// Invariant: `next..end` is the unused tail of the current chunk (`next == 0`: no chunk).
-struct Bump {
+pub(crate) struct Bump {
     next: usize,
     end: usize,
     /// Every chunk mapped, so that a loom execution can unmap them when it ends.
@@ -17,23 +16,14 @@ struct Bump {
     chunks: Vec<usize>,
 }
 
-struct Global(UnsafeCell<Bump>);
-// SAFETY: only touched with `LOCK` held.
-unsafe impl Sync for Global {}
-// SAFETY: as above (loom's lazy statics want `Send`).
-unsafe impl Send for Global {}
-
 crate::sync::global! {
-    /// Guards [`BUMP`].
-    pub(crate) static LOCK: Lock = Lock::new();
-}
-crate::sync::global! {
-    static BUMP: Global = Global(UnsafeCell::new(Bump {
+    /// The bump allocator under its lock.
+    pub(crate) static BUMP: Locked<Bump> = Locked::new(Bump {
         next: 0,
         end: 0,
         #[cfg(loom)]
         chunks: Vec::new(),
-    }));
+    });
 }
 
 #[cfg(loom)]
@@ -50,9 +40,7 @@ impl Drop for Bump {
 pub fn alloc<T>() -> *mut T {
     let (size, align) = (core::mem::size_of::<T>(), core::mem::align_of::<T>());
     debug_assert!(size <= CHUNK && align <= 4096);
-    let _guard = LOCK.lock();
-    // SAFETY: the lock is held.
-    let bump = unsafe { &mut *BUMP.0.get() };
+    let mut bump = BUMP.lock();
     let mut start = (bump.next + align - 1) & !(align - 1);
     if bump.next == 0 || start + size > bump.end {
         let chunk = crate::os::map(CHUNK);

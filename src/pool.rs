@@ -95,9 +95,8 @@ pub struct Block {
 /// spare). The owner sets it, with one CAS from an empty `remote`, whenever a pool runs out
 /// with the bit clear; after that it is *sticky*: the owner never clears it, only the first
 /// remote freer does. So a pool that goes full → not full → full again by its owner's own
-/// frees and allocations (common: with 4 KiB pools about half of the frees of the
-/// random-lifetime benchmark W3 land in a full pool) crosses both transitions with plain
-/// loads and stores, no atomic read-modify-write.
+/// frees and allocations crosses both transitions with plain loads and stores, no atomic
+/// read-modify-write (docs/decisions.md#the-sticky-notify-bit).
 pub const NOTIFY: usize = 1;
 
 /// [`Pool::used`] of a *parked* pool: one that ran out and is off its owner's class list.
@@ -105,17 +104,23 @@ pub const NOTIFY: usize = 1;
 /// `blocks_per_pool(class)` and need not be stored; holding 1 instead makes the owner's
 /// next free into it bring `used` to 0, so the free fast path needs one test (`dec; je`)
 /// for both of its slow cases: the pool became empty, or it is parked and goes back on its
-/// list (which restores the count). Two instructions fewer on every free.
+/// list (which restores the count) (docs/decisions.md#a-parked-pool-counts-1).
 pub const PARKED: u32 = 1;
 
 /// The number of blocks of `pool` handed out and not back on its free list, whether parked
 /// or not (see [`PARKED`]).
 ///
+/// Exact only when nothing changes the pool meanwhile (the walker's contract). Otherwise
+/// it is an estimate: the owner writes these fields with plain stores, so a concurrent
+/// read is a data race that only the volatile reads keep the compiler from exploiting
+/// (x86-64 never tears an aligned read of 1–8 bytes); the statistics use it so, see
+/// [`snapshot`].
+///
 /// # Safety
-/// `pool` is a pool in use that nothing changes meanwhile, or the caller accepts a stale
-/// answer (statistics).
+/// `pool` is a pool of a mapped arena; if anything may change it meanwhile, the caller
+/// treats the answer as an estimate.
 pub unsafe fn used(pool: *mut Pool) -> u32 {
-    // SAFETY: the header is mapped memory of ours; volatile reads, see `snapshot`.
+    // SAFETY: the header is mapped memory of ours; volatile reads, see above.
     unsafe {
         let class = ptr::addr_of!((*pool).class).read_volatile() as usize;
         if ptr::addr_of!((*pool).linked).read_volatile() || class >= NUM_CLASSES {
@@ -276,7 +281,9 @@ pub unsafe fn block_size_of(p: *const u8) -> usize {
 }
 
 /// `(class, used, owning heap)` of a pool in use that another thread may be changing, for
-/// statistics: volatile reads, so a stale value is possible but nothing is assumed about it.
+/// statistics: an estimate, read racily with volatile reads (see [`used`]); the values may
+/// be stale or mutually inconsistent (a class out of range is reported as is, and the
+/// caller skips it), and nothing is concluded from them but counts.
 ///
 /// # Safety
 /// `pool` is a pool of a mapped arena.
@@ -355,6 +362,7 @@ pub unsafe fn carve(pool: *mut Pool, size: usize) -> *mut u8 {
 /// the thread about to own it.
 pub unsafe fn init(pool: *mut Pool, heap: *mut Owner, class: usize) {
     let base = page_of(pool);
+    debug_assert!(class < NUM_CLASSES && !heap.is_null());
     crate::valgrind::pool_fresh(base as *const u8, POOL_SIZE);
     // SAFETY: the header is ours and unused.
     unsafe {

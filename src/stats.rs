@@ -287,6 +287,7 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
                 HeapRole::Active => "active",
                 HeapRole::Abandoned => "abandoned",
                 HeapRole::Shared => "shared",
+                HeapRole::Vanished => "vanished",
             };
             let _ = writeln!(o, "{i:4}   {role:<9} {:7} {:15}", h.pools, h.blocks_in_use);
         }

@@ -46,7 +46,7 @@ macro_rules! const_unless_loom {
 pub(crate) use const_unless_loom;
 
 use crate::heap::Heap;
-use core::cell::Cell;
+use core::cell::{Cell, UnsafeCell};
 
 /// A test-and-test-and-set lock. It never allocates, has a `const` constructor (it guards
 /// statics), and can be released without a guard, which `fork` handling needs.
@@ -138,6 +138,86 @@ impl Drop for LockGuard<'_> {
     }
 }
 
+/// Data and the lock that guards it, together: the data is reached only through the guard
+/// [`Locked::lock`] returns, so no access can forget the lock. Every lock-guarded global of
+/// the allocator is one of these.
+///
+/// Invariant: `data` is referenced only while `lock` is held, by the holder.
+pub struct Locked<T> {
+    lock: Lock,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the data moves between threads only under the lock, one holder at a time, so
+// sharing a `Locked<T>` is sound whenever `T` may be sent to another thread.
+unsafe impl<T: Send> Sync for Locked<T> {}
+
+impl<T> Locked<T> {
+    /// `data` under a new, free lock.
+    #[cfg(not(loom))]
+    pub const fn new(data: T) -> Self {
+        Locked {
+            lock: Lock::new(),
+            data: UnsafeCell::new(data),
+        }
+    }
+
+    /// `data` under a new, free lock.
+    #[cfg(loom)]
+    pub fn new(data: T) -> Self {
+        Locked {
+            lock: Lock::new(),
+            data: UnsafeCell::new(data),
+        }
+    }
+
+    /// Takes the lock; the guard gives the data and releases the lock when dropped.
+    #[inline]
+    pub fn lock(&self) -> LockedGuard<'_, T> {
+        LockedGuard {
+            _guard: self.lock.lock(),
+            data: self,
+        }
+    }
+
+    /// The data, for the thread that holds the lock through [`Locked::raw_lock`] (a fork
+    /// handler).
+    ///
+    /// # Safety
+    /// The calling thread holds the lock and makes no other reference to the data while
+    /// it uses the pointer.
+    pub unsafe fn held(&self) -> *mut T {
+        self.data.get()
+    }
+
+    /// The lock alone, for the fork handlers, which take and release every lock around
+    /// `fork` without touching any data (see `fork`).
+    pub fn raw_lock(&self) -> &Lock {
+        &self.lock
+    }
+}
+
+/// The data of a [`Locked`], its lock held until this drops.
+pub struct LockedGuard<'a, T> {
+    _guard: LockGuard<'a>,
+    data: &'a Locked<T>,
+}
+
+impl<T> core::ops::Deref for LockedGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held for the guard's life, so no other reference exists.
+        unsafe { &*self.data.data.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for LockedGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above; `&mut self` makes this the only reference through the guard.
+        unsafe { &mut *self.data.data.get() }
+    }
+}
+
 /// Gives the CPU away while waiting for another thread.
 pub fn yield_now() {
     #[cfg(loom)]
@@ -155,7 +235,7 @@ pub fn yield_now() {
 //
 // On x86-64 Linux the pointer lives in an initial-exec TLS slot declared in assembly: one
 // `mov` from `%fs`, where Rust's `thread_local!` in a shared library costs a call to
-// `__tls_get_addr` (about 12 instructions, a third of the whole malloc/free pair). The
+// `__tls_get_addr` (docs/decisions.md#the-threads-heap-in-an-initial-exec-tls-slot). The
 // initial-exec model needs the slot in the static TLS block: true for the executable, for
 // its DT_NEEDED libraries and for LD_PRELOAD; a dlopen'ed copy uses glibc's static TLS
 // surplus, which 8 bytes fit in. The slot's initial value is the empty heap, through a

@@ -10,15 +10,87 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::{compile_c, prereq, run, scratch, Link};
 
-fn programs() -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(support::root().join("ctests"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
-        .collect();
+/// Subfolders of `ctests/` whose programs need more than a plain run (arguments, an
+/// environment, a check of their output) and the test file that runs each of them. Every
+/// other program, at any depth, is run here.
+const DEDICATED: &[(&str, &str)] = &[
+    ("debug", "tests/debug.rs"),
+    ("limits", "tests/limits.rs"),
+    ("python", "tests/cpython.rs tests/python_package.rs"),
+    ("valgrind", "tests/valgrind.rs"),
+];
+
+/// Every C program under `dir`, subfolders included, sorted.
+fn c_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            v.extend(c_files(&path));
+        } else if path.extension().is_some_and(|e| e == "c") {
+            v.push(path);
+        }
+    }
     v.sort();
+    v
+}
+
+/// The first folder of `program` below `ctests`, if it is one with its own test.
+fn dedicated_to(ctests: &Path, program: &Path) -> Option<&'static str> {
+    let top = program.strip_prefix(ctests).ok()?.components().next()?;
+    DEDICATED
+        .iter()
+        .find(|(dir, _)| top.as_os_str() == *dir)
+        .map(|&(_, tests)| tests)
+}
+
+/// The programs this file runs: all of `ctests/` but the dedicated subfolders.
+fn programs() -> Vec<PathBuf> {
+    let ctests = support::root().join("ctests");
+    let v: Vec<_> = c_files(&ctests)
+        .into_iter()
+        .filter(|p| dedicated_to(&ctests, p).is_none())
+        .collect();
     assert!(v.len() >= 6, "ctests/ lost programs: {v:?}");
     v
+}
+
+/// No program is left out: one in a new subfolder is found (and run here), and one in a
+/// dedicated subfolder is named by the test file that runs it.
+#[test]
+fn every_c_program_is_run_by_some_test() {
+    let scratch = scratch().join("ctests-discovery");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("newfolder/deeper")).unwrap();
+    std::fs::write(scratch.join("top.c"), "").unwrap();
+    std::fs::write(scratch.join("newfolder/deeper/added.c"), "").unwrap();
+    std::fs::write(scratch.join("newfolder/helper.h"), "").unwrap();
+    let found = c_files(&scratch);
+    assert_eq!(
+        found,
+        [
+            scratch.join("newfolder/deeper/added.c"),
+            scratch.join("top.c")
+        ]
+    );
+    assert!(found.iter().all(|p| dedicated_to(&scratch, p).is_none()));
+
+    let root = support::root();
+    let ctests = root.join("ctests");
+    for program in c_files(&ctests) {
+        let Some(tests) = dedicated_to(&ctests, &program) else {
+            continue;
+        };
+        let rel = program.strip_prefix(&ctests).unwrap().to_str().unwrap();
+        let named = tests.split(' ').any(|t| {
+            let text = std::fs::read_to_string(root.join(t)).unwrap();
+            text.contains(&format!("\"{rel}\"")) || text.contains(&format!("\"ctests/{rel}\""))
+        });
+        assert!(
+            named,
+            "ctests/{rel} is run by no test ({tests} do not name it)"
+        );
+    }
 }
 
 fn expected_abort(src: &Path) -> Option<String> {

@@ -17,6 +17,12 @@
 
 use loom::thread;
 use pymalloc::{api, arena, check, heap};
+
+/// The invariant walker, at the end of a model.
+fn verify() -> Result<check::Summary, String> {
+    // SAFETY: called after every model thread was joined.
+    unsafe { check::verify() }
+}
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -98,7 +104,7 @@ fn model(f: impl Fn() + Send + Sync + 'static) {
 fn assert_all_returned() {
     heap::trim();
     arena::trim();
-    let summary = check::verify().unwrap_or_else(|e| panic!("invariant broken: {e}"));
+    let summary = verify().unwrap_or_else(|e| panic!("invariant broken: {e}"));
     assert_eq!(summary.blocks_in_use, 0, "blocks lost");
     let counts = arena::counts();
     assert_eq!(counts.pools_in_use, 0, "pools still in use: blocks lost");

@@ -4,6 +4,13 @@
 //! along the way. Deterministic seeds, so a failure names its seed and reproduces.
 
 use pymalloc::{api, check};
+
+/// The invariant walker, between steps.
+fn verify() -> Result<check::Summary, String> {
+    // SAFETY: every test of this file runs under `SERIAL` on one thread, so no other
+    // thread is inside the allocator.
+    unsafe { check::verify() }
+}
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -137,7 +144,7 @@ fn run(seed: u64, steps: usize) {
         }
         if step % 2000 == 0 {
             no_overlap(&live, seed);
-            check::verify().unwrap_or_else(|e| panic!("seed {seed}, step {step}: {e}"));
+            verify().unwrap_or_else(|e| panic!("seed {seed}, step {step}: {e}"));
         }
     }
     no_overlap(&live, seed);
@@ -146,7 +153,7 @@ fn run(seed: u64, steps: usize) {
         // SAFETY: a live block from this allocator.
         unsafe { api::free(l.ptr) };
     }
-    check::verify().unwrap_or_else(|e| panic!("seed {seed}, end: {e}"));
+    verify().unwrap_or_else(|e| panic!("seed {seed}, end: {e}"));
 }
 
 fn no_overlap(live: &[Live], seed: u64) {
@@ -184,12 +191,12 @@ fn walker_counts_blocks_in_use() {
 }
 
 fn walker_counts() {
-    let before = check::verify().unwrap().blocks_in_use;
+    let before = verify().unwrap().blocks_in_use;
     let blocks: Vec<_> = (1..=512).map(api::malloc).collect();
-    assert_eq!(check::verify().unwrap().blocks_in_use, before + 512);
+    assert_eq!(verify().unwrap().blocks_in_use, before + 512);
     for p in blocks {
         // SAFETY: live blocks from this allocator.
         unsafe { api::free(p) };
     }
-    assert_eq!(check::verify().unwrap().blocks_in_use, before);
+    assert_eq!(verify().unwrap().blocks_in_use, before);
 }

@@ -3,6 +3,13 @@
 //! of threads that lived.
 
 use pymalloc::{api, arena, check};
+
+/// The invariant walker, between phases.
+fn verify() -> Result<check::Summary, String> {
+    // SAFETY: every test of this file holds `SERIAL` and calls it only once the threads it
+    // started have been joined (or are parked outside the allocator).
+    unsafe { check::verify() }
+}
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread;
@@ -45,7 +52,7 @@ fn blocks_freed_by_another_thread() {
     });
     producer.join().unwrap();
     consumer.join().unwrap();
-    check::verify().unwrap();
+    verify().unwrap();
 }
 
 #[test]
@@ -57,7 +64,7 @@ fn exited_threads_leave_blocks_that_stay_freeable() {
         left.extend(thread::spawn(move || worker(t)).join().unwrap());
     }
     left.drain(..).for_each(release);
-    check::verify().unwrap();
+    verify().unwrap();
     let mapped = arena::counts().current;
     for t in 0..1000u32 {
         left.extend(thread::spawn(move || worker(t as u8)).join().unwrap());
@@ -66,7 +73,7 @@ fn exited_threads_leave_blocks_that_stay_freeable() {
         }
     }
     left.drain(..).for_each(release);
-    check::verify().unwrap();
+    verify().unwrap();
     let after = arena::counts().current;
     assert!(
         after <= mapped + 2,
@@ -97,7 +104,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
     thread::spawn(|| {
         let big = 512;
         let per = pymalloc::geometry::blocks_per_pool(big / 16 - 1);
-        let before = check::verify().unwrap().blocks_in_use;
+        let before = verify().unwrap().blocks_in_use;
         let a: Vec<usize> = (0..per).map(|_| api::malloc(big) as usize).collect();
         let b0 = api::malloc(big);
         let (pa, pb) = (pool_of(a[0] as *const u8), pool_of(b0));
@@ -116,7 +123,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
                 "bit stays set"
             );
         }
-        check::verify().unwrap();
+        verify().unwrap();
         let b1 = api::malloc(big);
         assert_eq!(pool_of(b1), pb, "the relinked pool waits at the tail");
         let victim = a[2];
@@ -136,7 +143,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
                 "the freer cleared it"
             );
         }
-        check::verify().unwrap();
+        verify().unwrap();
         for (i, &p) in a.iter().enumerate() {
             if i != 1 && i != 2 {
                 // SAFETY: live blocks of this allocator.
@@ -152,11 +159,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
         // Every block came back, the delayed one included.
         // SAFETY: this thread's heap, read while no other thread touches it.
         unsafe { assert!(heap::delayed_of(pymalloc::sync::thread_heap()).is_null()) };
-        assert_eq!(
-            check::verify().unwrap().blocks_in_use,
-            before,
-            "blocks lost"
-        );
+        assert_eq!(verify().unwrap().blocks_in_use, before, "blocks lost");
     })
     .join()
     .unwrap();
