@@ -202,7 +202,7 @@ struct pymalloc_allocator_ex pymalloc_allocator(void);
 /*
  `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
  interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
- `PYTHONMALLOC` chose; see [`crate::dispatch`]).
+ `PYTHONMALLOC` chose; see [`crate::cpython::dispatch`]).
  */
 void *PyObject_Malloc(size_t size);
 

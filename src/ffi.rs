@@ -1,9 +1,11 @@
-//! The C ABI: the functions `include/pymalloc.h` declares. Thin wrappers over [`crate::api`];
+//! The C ABI: the functions `include/pymalloc.h` declares. Thin wrappers over [`crate::front::api`];
 //! no logic lives here.
 
-use crate::fallback::AllocatorEx;
-use crate::stats::{self, Stats};
-use crate::{api, arena, check, cpython, dispatch, heap};
+use crate::allocator::fallback::AllocatorEx;
+use crate::introspect::stats::{self, Stats};
+use crate::{
+    allocator::arena, allocator::heap, cpython, cpython::dispatch, front::api, introspect::check,
+};
 use core::ffi::{c_int, c_void};
 
 /// Allocates `size` bytes (CPython's `PyObject_Malloc` semantics): 1..=512 bytes from a
@@ -96,7 +98,7 @@ pub extern "C" fn pymalloc_allocator() -> AllocatorEx {
 
 /// `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
 /// interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
-/// `PYTHONMALLOC` chose; see [`crate::dispatch`]).
+/// `PYTHONMALLOC` chose; see [`crate::cpython::dispatch`]).
 #[no_mangle]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
     dispatch::malloc(size)

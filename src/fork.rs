@@ -41,7 +41,9 @@
 //! by `#[used]` in every build of the crate: shared, static, rlib), so before `main` and
 //! before any thread can be inside the allocator.
 
-use crate::{arena, cpython, debug, heap, meta, sync};
+use crate::{
+    allocator::arena, allocator::heap, allocator::meta, allocator::sync, cpython, front::debug,
+};
 
 /// Takes every allocator lock, in the order stated above.
 extern "C" fn prepare() {

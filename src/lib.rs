@@ -71,24 +71,40 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod api;
-pub mod arena;
-pub mod check;
-pub mod config;
+/// The allocator: geometry and shared structures, concurrency primitives, the OS, the
+/// ownership map, metadata memory, the fallback, pools, arenas and heaps.
+pub mod allocator {
+    pub mod arena;
+    pub mod fallback;
+    pub mod fault;
+    pub mod geometry;
+    pub mod heap;
+    pub mod meta;
+    pub mod os;
+    pub mod ownership;
+    pub mod pool;
+    pub mod sync;
+    pub mod valgrind;
+}
+/// The allocator's front: CPython's semantics and debug mode.
+pub mod front {
+    pub mod api;
+    pub mod debug;
+}
+/// Looking inside: statistics and the invariant walker.
+pub mod introspect {
+    pub mod check;
+    pub mod stats;
+}
 pub mod cpython;
-pub mod debug;
-pub mod dispatch;
-pub mod fallback;
-pub mod fault;
 pub mod ffi;
 #[cfg(not(loom))]
 pub mod fork;
-pub mod geometry;
-pub mod heap;
-pub mod meta;
-pub mod os;
-pub mod ownership;
-pub mod pool;
-pub mod stats;
-pub mod sync;
-pub mod valgrind;
+
+// The modules under their short names, for the tests, benches and tools.
+pub use allocator::{
+    arena, fallback, fault, geometry, heap, meta, os, ownership, pool, sync, valgrind,
+};
+pub use cpython::{config, dispatch};
+pub use front::{api, debug};
+pub use introspect::{check, stats};

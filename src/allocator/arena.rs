@@ -39,12 +39,12 @@
 //! freed in the last 0.8 s. `PYMALLOC_DECAY_MS` sets the epoch; 0 gives pools and arenas
 //! back the moment they become free (no sweep), -1 never (only `pymalloc_trim`).
 
-use crate::geometry::{
+use crate::allocator::geometry::{
     header_page_index, header_table, usable_pools, ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE,
 };
-use crate::pool::{self, Pool};
-use crate::sync::{unmodeled, Locked, Ordering};
-use crate::{os, ownership};
+use crate::allocator::pool::{self, Pool};
+use crate::allocator::sync::{unmodeled, Locked, Ordering};
+use crate::{allocator::os, allocator::ownership};
 use core::ptr;
 
 /// Arenas mapped before new ones are populated at once (see [`Arenas::map`]).
@@ -87,7 +87,8 @@ pub struct Arena {
 }
 
 // The arena header is an entry of the header table: one pool header's room.
-const _: () = assert!(core::mem::size_of::<Arena>() <= crate::geometry::POOL_HEADER_SIZE);
+const _: () =
+    assert!(core::mem::size_of::<Arena>() <= crate::allocator::geometry::POOL_HEADER_SIZE);
 
 /// Counters kept by the arena layer.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -171,7 +172,7 @@ pub fn tick() {
     }
 }
 
-crate::sync::global! {
+crate::allocator::sync::global! {
     /// The arena state; its lock, the arena lock, is held for every change to an arena
     /// header or to [`Arenas`].
     pub(crate) static ARENAS: Locked<Arenas> = Locked::new(Arenas {

@@ -6,7 +6,7 @@
 //! the allocator we replaced. Its shape is CPython's `PyMemAllocatorEx`. It also counts the
 //! blocks it hands out on our behalf, for the statistics.
 
-use crate::sync::{
+use crate::allocator::sync::{
     unmodeled::{AtomicBool, AtomicPtr, AtomicUsize},
     Ordering,
 };

@@ -15,10 +15,10 @@
 //! pad, so the fast paths end in plain tail jumps and need no stack frame
 //! (docs/decisions.md#frameless-fast-paths).
 
-use crate::geometry::{blocks_per_pool, class_of, class_size, NUM_CLASSES};
-use crate::pool::{self, pool_of, Block, Owner, Pool};
-use crate::sync::{self, unmodeled, Locked, Ordering, ThreadState};
-use crate::{arena, debug};
+use crate::allocator::geometry::{blocks_per_pool, class_of, class_size, NUM_CLASSES};
+use crate::allocator::pool::{self, pool_of, Block, Owner, Pool};
+use crate::allocator::sync::{self, unmodeled, Locked, Ordering, ThreadState};
+use crate::{allocator::arena, front::debug};
 use core::ptr;
 
 /// A thread's heap.
@@ -70,11 +70,11 @@ unsafe impl Send for Sentinel<Pool> {}
 // SAFETY: as above.
 unsafe impl Send for Sentinel<Heap> {}
 
-crate::sync::global! {
+crate::allocator::sync::global! {
     static EMPTY_POOL: Sentinel<Pool> = Sentinel(Pool::empty());
 }
 
-crate::sync::const_unless_loom! {
+crate::allocator::sync::const_unless_loom! {
     /// The pool that heads every empty class list.
     #[inline(always)]
     pub fn empty_pool() -> *mut Pool {
@@ -82,7 +82,7 @@ crate::sync::const_unless_loom! {
     }
 }
 
-crate::sync::const_unless_loom! {
+crate::allocator::sync::const_unless_loom! {
     fn blank_heap() -> Heap {
         Heap {
             owner: Owner::empty(),
@@ -132,7 +132,7 @@ pub(crate) struct SharedHeap(*mut Heap);
 // SAFETY: as for `Registry`: the heap is reached only under `SHARED`'s lock.
 unsafe impl Send for SharedHeap {}
 
-crate::sync::global! {
+crate::allocator::sync::global! {
     /// The registry under its lock.
     pub(crate) static REGISTRY: Locked<Registry> = Locked::new(Registry {
         all: ptr::null_mut(),
@@ -142,7 +142,7 @@ crate::sync::global! {
     });
 }
 
-crate::sync::global! {
+crate::allocator::sync::global! {
     /// The shared heap under its lock: it serves threads whose own heap was handed back at
     /// exit (their thread-local destructors may still allocate), threads that could get no
     /// heap, and debug mode's blocks. The holder of the lock acts as its owner. Made once,
@@ -155,7 +155,7 @@ impl Heap {
     #[cfg(not(loom))]
     pub const EMPTY: *mut Heap = EMPTY_HEAP_PTR;
 
-    crate::sync::const_unless_loom! {
+    crate::allocator::sync::const_unless_loom! {
         /// The heap of threads that have none: owns no pool, and every list of it is empty.
         #[inline(always)]
         pub fn empty() -> *mut Heap {
@@ -270,7 +270,7 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
 /// Frees `p`, a block of one of our pools, in the arena whose header table is `table`.
 ///
 /// # Safety
-/// `p` lies in our arena whose header table ([`crate::geometry::header_table`]) is `table`
+/// `p` lies in our arena whose header table ([`crate::allocator::geometry::header_table`]) is `table`
 /// and is a block handed out and not yet freed.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, table: usize) {
@@ -304,7 +304,7 @@ unsafe extern "C" fn free_remote(block: *mut Block, pool: *mut Pool) {
     // catches them.
     unsafe {
         if (*pool).heap.is_null() {
-            crate::fault::free_in_free_pool(block.cast());
+            crate::allocator::fault::free_in_free_pool(block.cast());
         }
         pool::remote_free(block, pool)
     }
@@ -321,7 +321,7 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
         let next = (*pool).free;
         // The cheap double-free check: freeing the block that was freed last.
         if block == next {
-            return crate::fault::double_free(block.cast());
+            return crate::allocator::fault::double_free(block.cast());
         }
         (*block).next = next;
         (*pool).free = block;
@@ -418,11 +418,11 @@ unsafe fn relink(heap: *mut Heap, pool: *mut Pool) {
 /// Counts `p`, a block the fallback just handed out for us (NULL: none), in the statistics'
 /// `large_in_use`, and returns it: in the calling thread's heap, with a plain load and
 /// store (docs/decisions.md#large-blocks-counted-per-heap); threads without a heap count in
-/// [`crate::fallback`]'s global counter.
+/// [`crate::allocator::fallback`]'s global counter.
 #[inline(always)]
 pub fn count_large(p: *mut u8) -> *mut u8 {
     if !p.is_null() {
-        crate::fallback::mark_served();
+        crate::allocator::fallback::mark_served();
         add_large(1);
     }
     p
@@ -438,7 +438,7 @@ pub fn uncount_large() {
 fn add_large(delta: isize) {
     let heap = sync::thread_heap();
     if heap == Heap::empty() {
-        return crate::fallback::count_global(delta);
+        return crate::allocator::fallback::count_global(delta);
     }
     // SAFETY: the calling thread owns its heap, so it alone writes `large`; heaps are
     // never freed.
@@ -551,7 +551,7 @@ unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
 }
 
 /// The slow path of [`alloc_from`]: the head pool of the class has no free block, or the
-/// thread has no heap yet (always the case in debug mode, see [`crate::debug`]).
+/// thread has no heap yet (always the case in debug mode, see [`crate::front::debug`]).
 ///
 /// # Safety
 /// As for [`alloc_from`].
@@ -572,7 +572,7 @@ unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
     let p = unsafe { refill(heap, n) };
     if p.is_null() {
         // No arena to be had: serve the request as CPython does, from the fallback.
-        let fb = crate::fallback::get();
+        let fb = crate::allocator::fallback::get();
         // SAFETY: the fallback accepts any size.
         return count_large(unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() });
     }
@@ -649,7 +649,7 @@ fn attach() -> bool {
     let heap = {
         let mut reg = REGISTRY.lock();
         if reg.abandoned.is_null() {
-            let heap = crate::meta::alloc::<Heap>();
+            let heap = crate::allocator::meta::alloc::<Heap>();
             if heap.is_null() {
                 return false;
             }
@@ -733,7 +733,7 @@ pub fn alloc_shared(n: usize) -> *mut u8 {
     // SAFETY: the lock is held, so we act as the owner of the shared heap.
     unsafe {
         if shared.0.is_null() {
-            let heap = crate::meta::alloc::<Heap>();
+            let heap = crate::allocator::meta::alloc::<Heap>();
             if heap.is_null() {
                 return ptr::null_mut();
             }

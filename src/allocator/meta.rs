@@ -2,7 +2,7 @@
 //! (thread heaps), which must not come from any malloc. Records are never freed; heaps are
 //! recycled through the heap registry instead.
 
-use crate::sync::Locked;
+use crate::allocator::sync::Locked;
 use core::ptr;
 
 const CHUNK: usize = 64 * 1024;
@@ -16,7 +16,7 @@ pub(crate) struct Bump {
     chunks: Vec<usize>,
 }
 
-crate::sync::global! {
+crate::allocator::sync::global! {
     /// The bump allocator under its lock.
     pub(crate) static BUMP: Locked<Bump> = Locked::new(Bump {
         next: 0,
@@ -31,7 +31,7 @@ impl Drop for Bump {
     fn drop(&mut self) {
         for &chunk in &self.chunks {
             // SAFETY: mapped by `alloc` below; the execution is over, nothing uses it.
-            unsafe { crate::os::unmap(chunk as *mut u8, CHUNK) };
+            unsafe { crate::allocator::os::unmap(chunk as *mut u8, CHUNK) };
         }
     }
 }
@@ -43,7 +43,7 @@ pub fn alloc<T>() -> *mut T {
     let mut bump = BUMP.lock();
     let mut start = (bump.next + align - 1) & !(align - 1);
     if bump.next == 0 || start + size > bump.end {
-        let chunk = crate::os::map(CHUNK);
+        let chunk = crate::allocator::os::map(CHUNK);
         if chunk.is_null() {
             return ptr::null_mut();
         }

@@ -2,7 +2,7 @@
 //! and the coarse clock that drives the decay. The only module that calls `mmap`, `munmap`,
 //! `madvise` and `clock_gettime`.
 
-use crate::geometry::ARENA_SIZE;
+use crate::allocator::geometry::ARENA_SIZE;
 use core::ptr;
 
 /// Maps `ARENA_SIZE` bytes of zeroed memory aligned to `ARENA_SIZE`, or returns NULL.

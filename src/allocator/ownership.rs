@@ -31,9 +31,9 @@
 //! through some synchronisation that also publishes its word and leaf, and a foreign
 //! pointer finds a null entry or a zero word whichever it sees.
 
-use crate::geometry::{header_table, ARENA_SHIFT};
-use crate::os;
-use crate::sync::{unmodeled::AtomicUsize, Ordering};
+use crate::allocator::geometry::{header_table, ARENA_SHIFT};
+use crate::allocator::os;
+use crate::allocator::sync::{unmodeled::AtomicUsize, Ordering};
 
 /// User-space addresses on x86-64 and aarch64 Linux fit in 47 bits unless a program asks
 /// `mmap` for more with an explicit hint; an arena above that is refused.

@@ -17,7 +17,7 @@
 //! arena, and the whole page holds blocks (the 512-byte class gets 8 instead of 7). The
 //! table's page varies from arena to arena for the same reason (`header_page_index`).
 //!
-//! [`geometry::header_page_index`]: crate::geometry::header_page_index
+//! [`geometry::header_page_index`]: crate::allocator::geometry::header_page_index
 //!
 //! A pool in use belongs to exactly one heap (its *owner*). The owner alone pops and pushes
 //! `free` and changes `used`; any other thread that frees a block of the pool pushes it on
@@ -25,11 +25,11 @@
 //! delayed list, see [`remote_free`]). The owner takes the whole remote list back in one
 //! atomic swap when its own list runs dry.
 
-use crate::geometry::{
+use crate::allocator::geometry::{
     blocks_per_pool, class_size, header_page_index, header_table, ARENA_MASK, HEADER_TABLE_MASK,
     NUM_CLASSES, POOL_HEADER_SHIFT, POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT, POOL_SIZE,
 };
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::allocator::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
 
 /// The part of a heap that other threads touch, and all a pool knows of its owner: the
@@ -45,7 +45,7 @@ pub struct Owner {
 }
 
 impl Owner {
-    crate::sync::const_unless_loom! {
+    crate::allocator::sync::const_unless_loom! {
         /// An owner with nothing delayed.
         pub fn empty() -> Owner {
             Owner {
@@ -67,7 +67,7 @@ impl Owner {
             loop {
                 // The cheap double-free check of the owner's free, for remote frees.
                 if old == block {
-                    return crate::fault::double_free(block.cast());
+                    return crate::allocator::fault::double_free(block.cast());
                 }
                 (*block).next = old;
                 match delayed.compare_exchange_weak(
@@ -204,7 +204,7 @@ pub struct Pool {
 const _: () = assert!(core::mem::size_of::<Pool>() == POOL_HEADER_SIZE);
 
 impl Pool {
-    crate::sync::const_unless_loom! {
+    crate::allocator::sync::const_unless_loom! {
     /// The never-usable pool standing for "no pool" at the head of an empty class list:
     /// its `free` is always null, so the allocation fast path falls into the slow path.
     pub fn empty() -> Pool {
@@ -363,7 +363,7 @@ pub unsafe fn carve(pool: *mut Pool, size: usize) -> *mut u8 {
 pub unsafe fn init(pool: *mut Pool, heap: *mut Owner, class: usize) {
     let base = page_of(pool);
     debug_assert!(class < NUM_CLASSES && !heap.is_null());
-    crate::valgrind::pool_fresh(base as *const u8, POOL_SIZE);
+    crate::allocator::valgrind::pool_fresh(base as *const u8, POOL_SIZE);
     // SAFETY: the header is ours and unused.
     unsafe {
         pool.write(Pool {
@@ -420,7 +420,7 @@ pub unsafe extern "C" fn remote_free(block: *mut Block, pool: *mut Pool) {
                 let (head, count) = remote_list(old);
                 // The cheap double-free check of the owner's free, for remote frees.
                 if head == block {
-                    return crate::fault::double_free(block.cast());
+                    return crate::allocator::fault::double_free(block.cast());
                 }
                 (*block).next = head;
                 let new = block as usize | ((count as usize + 1) << REMOTE_COUNT_SHIFT);
@@ -490,7 +490,7 @@ pub unsafe fn try_mark_full(pool: *mut Pool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geometry::{usable_pools, ARENA_SIZE, POOLS_PER_ARENA};
+    use crate::allocator::geometry::{usable_pools, ARENA_SIZE, POOLS_PER_ARENA};
 
     #[test]
     fn headers_and_pages_round_trip_for_every_header_page() {

@@ -45,7 +45,7 @@ macro_rules! const_unless_loom {
 }
 pub(crate) use const_unless_loom;
 
-use crate::heap::Heap;
+use crate::allocator::heap::Heap;
 use core::cell::{Cell, UnsafeCell};
 
 /// A test-and-test-and-set lock. It never allocates, has a `const` constructor (it guards
@@ -242,7 +242,7 @@ pub fn yield_now() {
 // relocation in `.tdata` that the loader applies before any thread copies the image.
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
 mod heap_slot {
-    use crate::heap::Heap;
+    use crate::allocator::heap::Heap;
 
     core::arch::global_asm!(
         ".pushsection .tdata,\"awT\",@progbits",
@@ -254,7 +254,7 @@ mod heap_slot {
         "pymalloc_thread_heap:",
         ".quad {empty}",
         ".popsection",
-        empty = sym crate::heap::EMPTY_HEAP,
+        empty = sym crate::allocator::heap::EMPTY_HEAP,
     );
 
     #[inline(always)]
@@ -289,7 +289,7 @@ mod heap_slot {
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
 mod heap_slot {
-    use crate::heap::Heap;
+    use crate::allocator::heap::Heap;
     use core::cell::Cell;
 
     #[cfg(not(loom))]

@@ -24,7 +24,7 @@ pub struct Config {
     /// Say what was installed or skipped, and why.
     pub verbose: bool,
     /// The decay epoch in milliseconds (`PYMALLOC_DECAY_MS`; `-1` is
-    /// [`crate::arena::DECAY_NEVER`]): how long free memory waits before it goes back.
+    /// [`crate::allocator::arena::DECAY_NEVER`]): how long free memory waits before it goes back.
     pub decay_ms: u32,
 }
 
@@ -39,7 +39,7 @@ impl Default for Config {
             stats: false,
             debug: false,
             verbose: false,
-            decay_ms: crate::arena::DEFAULT_DECAY_MS,
+            decay_ms: crate::allocator::arena::DEFAULT_DECAY_MS,
         }
     }
 }
@@ -73,7 +73,7 @@ fn domains(value: &str) -> Option<Domains> {
 /// `None` for a malformed value.
 fn decay(value: &str) -> Option<u32> {
     match value.trim() {
-        "-1" => Some(crate::arena::DECAY_NEVER),
+        "-1" => Some(crate::allocator::arena::DECAY_NEVER),
         v => v.parse().ok().filter(|&ms| ms <= 3_600_000),
     }
 }
@@ -162,7 +162,7 @@ mod tests {
         assert_eq!(c.decay_ms, 25);
         assert_eq!(
             read(&[("PYMALLOC_DECAY_MS", "-1")]).0.decay_ms,
-            crate::arena::DECAY_NEVER
+            crate::allocator::arena::DECAY_NEVER
         );
         assert!(!c.install && c.stats && c.debug && c.verbose);
         assert_eq!(

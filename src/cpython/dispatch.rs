@@ -24,11 +24,11 @@
 //! an embedder `dlclose`s libpython after `pymalloc_install`, which the forwarding slots
 //! (pointers to its functions) would not survive either.
 
-use crate::api;
-use crate::fallback::AllocatorEx;
-use crate::geometry::PY_SSIZE_T_MAX;
-use crate::sync::unmodeled::{AtomicPtr, AtomicUsize};
-use crate::sync::Ordering;
+use crate::allocator::fallback::AllocatorEx;
+use crate::allocator::geometry::PY_SSIZE_T_MAX;
+use crate::allocator::sync::unmodeled::{AtomicPtr, AtomicUsize};
+use crate::allocator::sync::Ordering;
+use crate::front::api;
 use core::ffi::{c_int, c_void, CStr};
 use core::mem::transmute;
 use core::ptr;

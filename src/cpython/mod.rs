@@ -15,18 +15,21 @@
 //!   interpreter's own `PyObject_*` do, through the OBJ domain's installed allocator (ours,
 //!   tracemalloc's hooks, or whatever `PYTHONMALLOC` chose): directly where the install
 //!   found the interpreter's struct, else by forwarding to the interpreter's functions
-//!   ([`crate::dispatch`]). On builds whose own calls go through the PLT (pyenv's
+//!   ([`crate::cpython::dispatch`]). On builds whose own calls go through the PLT (pyenv's
 //!   `--enable-shared`), preloading puts our names in front of libpython's; dispatching as
 //!   the interpreter does keeps every block with the allocator that made it.
 //! - Where interposition reaches, `_PyObject_DebugMallocStats` (`sys._debugmallocstats()`)
 //!   and `_Py_GetAllocatedBlocks` (`sys.getallocatedblocks()`, up to 3.11) answer with our
 //!   statistics while we are installed, and defer to the interpreter otherwise.
 
-use crate::config::{Config, Domains};
-use crate::fallback::{self, AllocatorEx};
-use crate::sync::unmodeled::{AtomicBool, AtomicPtr, AtomicU8};
-use crate::sync::{Lock, Ordering};
-use crate::{debug, dispatch, ffi, stats};
+pub mod config;
+pub mod dispatch;
+
+use crate::allocator::fallback::{self, AllocatorEx};
+use crate::allocator::sync::unmodeled::{AtomicBool, AtomicPtr, AtomicU8};
+use crate::allocator::sync::{Lock, Ordering};
+use crate::{ffi, front::debug, introspect::stats};
+use config::{Config, Domains};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::mem::MaybeUninit;
@@ -69,7 +72,7 @@ static INSTALLED: AtomicU8 = AtomicU8::new(0);
 /// The domains `PYMALLOC_DOMAINS` asks for, read once (the constructor reads it; 0 until
 /// then), so that a malformed value is reported once, not again by `pymalloc_install`.
 static CONFIGURED_DOMAINS: AtomicU8 = AtomicU8::new(0);
-crate::sync::global! {
+crate::allocator::sync::global! {
     pub(crate) static INSTALL_LOCK: Lock = Lock::new();
 }
 
@@ -409,7 +412,7 @@ unsafe extern "C" fn constructor(
     if config.debug {
         debug::enable();
     }
-    crate::arena::set_decay_ms(config.decay_ms);
+    crate::allocator::arena::set_decay_ms(config.decay_ms);
     if config.stats {
         // SAFETY: registering a plain C function.
         unsafe { libc::atexit(stats::print_at_exit) };

@@ -2,10 +2,10 @@
 //! requests pools serve, the size limits, calloc's zeroing, realloc's shrink rule and the
 //! moves between pools and the fallback. The C ABI and the Rust tests both call these.
 
-use crate::debug::{self, Api};
-use crate::geometry::{class_size, is_small, PY_SSIZE_T_MAX};
-use crate::pool::{block_size_of, in_header_page, pool_in};
-use crate::{fallback, heap, ownership, valgrind};
+use crate::allocator::geometry::{class_size, is_small, PY_SSIZE_T_MAX};
+use crate::allocator::pool::{block_size_of, in_header_page, pool_in};
+use crate::front::debug::{self, Api};
+use crate::{allocator::fallback, allocator::heap, allocator::ownership, allocator::valgrind};
 use core::ptr;
 
 /// Whether `p` is a block of one of our pools (any address; reads no memory).

@@ -22,11 +22,11 @@
 //!        0               8      16              24   32                48        48 + n
 //! ```
 
-use crate::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
-use crate::pool::{in_header_page, is_block_start, pool_of};
-use crate::sync::unmodeled::{AtomicBool, AtomicU64};
-use crate::sync::{Locked, Ordering};
-use crate::{fallback, fault::Report, heap, ownership};
+use crate::allocator::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
+use crate::allocator::pool::{in_header_page, is_block_start, pool_of};
+use crate::allocator::sync::unmodeled::{AtomicBool, AtomicU64};
+use crate::allocator::sync::{Locked, Ordering};
+use crate::{allocator::fallback, allocator::fault::Report, allocator::heap, allocator::ownership};
 use core::ptr;
 use std::collections::{HashMap, VecDeque};
 
@@ -92,7 +92,7 @@ pub(crate) struct State {
     quarantine: Option<VecDeque<usize>>,
     large: Option<HashMap<usize, usize>>,
 }
-crate::sync::global! {
+crate::allocator::sync::global! {
     /// The state under its lock, innermost of the allocator's locks (see `fork`).
     pub(crate) static STATE: Locked<State> = Locked::new(State {
         quarantine: None,
@@ -190,7 +190,7 @@ fn describe(r: &mut Report, p: usize, h: Option<&Header>) {
             .dec(h.size)
             .text(" bytes requested through ")
             .text(Api::name(h.api));
-        if h.size + HEAD + TAIL <= crate::geometry::SMALL_REQUEST_THRESHOLD {
+        if h.size + HEAD + TAIL <= crate::allocator::geometry::SMALL_REQUEST_THRESHOLD {
             let class = class_of(h.size + HEAD + TAIL);
             r.text(", size class ")
                 .dec(class)
@@ -227,7 +227,7 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
     } else {
         let fb = fallback::get();
         // SAFETY: any size is accepted.
-        crate::heap::count_large(unsafe { (fb.malloc)(fb.ctx, total).cast() })
+        crate::allocator::heap::count_large(unsafe { (fb.malloc)(fb.ctx, total).cast() })
     };
     if inner.is_null() {
         return ptr::null_mut();
@@ -238,7 +238,7 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
         });
         if !registered {
             // No memory for the registry: give the block back and fail the request.
-            crate::heap::uncount_large();
+            crate::allocator::heap::uncount_large();
             let fb = fallback::get();
             // SAFETY: the inner block came from the fallback and was never handed out.
             unsafe { (fb.free)(fb.ctx, inner.cast()) };
@@ -428,10 +428,12 @@ fn release(p: usize) {
     }
     if ownership::owns_arena_of(h.inner) {
         // SAFETY: a pool block of the shared heap, not in use any more.
-        unsafe { crate::pool::remote_free(h.inner as *mut _, pool_of(h.inner as *const u8)) };
+        unsafe {
+            crate::allocator::pool::remote_free(h.inner as *mut _, pool_of(h.inner as *const u8))
+        };
     } else {
         with_state(|_, large| large.remove(&h.inner));
-        crate::heap::uncount_large();
+        crate::allocator::heap::uncount_large();
         let fb = fallback::get();
         // SAFETY: the inner block came from the fallback.
         unsafe { (fb.free)(fb.ctx, h.inner as *mut _) };

@@ -3,10 +3,10 @@
 //! Tests call it between phases; it must run while no other thread is inside the allocator
 //! ([`verify`]'s contract).
 
-use crate::geometry::{blocks_per_pool, class_size, NUM_CLASSES, POOLS_PER_ARENA};
-use crate::heap::{self, empty_pool, Heap};
-use crate::pool::{self, is_block_start, pool_of, Block, Pool, NOTIFY};
-use crate::{arena, sync::Ordering};
+use crate::allocator::geometry::{blocks_per_pool, class_size, NUM_CLASSES, POOLS_PER_ARENA};
+use crate::allocator::heap::{self, empty_pool, Heap};
+use crate::allocator::pool::{self, is_block_start, pool_of, Block, Pool, NOTIFY};
+use crate::{allocator::arena, allocator::sync::Ordering};
 use std::collections::{HashMap, HashSet};
 
 /// What the walker counted.

@@ -6,13 +6,13 @@
 //! a snapshot that may be off by the blocks in flight; blocks freed remotely and not yet
 //! taken back by their owner count as in use.
 
-use crate::arena;
-use crate::geometry::{
+use crate::allocator::arena;
+use crate::allocator::geometry::{
     blocks_per_pool, class_size, ARENA_SIZE, NUM_CLASSES, POOLS_PER_ARENA, POOL_HEADER_SIZE,
     POOL_SIZE, SMALL_REQUEST_THRESHOLD,
 };
-use crate::heap::HeapRole;
-use crate::pool;
+use crate::allocator::heap::HeapRole;
+use crate::allocator::pool;
 use std::fmt::Write as _;
 
 /// Per size class figures.
@@ -111,7 +111,7 @@ pub fn collect() -> Stats {
 
 /// Takes a snapshot, with the per-heap summary (oldest heap first).
 pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
-    let roles = crate::heap::heap_roles();
+    let roles = crate::allocator::heap::heap_roles();
     let mut per_heap: Vec<HeapStats> = roles
         .iter()
         .rev()
@@ -168,8 +168,9 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
     // Saturating: the per-class figures are a snapshot taken while other threads run.
     s.bytes_stranded = s.bytes_resident.saturating_sub(s.bytes_in_use);
     // Frees of blocks allocated before we were installed can drive the sum below 0: 0.
-    s.large_in_use = (crate::fallback::in_use_global().wrapping_add(crate::heap::large_in_heaps()))
-        .max(0) as u64;
+    s.large_in_use = (crate::allocator::fallback::in_use_global()
+        .wrapping_add(crate::allocator::heap::large_in_heaps()))
+    .max(0) as u64;
     s.heaps = per_heap.len() as u64;
     s.heaps_abandoned = per_heap
         .iter()
@@ -324,7 +325,9 @@ fn occupancy_table(o: &mut String, s: &Stats) {
 /// block (an arena was mapped, or the fallback handed out a block on our behalf). A forked
 /// child inherits the answer of its parent at the fork.
 pub fn used() -> bool {
-    crate::cpython::installed() || arena::counts().allocated_total > 0 || crate::fallback::served()
+    crate::cpython::installed()
+        || arena::counts().allocated_total > 0
+        || crate::allocator::fallback::served()
 }
 
 /// The `PYMALLOC_STATS=1` exit hook: the report on stderr, only from a process that
@@ -364,11 +367,11 @@ mod tests {
 
     #[test]
     fn report_has_cpythons_lines() {
-        let p = crate::api::malloc(100);
+        let p = crate::front::api::malloc(100);
         let (stats, heaps) = collect_with_heaps();
         let text = report(&stats, &heaps);
         // SAFETY: a live block.
-        unsafe { crate::api::free(p) };
+        unsafe { crate::front::api::free(p) };
         for needle in [
             "Small block threshold = 512, in 32 size classes.",
             "class   size   num pools   blocks in use  avail blocks",
