@@ -1,6 +1,7 @@
 /* The occupancy statistics against a layout built by hand: five pools of the 64-byte class
  * filled, then thinned to 64, 1, 7, 32 and 45 blocks in use; the per-class occupancy
- * tenths, blocks and stranded bytes, the totals, and the text report's row must say so. */
+ * tenths, blocks and stranded bytes, the totals, and the text report's row must say so,
+ * and pymalloc_attribute() must count the kept blocks by group (an interior byte too). */
 #include "common.h"
 #include <unistd.h>
 
@@ -72,6 +73,47 @@ int main(void) {
     }
     fclose(f);
     CHECK(found && stranded_line);
+
+    /* pymalloc_attribute: group 0 holds the kept blocks of pools 0-2, group 1 those of
+     * pools 3-4, group 2 the last byte of pool 1's block; then an address of nobody's
+     * pool (the stack) and a row whose group is out of range. */
+    enum { ROWS = POOLS * PER_POOL + 3 };
+    static uint64_t rows[2 * ROWS];
+    size_t n = 0;
+    for (int i = 0; i < POOLS * PER_POOL; i++) {
+        if (blocks[i] == NULL) continue;
+        rows[2 * n] = (uint64_t)(uintptr_t)blocks[i];
+        rows[2 * n + 1] = i / PER_POOL < 3 ? 0 : 1;
+        n++;
+        if (i / PER_POOL == 1) {
+            rows[2 * n] = (uint64_t)(uintptr_t)blocks[i] + SIZE - 1;
+            rows[2 * n + 1] = 2;
+            n++;
+        }
+    }
+    rows[2 * n] = (uint64_t)(uintptr_t)&n, rows[2 * n + 1] = 0, n++;
+    rows[2 * n] = (uint64_t)(uintptr_t)blocks[0], rows[2 * n + 1] = 3, n++;
+    pymalloc_group_stats g[3];
+    memset(g, 0, sizeof g);
+    CHECK(pymalloc_attribute(rows, n, g, 3) == in_use + 1);
+    pymalloc_group_stats want_g[3];
+    memset(want_g, 0, sizeof want_g);
+    for (int k = 0; k < POOLS; k++) {
+        pymalloc_group_stats *w = &want_g[k < 3 ? 0 : 1];
+        w->objects += (uint64_t)keep[k];
+        w->live_bytes += (uint64_t)keep[k] * SIZE;
+        w->pools += 2 * keep[k] <= PER_POOL;
+        w->stranded_bytes += 4096.0 - keep[k] * SIZE; /* the whole pool's: all in group */
+    }
+    want_g[2].objects = 1, want_g[2].live_bytes = SIZE, want_g[2].pools = 1;
+    want_g[2].stranded_bytes = 4096.0 - SIZE; /* pool 1 holds one block */
+    for (int k = 0; k < 3; k++) {
+        CHECK(g[k].objects == want_g[k].objects && g[k].live_bytes == want_g[k].live_bytes);
+        CHECK(g[k].pools == want_g[k].pools);
+        CHECK(g[k].stranded_bytes > want_g[k].stranded_bytes - 0.5 &&
+              g[k].stranded_bytes < want_g[k].stranded_bytes + 0.5);
+    }
+    CHECK(pymalloc_attribute(rows, 0, g, 3) == 0 && pymalloc_attribute(NULL, n, g, 3) == 0);
 
     for (int i = 0; i < POOLS * PER_POOL; i++) pymalloc_free(blocks[i]);
     return 0;

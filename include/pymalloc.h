@@ -127,6 +127,32 @@ typedef struct pymalloc_stats {
   struct pymalloc_class_stats classes[32];
 } pymalloc_stats;
 
+/*
+ What `pymalloc_attribute` ([`attribute`]) counts for one group of addresses (objects).
+ */
+typedef struct pymalloc_group_stats {
+  /*
+   Addresses of the group that lie in our pools in use.
+   */
+  uint64_t objects;
+  /*
+   The bytes of their blocks (each block's class size).
+   */
+  uint64_t live_bytes;
+  /*
+   *Sparse* pools (at most half of their blocks in use) that hold
+   at least one of them: what they pin; a pool shared by several groups counts in each.
+   */
+  uint64_t pools;
+  /*
+   The group's share of the bytes stranded in the pools its blocks lie in: each pool's
+   stranded bytes (4096 minus its blocks in use times the class size) shared out
+   equally among the pool's blocks in use. The shares of all groups, plus those of the
+   blocks no address names, add up to the bytes stranded in pools in use.
+   */
+  double stranded_bytes;
+} pymalloc_group_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -259,6 +285,27 @@ unsigned int pymalloc_installed_domains(void);
  `out` is NULL or points to writable memory for one `pymalloc_stats`.
  */
 void pymalloc_get_stats(struct pymalloc_stats *out);
+
+/*
+ Attributes our pools to groups of addresses in one call (for tools that find which
+ objects keep sparsely used pools resident, such as `pymalloc_rs.pinning()`): `rows`
+ holds `n` rows of two values, an address and its group (an index below `ngroups`);
+ for each address inside a block of one of our pools in use (any byte of the block),
+ `groups[group]` counts the object, its block's bytes, the pool once per group when it
+ is sparse (at most half of its blocks in use), and the object's share of the bytes
+ stranded in the pool (see `pymalloc_group_stats`). Adds to `groups` (zero it first).
+ Other addresses (not ours, or any value) and rows whose group is out of range are
+ skipped: only our own pool headers are read. Sorts `rows` in place. Returns how many
+ rows lie in our pools; 0 when `n` is 0 or a pointer is NULL.
+
+ # Safety
+ `rows` points to `2 * n` writable `uint64_t`, `groups` to `ngroups` writable
+ `pymalloc_group_stats`; they do not overlap.
+ */
+size_t pymalloc_attribute(uint64_t *rows,
+                          size_t n,
+                          struct pymalloc_group_stats *groups,
+                          size_t ngroups);
 
 /*
  Writes the statistics as text laid out like `sys._debugmallocstats()` to `fd`.

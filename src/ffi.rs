@@ -2,7 +2,7 @@
 //! no logic lives here.
 
 use crate::allocator::fallback::AllocatorEx;
-use crate::introspect::stats::{self, Stats};
+use crate::introspect::stats::{self, GroupStats, Stats};
 use crate::{
     allocator::arena, allocator::heap, cpython, cpython::dispatch, front::api, introspect::check,
 };
@@ -170,6 +170,40 @@ pub unsafe extern "C" fn pymalloc_get_stats(out: *mut Stats) {
     if !out.is_null() {
         // SAFETY: per the caller.
         unsafe { out.write(stats::collect()) };
+    }
+}
+
+/// Attributes our pools to groups of addresses in one call (for tools that find which
+/// objects keep sparsely used pools resident, such as `pymalloc_rs.pinning()`): `rows`
+/// holds `n` rows of two values, an address and its group (an index below `ngroups`);
+/// for each address inside a block of one of our pools in use (any byte of the block),
+/// `groups[group]` counts the object, its block's bytes, the pool once per group when it
+/// is sparse (at most half of its blocks in use), and the object's share of the bytes
+/// stranded in the pool (see `pymalloc_group_stats`). Adds to `groups` (zero it first).
+/// Other addresses (not ours, or any value) and rows whose group is out of range are
+/// skipped: only our own pool headers are read. Sorts `rows` in place. Returns how many
+/// rows lie in our pools; 0 when `n` is 0 or a pointer is NULL.
+///
+/// # Safety
+/// `rows` points to `2 * n` writable `uint64_t`, `groups` to `ngroups` writable
+/// `pymalloc_group_stats`; they do not overlap.
+#[no_mangle]
+pub unsafe extern "C" fn pymalloc_attribute(
+    rows: *mut u64,
+    n: usize,
+    groups: *mut GroupStats,
+    ngroups: usize,
+) -> usize {
+    if n == 0 || rows.is_null() || groups.is_null() {
+        return 0;
+    }
+    // SAFETY: per the caller: `2 * n` values, as `n` pairs (same alignment), and
+    // `ngroups` group records, disjoint.
+    unsafe {
+        stats::attribute(
+            core::slice::from_raw_parts_mut(rows.cast::<[u64; 2]>(), n),
+            core::slice::from_raw_parts_mut(groups, ngroups),
+        )
     }
 }
 

@@ -559,3 +559,90 @@ fn free_threaded_interpreter_is_left_alone() {
         );
     }
 }
+
+#[test]
+fn pinning_ranks_two_known_sites_with_their_numbers() {
+    over_all_pythons("pinning", |_, exe| {
+        let out = run(python(exe, true)
+            .args(["-X", "tracemalloc"])
+            .arg(script("pinning.py"))
+            .env("PYTHONPATH", root().join("python")));
+        ok(&out)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !stdout.starts_with("pinning ok") {
+            return Err(format!("unexpected output: {stdout}").into());
+        }
+        Ok(())
+    });
+}
+
+/// The `pymalloc_rs` package of the source tree with the built library beside it (as the
+/// wheel installs it), under `dir`.
+fn package_with_library(dir: &Path) -> PathBuf {
+    let pkg = dir.join("pymalloc_rs");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for e in std::fs::read_dir(root().join("python/pymalloc_rs")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "py") {
+            std::fs::copy(&path, pkg.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let _ = std::fs::remove_file(pkg.join("libpymalloc.so"));
+    std::os::unix::fs::symlink(lib(), pkg.join("libpymalloc.so")).unwrap();
+    dir.to_path_buf()
+}
+
+/// A program that strands memory at its line 4 and exits with status 3.
+const STRANDING_APP: &str = "import gc, sys\n\
+print(sys.argv[1:], __name__)\n\
+def make(n):\n    return [b'%020d' % i for i in range(n)]\n\
+kept = make(50000)[::100]\n\
+gc.collect()\n\
+sys.exit(3)\n";
+
+#[test]
+fn report_option_prints_the_report_at_exit() {
+    let dir = scratch().join("report-option");
+    let path = package_with_library(&dir);
+    let app = dir.join("app.py");
+    std::fs::write(&app, STRANDING_APP).unwrap();
+    over_all_pythons("--report", |_, exe| {
+        let out = run(python(exe, false)
+            .args(["-X", "tracemalloc", "-m", "pymalloc_rs", "--report"])
+            .arg(&app)
+            .args(["one", "--two"])
+            .env("PYTHONPATH", &path));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        if out.status.code() != Some(3) || stdout != "['one', '--two'] __main__\n" {
+            return Err(format!(
+                "the program ran differently: {:?} {stdout}{stderr}",
+                out.status
+            )
+            .into());
+        }
+        let top = stderr
+            .lines()
+            .skip_while(|l| !l.starts_with("by allocation site"))
+            .nth(2)
+            .unwrap_or("");
+        if !stderr.starts_with("pymalloc-rs: which objects keep memory stranded")
+            || !top.ends_with("app.py:4")
+            || !stderr.contains("by type:")
+        {
+            return Err(format!("no report, or app.py:4 not on top:\n{stderr}").into());
+        }
+        // Without a program there is nothing to report on: a usage error.
+        let out = run(python(exe, false)
+            .args(["-m", "pymalloc_rs", "--report", "-c"])
+            .env("PYTHONPATH", &path));
+        if out.status.code() != Some(1)
+            || !String::from_utf8_lossy(&out.stderr).contains("--report needs a program")
+        {
+            return Err(format!("--report -c: {out:?}").into());
+        }
+        Ok(())
+    });
+}

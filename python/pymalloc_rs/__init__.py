@@ -17,7 +17,16 @@ import ctypes
 import os
 import sys
 
-__all__ = ["NotActiveError", "is_active", "library_path", "stats", "trim"]
+__all__ = [
+    "Group",
+    "NotActiveError",
+    "Pinning",
+    "is_active",
+    "library_path",
+    "pinning",
+    "stats",
+    "trim",
+]
 
 #: The file name of the library inside this package.
 LIBRARY_NAME = "libpymalloc.so"
@@ -228,3 +237,6 @@ def _supported_platform():
     if sys.platform.startswith("linux"):
         return None
     return "pymalloc-rs runs on Linux only (LD_PRELOAD); this is %s" % sys.platform
+
+
+from ._pinning import Group, Pinning, pinning  # noqa: E402 (uses the names above)

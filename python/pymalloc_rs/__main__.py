@@ -1,4 +1,5 @@
-"""``python -m pymalloc_rs [--stats] [--debug] [--verbose] [--] [PYTHON-ARGS...]``
+"""``python -m pymalloc_rs [--stats] [--debug] [--verbose] [--report] [--report-svg FILE]
+[--] [PYTHON-ARGS...]``
 
 Re-runs this interpreter (``sys.executable``, with the options it was started with) with
 pymalloc-rs preloaded, in place of this process (``exec``): ``python -m pymalloc_rs
@@ -6,6 +7,11 @@ app.py x`` then behaves exactly as ``python app.py x`` (``sys.argv``, exit statu
 signals, stdin and stdout), only on pymalloc-rs. Everything after our own options goes to
 Python unchanged: a script, ``-m module``, ``-c code``, or nothing (the REPL), so a
 missing script or module gets Python's own error and exit status.
+
+``--report`` (and ``--report-svg FILE``) run the program through a small bootstrap
+(``_report``) that prints, when the program ends, which objects keep memory stranded
+(``pymalloc_rs.pinning()``); the program then runs as ``python`` runs it in every way we
+know of but one: its traceback, if it fails, starts with two frames of ours.
 """
 
 import os
@@ -14,7 +20,8 @@ import sys
 from . import _supported_platform, library_path
 
 USAGE = """\
-usage: python -m pymalloc_rs [--stats] [--debug] [--verbose] [--] \
+usage: python -m pymalloc_rs [--stats] [--debug] [--verbose] [--report]
+                             [--report-svg FILE] [--] \
 (script.py | -m module | -c code | -) [args...]
 
 Runs Python with pymalloc-rs as its allocator (the library preloaded with LD_PRELOAD).
@@ -23,6 +30,10 @@ options:
   --stats    print the allocator's statistics to stderr at exit (PYMALLOC_STATS=1)
   --debug    debug checks: overruns, use after free, double free (PYMALLOC_DEBUG=1)
   --verbose  say what was installed or skipped, and why (PYMALLOC_VERBOSE=1)
+  --report   at exit, print to stderr which objects keep memory stranded in sparse
+             pools, by type (and by allocation site under python -X tracemalloc)
+  --report-svg FILE
+             --report, and draw it as an SVG chart into FILE
   -h, --help show this help and exit
 """
 
@@ -65,6 +76,7 @@ def preload_value(lib, old):
 
 def main(argv):
     env = dict(os.environ)
+    report = None  # the bootstrap's own arguments under --report
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -74,10 +86,29 @@ def main(argv):
         if arg == "--":
             i += 1
             break
+        if arg == "--report":
+            report = report or []
+            i += 1
+            continue
+        if arg == "--report-svg":
+            if i + 1 == len(argv):
+                return fail("--report-svg needs a file name")
+            report = ["--svg", os.path.abspath(argv[i + 1])]
+            i += 2
+            continue
         if arg not in OPTIONS:
             break
         env[OPTIONS[arg]] = "1"
         i += 1
+    program = argv[i:]
+    if report is not None:
+        if not program or program[0] == "-" or (
+            program[0] in ("-m", "-c") and len(program) < 2
+        ):
+            return fail("--report needs a program: script.py, -m module or -c code")
+        from ._report import BOOT
+
+        program = ["-c", BOOT] + report + ["--"] + program
     why = _supported_platform()
     if why:
         return fail(why)
@@ -94,7 +125,7 @@ def main(argv):
     python = sys.executable
     if not python:
         return fail("cannot tell which interpreter this is (sys.executable is empty)")
-    args = [python] + interpreter_options() + argv[i:]
+    args = [python] + interpreter_options() + program
     sys.stdout.flush()
     sys.stderr.flush()
     try:

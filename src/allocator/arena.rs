@@ -612,6 +612,24 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
     })
 }
 
+/// Runs `f` under the arena lock with a test that says whether an address lies in a pool in
+/// use: a page (not the header page) of one of our mapped arenas that belongs to a heap.
+/// While `f` runs no arena is mapped or unmapped and no pool changes hands, so the pools
+/// the test accepts stay in use and their headers mapped until `f` returns. Keep `f`
+/// short: a thread that needs a new pool waits for it.
+pub fn with_pools_in_use<R>(f: impl FnOnce(&dyn Fn(usize) -> bool) -> R) -> R {
+    locked(|_| {
+        f(&|addr| {
+            ownership::owns_arena_of(addr) && !pool::in_header_page(addr) && {
+                // SAFETY: the ownership map lists the arena, so it is mapped, and it stays
+                // mapped while we hold the lock; its header is read under that lock.
+                let free = unsafe { (*arena_of(addr as *const u8)).free_pools };
+                free >> pool::pool_index(addr) & 1 == 0
+            }
+        })
+    })
+}
+
 /// Whether `a` is on the bucket list for its `nfree`.
 ///
 /// # Safety

@@ -186,6 +186,82 @@ pub const fn resident_pools(pools: u64) -> u64 {
     pools
 }
 
+/// Addresses looked up per hold of the arena lock by [`attribute`] (so that a thread
+/// needing a pool waits for at most a few hundred microseconds).
+const ATTRIBUTE_CHUNK: usize = 4096;
+
+/// What `pymalloc_attribute` ([`attribute`]) counts for one group of addresses (objects).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GroupStats {
+    /// Addresses of the group that lie in our pools in use.
+    pub objects: u64,
+    /// The bytes of their blocks (each block's class size).
+    pub live_bytes: u64,
+    /// *Sparse* pools (at most half of their blocks in use) that hold
+    /// at least one of them: what they pin; a pool shared by several groups counts in each.
+    pub pools: u64,
+    /// The group's share of the bytes stranded in the pools its blocks lie in: each pool's
+    /// stranded bytes (4096 minus its blocks in use times the class size) shared out
+    /// equally among the pool's blocks in use. The shares of all groups, plus those of the
+    /// blocks no address names, add up to the bytes stranded in pools in use.
+    pub stranded_bytes: f64,
+}
+
+/// Whether a pool with `used` of its `capacity` blocks in use counts as sparse: at most
+/// half of its blocks in use.
+pub const fn is_sparse(used: u64, capacity: u64) -> bool {
+    used * 2 <= capacity
+}
+
+/// Attributes pools to groups of addresses (for `pymalloc_rs.pinning()`: the objects of a
+/// Python process, grouped by type or by allocation site). Each row of `rows` is an
+/// address and its group, an index into `groups`; for each address inside a block of a
+/// pool in use (any byte of the block), its group's [`GroupStats`] are added to. Rows whose
+/// group is out of range, and addresses in no pool of ours, are skipped; two rows naming the
+/// same block count twice. Sorts `rows` by pool, then group (in place, without allocating).
+/// Returns how many rows lie in our pools.
+///
+/// Reads only pool headers (nothing is counted on the allocation paths): each pool's
+/// figures are a snapshot taken under the arena lock, which is held for
+/// [`ATTRIBUTE_CHUNK`] rows at a time.
+pub fn attribute(rows: &mut [[u64; 2]], groups: &mut [GroupStats]) -> usize {
+    let pool_mask = !(crate::allocator::geometry::POOL_MASK as u64);
+    rows.sort_unstable_by_key(|&[addr, group]| (addr & pool_mask, group));
+    let mut found = 0;
+    // The last (pool, group) pair counted in `pools`: rows of one pair are adjacent.
+    let mut last = (0, u64::MAX);
+    for chunk in rows.chunks(ATTRIBUTE_CHUNK) {
+        arena::with_pools_in_use(|in_use| {
+            for &[addr, group] in chunk {
+                let Some(g) = usize::try_from(group).ok().and_then(|g| groups.get_mut(g)) else {
+                    continue;
+                };
+                if !in_use(addr as usize) {
+                    continue;
+                }
+                // SAFETY: a pool in use of a mapped arena, kept so by the lock.
+                let (class, used, _) = unsafe { pool::snapshot(pool::pool_of(addr as *const u8)) };
+                if class >= NUM_CLASSES {
+                    continue;
+                }
+                let (size, capacity) = (class_size(class) as u64, blocks_per_pool(class) as u64);
+                // A block of ours is in use, so its pool holds at least one.
+                let used = used.clamp(1, capacity);
+                found += 1;
+                g.objects += 1;
+                g.live_bytes += size;
+                g.stranded_bytes += (POOL_SIZE as u64 - used * size) as f64 / used as f64;
+                if is_sparse(used, capacity) && last != (addr & pool_mask, group) {
+                    g.pools += 1;
+                }
+                last = (addr & pool_mask, group);
+            }
+        });
+    }
+    found
+}
+
 /// Blocks handed out from pools (what `sys.getallocatedblocks()` reports).
 pub fn blocks_in_use() -> u64 {
     collect().classes.iter().map(|c| c.blocks_in_use).sum()
