@@ -98,7 +98,11 @@ fn compares_a_users_command_and_draws_the_chart() {
 
 #[test]
 fn each_subcommand_has_help_and_errors_name_the_bad_option() {
-    for (sub, option) in [("run", "--stats"), ("compare", "--json")] {
+    for (sub, option) in [
+        ("run", "--stats"),
+        ("compare", "--json"),
+        ("chart", "--output"),
+    ] {
         let out = run(bin().args([sub, "--help"]));
         assert!(out.status.success());
         assert!(

@@ -600,18 +600,40 @@ kept = make(50000)[::100]\n\
 gc.collect()\n\
 sys.exit(3)\n";
 
+/// Parses the SVG file `sys.argv[1]`: an `svg` document holding two charts, the
+/// second's first label `app.py:4`.
+const CHECK_SVG: &str = "import sys, xml.etree.ElementTree as E\n\
+ns = '{http://www.w3.org/2000/svg}'\n\
+root = E.parse(sys.argv[1]).getroot()\n\
+assert root.tag == ns + 'svg', root.tag\n\
+charts = root.findall(ns + 'svg')\n\
+assert len(charts) == 2, charts\n\
+labels = [t.text for t in charts[1].findall(ns + 'text') if 'rotate' in t.get('transform', '')]\n\
+assert labels[0] == 'app.py:4', labels\n";
+
 #[test]
 fn report_option_prints_the_report_at_exit() {
     let dir = scratch().join("report-option");
     let path = package_with_library(&dir);
     let app = dir.join("app.py");
     std::fs::write(&app, STRANDING_APP).unwrap();
+    let svg = dir.join("report.svg");
+    // The chart is drawn by the `pymalloc` command, found on PATH.
+    let bin = Path::new(env!("CARGO_BIN_EXE_pymalloc")).parent().unwrap();
+    let search = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     over_all_pythons("--report", |_, exe| {
+        let _ = std::fs::remove_file(&svg);
         let out = run(python(exe, false)
-            .args(["-X", "tracemalloc", "-m", "pymalloc_rs", "--report"])
+            .args(["-X", "tracemalloc", "-m", "pymalloc_rs", "--report-svg"])
+            .arg(&svg)
             .arg(&app)
             .args(["one", "--two"])
-            .env("PYTHONPATH", &path));
+            .env("PYTHONPATH", &path)
+            .env("PATH", &search));
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
@@ -634,6 +656,9 @@ fn report_option_prints_the_report_at_exit() {
         {
             return Err(format!("no report, or app.py:4 not on top:\n{stderr}").into());
         }
+        // The chart parses as SVG: two charts, the site among the second's labels.
+        let parsed = run(python(exe, false).arg("-c").arg(CHECK_SVG).arg(&svg));
+        ok(&parsed)?;
         // Without a program there is nothing to report on: a usage error.
         let out = run(python(exe, false)
             .args(["-m", "pymalloc_rs", "--report", "-c"])

@@ -449,61 +449,16 @@ fn markdown(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table, runs
 
 /// A grouped bar chart of the time ratios, as SVG.
 fn chart(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table) -> String {
-    const COLORS: [&str; 6] = [
-        "#888888", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e",
-    ];
-    let (bar, gap, h, top, left) = (14.0, 18.0, 260.0, 40.0, 60.0);
-    let group = bar * cfgs.len() as f64 + gap;
-    // Wide enough for the bars and for the legend (120 px an allocator).
-    let width = (left + group * jobs.len() as f64).max(left + 120.0 * cfgs.len() as f64) + 20.0;
-    let max = table
-        .iter()
-        .flat_map(|row| row.iter().map(|c| c.0 / row[0].0))
-        .fold(1.2f64, f64::max);
-    let y = |r: f64| top + h - r / max * h;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"20\" font-size=\"14\">Wall time relative to {BASELINE} (lower is better)</text>\n",
-        top + h + 110.0
-    );
-    s.push_str(&format!(
-        "<line x1=\"{left}\" x2=\"{}\" y1=\"{y1}\" y2=\"{y1}\" stroke=\"black\" stroke-dasharray=\"4\"/><text x=\"5\" y=\"{y1}\">1.0</text>\n",
-        width - 10.0,
-        y1 = y(1.0)
-    ));
-    for (j, (label, _)) in jobs.iter().enumerate() {
-        let x0 = left + j as f64 * group;
-        for (c, cfg) in cfgs.iter().enumerate() {
-            let r = table[j][c].0 / table[j][0].0;
-            s.push_str(&format!(
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {r:.3}</title></rect>\n",
-                x0 + c as f64 * bar,
-                y(r),
-                top + h - y(r),
-                COLORS[c % COLORS.len()],
-                cfg.name
-            ));
-        }
-        let label: String = label.chars().take(24).collect();
-        s.push_str(&format!(
-            "<text transform=\"translate({:.1},{:.1}) rotate(40)\">{}</text>\n",
-            x0,
-            top + h + 12.0,
-            label.replace('&', "&amp;").replace('<', "&lt;")
-        ));
-    }
-    for (c, cfg) in cfgs.iter().enumerate() {
-        s.push_str(&format!(
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
-            left + c as f64 * 120.0,
-            top + h + 85.0,
-            COLORS[c % COLORS.len()],
-            left + c as f64 * 120.0 + 14.0,
-            top + h + 94.0,
-            cfg.name
-        ));
-    }
-    s.push_str("</svg>\n");
-    s
+    crate::chart::document(&[crate::chart::BarChart {
+        title: format!("Wall time relative to {BASELINE} (lower is better)"),
+        series: cfgs.iter().map(|c| c.name.to_string()).collect(),
+        groups: jobs
+            .iter()
+            .zip(table)
+            .map(|((label, _), row)| (label.clone(), row.iter().map(|c| c.0 / row[0].0).collect()))
+            .collect(),
+        reference: Some(1.0),
+    }])
 }
 
 #[cfg(test)]

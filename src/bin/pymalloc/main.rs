@@ -1,7 +1,9 @@
 //! The `pymalloc` command: `pymalloc run [--stats] [--debug] [--verbose] -- CMD…` runs a
 //! command with the library preloaded; `pymalloc compare [-n RUNS] [--svg FILE]
-//! [--json FILE] [-- CMD…]` compares allocators on it. Arguments are parsed by clap.
+//! [--json FILE] [-- CMD…]` compares allocators on it; `pymalloc chart` draws bar charts
+//! described on stdin as SVG. Arguments are parsed by clap.
 
+mod chart;
 mod compare;
 mod median;
 mod run;
@@ -23,6 +25,7 @@ struct Cli {
 enum Command {
     Run(run::Args),
     Compare(compare::Args),
+    Chart(chart::Args),
 }
 
 /// Prints `msg` as an error and returns the exit code for bad usage or a failure.
@@ -83,5 +86,6 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run::main(args),
         Command::Compare(args) => compare::main(args),
+        Command::Chart(args) => chart::main(args),
     }
 }
