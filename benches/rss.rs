@@ -1,7 +1,6 @@
-//! Memory given back (issue "give memory back"): RSS of the 90 %-free workload and of
-//! freeing everything, per allocator, each in a fresh child process, each read after one
-//! second of continued light activity (pymalloc-rs gives memory back after a decay driven
-//! by allocator activity); and W3 (random lifetime) time with pymalloc-rs's decay
+//! Memory given back: RSS of the 90 %-free workload (read after one second with no
+//! allocation at all, then after one second of light activity) and of freeing everything,
+//! per allocator, each in a fresh child process; and W3 (random lifetime) time with pymalloc-rs's decay
 //! at its default and off (`PYMALLOC_DECAY_MS=-1`), alternating runs.
 //!
 //! `cargo bench --bench rss` prints markdown tables. Peers are loaded with dlopen and
@@ -64,8 +63,8 @@ fn main() {
         return;
     }
     println!("## 1M blocks of 1..512 bytes, 90 % freed at random (RSS, MiB)\n");
-    println!("| allocator | start | peak | after freeing 90 % | vs CPython pymalloc | after freeing all | above start |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| allocator | start | peak | 90 % freed, 1 s idle | vs CPython pymalloc | then 1 s of light activity | vs CPython pymalloc | after freeing all | above start |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for name in ALL {
         match child("frag", name, &[]) {
@@ -79,19 +78,23 @@ fn main() {
             Err(e) => eprintln!("{name}: skipped ({e})"),
         }
     }
-    let base = rows
-        .iter()
-        .find(|(n, _)| *n == "cpython-pymalloc")
-        .map(|(_, v)| v[2] - v[0]);
+    let base = rows.iter().find(|(n, _)| *n == "cpython-pymalloc");
+    let ratio = |v: &[f64], k: usize| {
+        base.map_or("-".to_string(), |(_, b)| {
+            format!("{:.2}", (v[k] - v[0]) / (b[k] - b[0]))
+        })
+    };
     for (name, v) in &rows {
-        let ratio = base.map_or("-".to_string(), |b| format!("{:.2}", (v[2] - v[0]) / b));
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {ratio} | {:.1} | {:.1} |",
+            "| {name} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {:.1} | {:.1} |",
             v[0],
             v[1],
             v[2],
+            ratio(v, 2),
             v[3],
-            v[3] - v[0]
+            ratio(v, 3),
+            v[4],
+            v[4] - v[0]
         );
     }
     println!("\n(\"vs CPython pymalloc\" compares the memory held above the start.)\n");

@@ -12,6 +12,11 @@
 //!   (`LD_PRELOAD`), glibc (`PYTHONMALLOC=malloc`) and mimalloc (preloaded, with
 //!   `PYTHONMALLOC=malloc`): nanoseconds per object.
 //!
+//! - Idle after a burst: CPython 3.11 builds 1.5M tuples, dicts, lists and strings, keeps
+//!   a random 0 %, 1 % or 10 % of them, drops the rest and runs `gc.collect()`; then RSS held
+//!   above the start (MiB) right away, after 1 s with no allocation at all (a server
+//!   waiting on a socket), and after 1 s more of light activity; same allocators.
+//!
 //! `cargo bench --bench thrash` prints markdown tables; `THRASH_RUNS` (default 5) sets the
 //! runs per cell. Missing peers and a missing `strace` are skipped with a line saying so.
 
@@ -43,6 +48,31 @@ for _ in range(cycles):
     l = [(i, {'a': i}) for i in range(n)]
     del l
 print((time.perf_counter() - t) * 1e9 / (cycles * n * 2))
+";
+
+/// Fractions of the burst's objects kept.
+const KEPT: [f64; 3] = [0.0, 0.01, 0.10];
+
+/// The idle-after-burst script: prints the MiB held above the start right after the drop,
+/// after 1 s idle, and after 1 s of light activity.
+const PY_IDLE: &str = "
+import gc, random, sys, time
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:')) / 1024
+keep = float(sys.argv[1]); random.seed(1); start = rss()
+objs = []
+for i in range(375_000):
+    objs += [(i, i + 1), {'k': i}, [i], str(i) * 3]
+kept = [o for o in objs if random.random() < keep]
+del objs; gc.collect()
+now = rss() - start
+time.sleep(1.0)
+idle = rss() - start
+t = time.monotonic()
+while time.monotonic() - t < 1.0:
+    x = [str(i) for i in range(100)]; del x; time.sleep(0.002)
+print(now, idle, rss() - start)
 ";
 
 /// Child: `cycles` rounds of allocating `n` 64-byte blocks and freeing them all, after one
@@ -132,8 +162,20 @@ fn py_env(name: &str) -> Result<Vec<(&'static str, String)>, String> {
 }
 
 fn py_run(python: &str, env: &[(&str, String)], n: usize) -> Result<f64, String> {
+    py_output(python, env, PY_LOOP, &n.to_string())?
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
+/// Runs `script` with argument `arg` under `env`; its standard output.
+fn py_output(
+    python: &str,
+    env: &[(&str, String)],
+    script: &str,
+    arg: &str,
+) -> Result<String, String> {
     let mut c = Command::new(python);
-    c.args(["-c", PY_LOOP, &n.to_string()])
+    c.args(["-c", script, arg])
         .env_remove("PYTHONMALLOC")
         .env_remove("PYTHONDEVMODE");
     // The library's defaults, whatever the caller's shell sets.
@@ -151,10 +193,7 @@ fn py_run(python: &str, env: &[(&str, String)], n: usize) -> Result<f64, String>
     if !out.status.success() || stderr.contains("ld.so") {
         return Err(stderr.trim().to_string());
     }
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|e| format!("{e}"))
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn main() {
@@ -248,5 +287,40 @@ fn main() {
             print!(" {m:.0} | {:.2} |", m / meds[0]);
         }
         println!();
+    }
+
+    println!("\n## Python 3.11: idle after a burst of 1.5M objects (MiB held above the start, median of {runs}; ratio to CPython's pymalloc)\n");
+    print!("| kept | when |");
+    for (name, _) in &envs {
+        print!(" {name} | ratio |");
+    }
+    println!("\n|---|---|{}", "---|---|".repeat(envs.len()));
+    for keep in KEPT {
+        // [allocator][moment] -> runs
+        let mut held = vec![vec![Vec::new(); 3]; envs.len()];
+        for _ in 0..runs {
+            for (i, (_, env)) in envs.iter().enumerate() {
+                let line =
+                    py_output(&python, env, PY_IDLE, &keep.to_string()).expect("python runs");
+                for (k, v) in line.split_whitespace().enumerate().take(3) {
+                    held[i][k].push(v.parse::<f64>().unwrap());
+                }
+            }
+        }
+        for (k, when) in [
+            "right after gc.collect()",
+            "after 1 s idle",
+            "then 1 s of light activity",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let meds: Vec<f64> = held.iter_mut().map(|h| median(&mut h[k])).collect();
+            print!("| {:.0} % | {when} |", keep * 100.0);
+            for m in &meds {
+                print!(" {m:.1} | {:.2} |", m / meds[0].max(0.1));
+            }
+            println!();
+        }
     }
 }

@@ -61,10 +61,10 @@ pub extern "C" fn pymalloc_owns(ptr: *const c_void) -> bool {
     api::owns(ptr.cast())
 }
 
-/// Returns free pools and empty arenas to the OS now, without waiting for the decay: every free pool and empty arena, the
-/// empty pools cached by the calling thread, by the shared heap and by exited threads'
-/// heaps. (Other running threads each keep their last empty pool of a class until they
-/// exit.)
+/// Returns free pools and empty arenas to the OS now, without waiting for the decay: every
+/// free pool and empty arena, and the empty pools kept by the calling thread, by the shared
+/// heap and by exited threads' heaps. (Other running threads keep theirs until their own
+/// decay ages them or they exit: only its owner touches a heap.)
 #[no_mangle]
 pub extern "C" fn pymalloc_trim() {
     heap::trim();

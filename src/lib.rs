@@ -28,11 +28,10 @@
 //!
 //! ## Who owns what
 //!
-//! - **Arenas** are global, guarded by the arena lock ([`arena`]). A heap takes one free pool
-//!   at a time from the fullest arena that has one (its most recently freed pool, whose
-//!   page is likeliest to be cached) and gives it back when the pool empties.
-//!   Free pools and empty arenas go back to the OS after a decay of 0.4–0.8 s of
-//!   continued activity, so build-and-drop cycles make no system call ([`arena`]).
+//! - **Arenas** are global, guarded by the arena lock ([`arena`]). A heap takes free pools
+//!   in batches of up to 16 from the fullest arena that has one, in address order, and
+//!   gives them back in batches; a pool that reaches its arena has its page given back to
+//!   the OS at once, and an arena all of whose pools are free is unmapped at once.
 //! - **Pools** belong to one thread heap at a time ([`pool`]). The owner pops and pushes the
 //!   pool's free list with plain loads and stores. Another thread freeing a block pushes it
 //!   on the pool's lock-free `remote` list; if the pool has ever run out (it may be off the
@@ -42,14 +41,18 @@
 //!   head word, so it becomes the pool's free list whole, without a block being read.
 //!   Blocks are carved lazily: a pool's never-used blocks are handed out from a bump
 //!   pointer (`fresh`), unread, and only freed blocks are ever on a free list.
+//! - **Empty pools** stay with the heap that emptied them, free lists intact, as far as its
+//!   recent history justifies: a steady build-and-drop oscillation keeps its pools and
+//!   makes no system call and takes no lock, a one-off burst goes back while it is freed,
+//!   and a decay clock (0.4 s epochs, advanced by the heap's own slow paths) ages what is in
+//!   between ([`heap`]'s "Empty pools").
 //! - **Heaps** belong to one thread ([`heap`]). A thread's first allocation gives it a heap;
 //!   at its exit (a pthread key destructor) the heap is tidied and abandoned whole, and the
 //!   next new thread adopts it, blocks left behind and all. Heaps are never unmapped.
 //!
 //! So a thread that frees its own block takes no lock and does no atomic read-modify-write;
-//! cross-thread frees cost one compare-and-swap; the arena lock is taken once per pool
-//! handed out or back (every 8 to 256 blocks), never per block. Memory goes back to the OS
-//! after a decay of idleness, not at once ([`arena`]'s "Decay").
+//! cross-thread frees cost one compare-and-swap; the arena lock is taken once per batch of
+//! pools handed out or back, never per block, and not at all in a steady oscillation.
 //!
 //! ## Invariants
 //!

@@ -25,9 +25,9 @@ fn arenas_are_populated_from_the_33rd() {
     );
     let mut pools: Vec<*mut Pool> = Vec::new();
     for i in 0..34 {
-        let first = arena::alloc_pool();
-        assert!(!first.is_null());
-        let res = resident_pages(first as usize & !ARENA_MASK);
+        let mut arena = vec![std::ptr::null_mut::<Pool>(); per];
+        assert_eq!(arena::alloc_pools(&mut arena), per, "one arena per batch");
+        let res = resident_pages(arena[0] as usize & !ARENA_MASK);
         if i < 32 {
             // The header page, and what the kernel faults around it.
             assert!(
@@ -37,13 +37,9 @@ fn arenas_are_populated_from_the_33rd() {
         } else {
             assert_eq!(res, ARENA_SIZE / POOL_SIZE, "arena {i} not populated");
         }
-        pools.push(first);
-        pools.extend((1..per).map(|_| arena::alloc_pool()));
+        pools.extend(arena);
     }
-    for p in pools {
-        // SAFETY: pools from alloc_pool, idle.
-        unsafe { arena::release_pool(p) };
-    }
-    arena::trim();
+    // SAFETY: pools from alloc_pools, idle.
+    unsafe { arena::release_pools(&mut pools) };
     assert_eq!(arena::counts().current, 0);
 }

@@ -322,3 +322,37 @@ fn pools_and_arenas_returned_while_others_take() {
         assert_all_returned();
     });
 }
+
+/// Empty pools kept by their owner (the heap's cache): the last block of a pool is freed
+/// by another thread (through the owner's delayed list, the pool having run out once), so
+/// the pool empties in its owner's slow path, goes on the owner's cache and is handed out
+/// again with its free list as it was, whenever the remote free lands.
+#[test]
+fn pool_emptied_by_a_remote_free_is_kept_and_reused() {
+    model(|| {
+        let shadow = Shadow::default();
+        // Pool 1 takes tags 0..8 and runs out (marked by the next allocation, which pool 2
+        // serves).
+        let mut one: Vec<(usize, u64)> = (0..PER_POOL as u64)
+            .map(|t| (shadow.alloc(BIG, t), t))
+            .collect();
+        let two = (shadow.alloc(BIG, 50), 50);
+        let last = one.pop().unwrap();
+        for (addr, tag) in one {
+            shadow.free(addr, tag); // pool 1 relinked behind pool 2, one block still out
+        }
+        let s2 = shadow.clone();
+        let freer = thread::spawn(move || s2.free(last.0, last.1));
+        thread::yield_now();
+        // Pool 2's seven free blocks, then whatever pool 1 (emptied and cached, or not yet)
+        // and the arena give.
+        let again: Vec<(usize, u64)> = (100..102 + PER_POOL as u64)
+            .map(|t| (shadow.alloc(BIG, t), t))
+            .collect();
+        for (addr, tag) in again.into_iter().chain([two]) {
+            shadow.free(addr, tag);
+        }
+        freer.join().unwrap();
+        assert_all_returned();
+    });
+}

@@ -526,6 +526,10 @@ pub fn fragmentation(a: &Alloc) {
         // SAFETY: each block is freed once.
         unsafe { (a.free)(blocks[i]) };
     }
+    // First idle (no allocation at all), then busy: what each allocator gives back on
+    // its own, and what it gives back once the program goes on allocating.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let idle = rss_kib();
     light_activity(a, &mut rng);
     let held = rss_kib();
     for &i in &order[N * 9 / 10..] {
@@ -534,5 +538,5 @@ pub fn fragmentation(a: &Alloc) {
     }
     light_activity(a, &mut rng);
     let end = rss_kib();
-    println!("{start} {peak} {held} {end}");
+    println!("{start} {peak} {idle} {held} {end}");
 }

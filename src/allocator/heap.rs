@@ -9,6 +9,33 @@
 //! thread adopts it, so a thread's exit leaks nothing and memory does not grow with the
 //! number of threads that ever lived.
 //!
+//! ## Empty pools
+//!
+//! A pool that becomes empty (and is not the last of its class) leaves its class list. The
+//! heap keeps it, on its *cache* for that class, with its free list as it was: a steady
+//! oscillation (build a structure, drop it, build the next) takes it back with no lock, no
+//! system call and no re-carving, as CPython re-uses a pool that last served the same class.
+//! How many the cache may hold (its *budget*) is what recent history justifies:
+//!
+//! - it starts at [`MIN_BUDGET`] pools;
+//! - an emptied pool beyond the budget goes back to the arenas (in batches of
+//!   [`POOL_BATCH`], under one hold of the arena lock), which give its page back to the OS
+//!   at once; the heap counts it as *overflow*;
+//! - fetching pools from the arenas while there is overflow is the evidence that they were
+//!   wanted after all: each pool fetched then moves one from the overflow to the budget, so
+//!   an oscillation is kept whole from its second cycle on;
+//! - a clock ages what is in between: at the end of every decay epoch (`PYMALLOC_DECAY_MS`,
+//!   read on one slow path in 64), the pools that stayed in the cache through the whole
+//!   epoch (its low-water mark) go back, the budget shrinks by as many, and the overflow
+//!   halves.
+//!
+//! So a one-off burst is given back while it is freed, whether or not the program
+//! allocates again, and an oscillation keeps its pools. What it gets wrong: an oscillation
+//! that stops and leaves the process idle keeps its last cycle's pools (up to the budget)
+//! until the thread allocates again, exits, or calls `pymalloc_trim`; and a heap whose
+//! thread never comes back to the allocator keeps its cache (there is no thread to age it).
+//! The measurements behind the numbers are in `docs/decisions.md`.
+//!
 //! Fast-path note: the functions the fast paths call out to (`alloc_fresh`, `alloc_next`,
 //! `alloc_slow`, `free_slow`, `free_remote`, `fault::double_free`, and the fallback calls in
 //! `api`) are `extern "C"`, which makes them non-unwinding: calls to them need no landing
@@ -41,6 +68,12 @@ use core::ptr;
 /// - `large` is, as a wrapping two's-complement count, the fallback blocks this heap's
 ///   threads had served for us minus the foreign pointers they freed (see [`count_large`]);
 ///   only the owner writes it, with a plain load and store.
+/// - `cache[c]` is a stack (through `Pool::next`) of empty pools of class `c` this heap
+///   owns, each `cached`, not `linked`, with `used == 0`; `cache_classes` has bit `c` set
+///   exactly when it is non-empty; `cached` counts them all, `cached <= budget` unless the
+///   decay is 0 (then the cache is empty), and `low_water <= cached`.
+/// - `releasing[..nreleasing]` are pools on their way back to the arenas: empty, owned by
+///   this heap still, `cached` too but on no stack; `nreleasing < POOL_BATCH` between calls.
 #[repr(C)]
 pub struct Heap {
     owner: Owner,
@@ -48,6 +81,20 @@ pub struct Heap {
     tails: [*mut Pool; NUM_CLASSES],
     slow_events: u32,
     large: unmodeled::AtomicUsize,
+    /// Empty pools kept for reuse, per class (see the module's "Empty pools").
+    cache: [*mut Pool; NUM_CLASSES],
+    cache_classes: u32,
+    cached: u32,
+    /// Most pools the cache may hold.
+    budget: u32,
+    /// Fewest pools cached since the epoch began: those stayed unused all along.
+    low_water: u32,
+    /// Pools given back beyond the budget, not yet wanted again.
+    overflow: u32,
+    /// When this heap's current decay epoch began (`os::now_ms`).
+    epoch_ms: u64,
+    releasing: [*mut Pool; POOL_BATCH],
+    nreleasing: u32,
     /// Next heap in the registry's list of all heaps (registry lock).
     next_all: *mut Heap,
     /// Next heap in the registry's list of abandoned heaps (registry lock).
@@ -90,6 +137,15 @@ crate::allocator::sync::const_unless_loom! {
             tails: [ptr::null_mut(); NUM_CLASSES],
             slow_events: 0,
             large: unmodeled::AtomicUsize::new(0),
+            cache: [ptr::null_mut(); NUM_CLASSES],
+            cache_classes: 0,
+            cached: 0,
+            budget: MIN_BUDGET,
+            low_water: 0,
+            overflow: 0,
+            epoch_ms: 0,
+            releasing: [ptr::null_mut(); POOL_BATCH],
+            nreleasing: 0,
             next_all: ptr::null_mut(),
             next_abandoned: ptr::null_mut(),
         }
@@ -389,8 +445,194 @@ unsafe extern "C" fn free_slow_rest(heap: *mut Heap, pool: *mut Pool) {
                 return;
             }
             unlink(heap, pool);
-            arena::release_pool(pool);
+            retire(heap, pool);
         }
+    }
+}
+
+/// Pools fetched from the arenas in one hold of the arena lock, and given back in one: a
+/// run of neighbouring pages for one class (64 KiB, mimalloc's page size).
+const POOL_BATCH: usize = 16;
+
+/// The cache's budget before any reuse was seen, in pools: one batch.
+const MIN_BUDGET: u32 = POOL_BATCH as u32;
+
+/// The most pools the cache of `heap` may hold now: none with a decay of 0.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner.
+unsafe fn budget(heap: *mut Heap) -> u32 {
+    if arena::decay_ms() == 0 {
+        return 0;
+    }
+    // SAFETY: per the caller.
+    unsafe { (*heap).budget }
+}
+
+/// Owner: `pool` has just become empty and is on no list: keep it for reuse if the budget
+/// allows, else send it back to the arenas and count the overflow.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner; `pool` is an empty pool of `heap` on no list.
+unsafe fn retire(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the caller.
+    unsafe {
+        if (*heap).cached < budget(heap) {
+            return cache_push(heap, pool);
+        }
+        (*heap).overflow = (*heap).overflow.saturating_add(1);
+        release(heap, pool);
+    }
+}
+
+/// Pushes the empty `pool` on `heap`'s cache for its class.
+///
+/// # Safety
+/// As for [`retire`].
+unsafe fn cache_push(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the caller.
+    unsafe {
+        let class = class_index(pool);
+        (*pool).cached = true;
+        (*pool).next = (*heap).cache[class];
+        (*heap).cache[class] = pool;
+        (*heap).cache_classes |= 1 << class;
+        (*heap).cached += 1;
+    }
+}
+
+/// Pops a pool from `heap`'s cache for `class`, or from any other class's (then set up
+/// afresh for `class`); NULL when the cache is empty. The pool is on no list.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner; `class < NUM_CLASSES`.
+unsafe fn cache_pop(heap: *mut Heap, class: usize) -> *mut Pool {
+    // SAFETY: per the caller; cached pools are ours.
+    unsafe {
+        let h = &mut *heap;
+        let from = if h.cache[class].is_null() {
+            if h.cache_classes == 0 {
+                return ptr::null_mut();
+            }
+            h.cache_classes.trailing_zeros() as usize % NUM_CLASSES
+        } else {
+            class
+        };
+        let pool = h.cache[from];
+        h.cache[from] = (*pool).next;
+        if h.cache[from].is_null() {
+            h.cache_classes &= !(1 << from);
+        }
+        h.cached -= 1;
+        h.low_water = h.low_water.min(h.cached);
+        (*pool).cached = false;
+        if from != class {
+            pool::init(pool, owner(heap), class);
+        }
+        pool
+    }
+}
+
+/// Fetches pools for `class` from the arenas, one batch at most: the first is returned
+/// (NULL when no arena can be had), the others go on the cache. While there is overflow,
+/// each pool fetched moves one from the overflow to the budget (see "Empty pools").
+///
+/// # Safety
+/// The caller acts as `heap`'s owner; `class < NUM_CLASSES`.
+unsafe fn fetch(heap: *mut Heap, class: usize) -> *mut Pool {
+    // SAFETY: per the caller; the pools handed out are ours from here on.
+    unsafe {
+        let h = &mut *heap;
+        let grant = h.overflow.min(POOL_BATCH as u32);
+        h.overflow -= grant;
+        h.budget = h.budget.saturating_add(grant);
+        let room = budget(heap).saturating_sub((*heap).cached) as usize;
+        let mut got = [ptr::null_mut(); POOL_BATCH];
+        let n = arena::alloc_pools(&mut got[..(room + 1).min(POOL_BATCH)]);
+        // Stacked last first, so that the cache hands them out in address order.
+        for &pool in got[1..n.max(1)].iter().rev() {
+            pool::init(pool, owner(heap), class);
+            cache_push(heap, pool);
+        }
+        if n == 0 {
+            return ptr::null_mut();
+        }
+        pool::init(got[0], owner(heap), class);
+        got[0]
+    }
+}
+
+/// Sends the empty `pool` back to the arenas, with the next ones, as one batch.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner; `pool` is an empty pool of `heap` on no list and not
+/// cached.
+unsafe fn release(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the caller.
+    unsafe {
+        (*pool).cached = true;
+        let h = &mut *heap;
+        h.releasing[h.nreleasing as usize % POOL_BATCH] = pool;
+        h.nreleasing += 1;
+        if h.nreleasing as usize == POOL_BATCH || arena::decay_ms() == 0 {
+            flush_releasing(heap);
+        }
+    }
+}
+
+/// Gives the pools waiting in `heap`'s release batch to the arenas.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner.
+unsafe fn flush_releasing(heap: *mut Heap) {
+    // SAFETY: per the caller; the pools in the batch are empty and on no list.
+    unsafe {
+        let h = &mut *heap;
+        let n = (h.nreleasing as usize).min(POOL_BATCH);
+        if n > 0 {
+            arena::release_pools(&mut h.releasing[..n]);
+            h.nreleasing = 0;
+        }
+    }
+}
+
+/// Gives back up to `n` pools of `heap`'s cache (all of them with `u32::MAX`).
+///
+/// # Safety
+/// The caller acts as `heap`'s owner.
+unsafe fn shrink_cache(heap: *mut Heap, n: u32) {
+    // SAFETY: per the caller.
+    unsafe {
+        for _ in 0..n.min((*heap).cached) {
+            let class = (*heap).cache_classes.trailing_zeros() as usize % NUM_CLASSES;
+            release(heap, cache_pop(heap, class));
+        }
+        flush_releasing(heap);
+        (*heap).low_water = (*heap).cached;
+    }
+}
+
+/// The end of a decay epoch of `heap`'s cache, if one has passed at `now` (milliseconds):
+/// the pools that stayed cached through it go back and the budget shrinks by as many; the
+/// overflow halves (see "Empty pools").
+///
+/// # Safety
+/// The caller acts as `heap`'s owner.
+unsafe fn age_cache(heap: *mut Heap, now: u64) {
+    let d = arena::decay_ms();
+    // SAFETY: per the caller.
+    unsafe {
+        if d == 0 {
+            return shrink_cache(heap, u32::MAX); // (left over from before the setting)
+        }
+        if d == arena::DECAY_NEVER || now.wrapping_sub((*heap).epoch_ms) < u64::from(d) {
+            return;
+        }
+        (*heap).epoch_ms = now;
+        let idle = (*heap).low_water;
+        (*heap).budget = (*heap).budget.saturating_sub(idle).max(MIN_BUDGET);
+        (*heap).overflow /= 2;
+        shrink_cache(heap, idle);
     }
 }
 
@@ -463,10 +705,8 @@ pub fn large_in_heaps() -> isize {
 /// Slow-path calls between two reads of the decay clock.
 const HEARTBEAT_EVERY: u32 = 64;
 
-/// Advances the arenas' decay (see [`arena::tick`]) every [`HEARTBEAT_EVERY`] slow-path calls
-/// of `heap`: a program that keeps allocating gives idle memory back even when it never
-/// hands a pool to or from an arena (the last pool of each class stays with the heap), and
-/// the clock is read on one slow path in 64.
+/// Ages `heap`'s cache of empty pools ([`age_cache`]) every [`HEARTBEAT_EVERY`] slow-path
+/// calls of `heap`, so that the clock is read on one slow path in 64.
 ///
 /// # Safety
 /// The caller acts as `heap`'s owner.
@@ -476,7 +716,7 @@ unsafe fn heartbeat(heap: *mut Heap) {
     unsafe {
         (*heap).slow_events = (*heap).slow_events.wrapping_add(1);
         if (*heap).slow_events % HEARTBEAT_EVERY == 0 {
-            arena::tick();
+            age_cache(heap, crate::os::now_ms());
         }
     }
 }
@@ -609,11 +849,13 @@ unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
             pool::prefetch((*pool).next);
             return alloc_from(heap, n);
         }
-        let pool = arena::alloc_pool();
+        let mut pool = cache_pop(heap, class);
         if pool.is_null() {
-            return ptr::null_mut();
+            pool = fetch(heap, class);
+            if pool.is_null() {
+                return ptr::null_mut();
+            }
         }
-        pool::init(pool, owner(heap), class);
         push_front(heap, pool);
         alloc_from(heap, n)
     }
@@ -700,7 +942,7 @@ pub fn exit_thread() {
 }
 
 /// Takes back delayed and remote frees and gives every empty pool back to its arena,
-/// the last pool of a class included.
+/// the last pool of a class and the cache included.
 ///
 /// # Safety
 /// The caller acts as `heap`'s owner.
@@ -719,11 +961,12 @@ unsafe fn tidy(heap: *mut Heap) {
                             && (*pool).remote.load(Ordering::Relaxed) & !pool::NOTIFY == 0
                     );
                     unlink(heap, pool);
-                    arena::release_pool(pool);
+                    release(heap, pool);
                 }
                 pool = next;
             }
         }
+        shrink_cache(heap, u32::MAX);
     }
 }
 
@@ -877,6 +1120,20 @@ pub unsafe fn lists_of(heap: *mut Heap) -> [(*mut Pool, *mut Pool); NUM_CLASSES]
     // SAFETY: per the caller.
     let (lists, tails) = unsafe { ((*heap).lists, (*heap).tails) };
     core::array::from_fn(|c| (lists[c], tails[c]))
+}
+
+/// The cache of `heap` for the invariant walker: its stacks, the count it keeps, and the
+/// pools in its release batch.
+///
+/// # Safety
+/// `heap` is live and no thread is changing it.
+pub unsafe fn cache_of(heap: *mut Heap) -> ([*mut Pool; NUM_CLASSES], u32, Vec<*mut Pool>) {
+    // SAFETY: per the caller.
+    unsafe {
+        let h = &*heap;
+        let n = (h.nreleasing as usize).min(POOL_BATCH);
+        (h.cache, h.cached, h.releasing[..n].to_vec())
+    }
 }
 
 /// The delayed list of `heap`, for the invariant walker.

@@ -3,7 +3,21 @@
 //! `madvise` and `clock_gettime`.
 
 use crate::allocator::geometry::ARENA_SIZE;
+use crate::allocator::sync::{unmodeled, Ordering};
 use core::ptr;
+
+/// Memory system calls made (`mmap`, `munmap`, `madvise`): a statistic, and how tests and
+/// benchmarks see that a steady oscillation makes none. Unmodeled: no protocol reads it.
+static CALLS: unmodeled::AtomicU64 = unmodeled::AtomicU64::new(0);
+
+/// The number of `mmap`, `munmap` and `madvise` calls made so far.
+pub fn calls() -> u64 {
+    CALLS.load(Ordering::Relaxed)
+}
+
+fn count_call() {
+    CALLS.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Maps `ARENA_SIZE` bytes of zeroed memory aligned to `ARENA_SIZE`, or returns NULL.
 ///
@@ -26,6 +40,7 @@ pub fn map_arena(populate: bool) -> *mut u8 {
     if populate && !arena.is_null() {
         // SAFETY: the arena was just mapped read-write and nothing uses it yet; populating
         // only commits its (zero) pages. A failure changes nothing.
+        count_call();
         unsafe { libc::madvise(arena.cast(), ARENA_SIZE, libc::MADV_POPULATE_WRITE) };
     }
     arena
@@ -38,7 +53,7 @@ fn map_aligned() -> *mut u8 {
         return raw;
     }
     // SAFETY: `raw` is the mapping of ARENA_SIZE bytes just made, unused.
-    unsafe { libc::munmap(raw.cast(), ARENA_SIZE) };
+    unsafe { unmap(raw, ARENA_SIZE) };
     let len = 2 * ARENA_SIZE;
     let raw = map(len);
     if raw.is_null() {
@@ -51,10 +66,10 @@ fn map_aligned() -> *mut u8 {
     // SAFETY: both ranges lie inside the mapping just made and outside the arena we keep.
     unsafe {
         if head != 0 {
-            libc::munmap(raw.cast(), head);
+            unmap(raw, head);
         }
         if tail != 0 {
-            libc::munmap((aligned + ARENA_SIZE) as *mut libc::c_void, tail);
+            unmap((aligned + ARENA_SIZE) as *mut u8, tail);
         }
     }
     aligned as *mut u8
@@ -62,6 +77,7 @@ fn map_aligned() -> *mut u8 {
 
 /// An anonymous private read-write mapping of `len` bytes where the kernel likes, or NULL.
 pub fn map(len: usize) -> *mut u8 {
+    count_call();
     // SAFETY: an anonymous private mapping at an address the kernel chooses has no
     // preconditions; failure is reported as MAP_FAILED.
     let raw = unsafe {
@@ -96,6 +112,7 @@ pub unsafe fn unmap_arena(arena: *mut u8) {
 /// The range is a mapping made by [`map`] (or whole pages of one), and nothing refers to
 /// it any more.
 pub unsafe fn unmap(start: *mut u8, len: usize) {
+    count_call();
     // SAFETY: per the caller the range is ours and unused.
     unsafe {
         libc::munmap(start.cast(), len);
@@ -111,6 +128,7 @@ pub unsafe fn unmap(start: *mut u8, len: usize) {
 /// # Safety
 /// The range is page-aligned, lies in one of our arenas, and holds nothing anyone reads.
 pub unsafe fn decommit(start: *mut u8, len: usize) {
+    count_call();
     // SAFETY: per the caller's guarantee the range is ours and unused.
     unsafe {
         libc::madvise(start.cast(), len, libc::MADV_DONTNEED);
@@ -131,7 +149,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Under loom time stands still: an execution must not depend on the wall clock, so the
-/// decay never runs there (the sweep runs under the arena lock, which is modelled).
+/// heaps' kept pools never age there (aging is the owner's own business, not a protocol).
 #[cfg(loom)]
 pub fn now_ms() -> u64 {
     0

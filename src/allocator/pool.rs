@@ -123,7 +123,9 @@ pub unsafe fn used(pool: *mut Pool) -> u32 {
     // SAFETY: the header is mapped memory of ours; volatile reads, see above.
     unsafe {
         let class = ptr::addr_of!((*pool).class).read_volatile() as usize;
-        if ptr::addr_of!((*pool).linked).read_volatile() || class >= NUM_CLASSES {
+        let parked = !ptr::addr_of!((*pool).linked).read_volatile()
+            && !ptr::addr_of!((*pool).cached).read_volatile();
+        if !parked || class >= NUM_CLASSES {
             // (A class out of range is a damaged header: the statistics skip such pools,
             // and must not panic on the way.)
             ptr::addr_of!((*pool).used).read_volatile()
@@ -152,7 +154,7 @@ pub fn remote_list(word: usize) -> (*mut Block, u32) {
 /// The header of a pool, in its arena's header table (see the module's picture).
 ///
 /// Invariants, for a pool in use (`heap` non-null):
-/// - a pool off its list (`linked` false) is parked: `used == PARKED` and its real count is
+/// - a pool off its list and not cached is parked: `used == PARKED` and its real count is
 ///   `blocks_per_pool(class)` ([`PARKED`]); below, `used` means the real count ([`used`]);
 /// - `used + len(free) + uncarved == blocks_per_pool(class)`, where `uncarved` counts the
 ///   never-used blocks from `fresh` to the end of the page (0 when `fresh` is 0): `used`
@@ -163,8 +165,10 @@ pub fn remote_list(word: usize) -> (*mut Block, u32) {
 /// - `free` and `remote` hold distinct blocks of this pool below `fresh`, never a block
 ///   handed out;
 /// - `linked` is true exactly while the pool is on its owner's class list for `class`;
-///   an unlinked pool has no block on `free`, `fresh == 0`, and `NOTIFY` set or a block on
-///   its owner's delayed list;
+///   `cached` exactly while it is on its owner's cache of empty pools for `class` or in
+///   its release batch, with `used == 0` and its free list as it was left (never both);
+///   a pool neither linked nor cached is parked: it has no block on `free`, `fresh == 0`,
+///   and `NOTIFY` set or a block on its owner's delayed list;
 /// - `remote` is either exactly `NOTIFY` or a list of blocks (possibly empty) without it,
 ///   its head in the low 48 bits and its length in the high 16 ([`remote_list`]): the bit
 ///   is only set from an empty list, and freers clear it before pushing;
@@ -180,9 +184,10 @@ pub struct Pool {
     pub class: u8,
     /// On the owner's class list (owner only).
     pub linked: bool,
-    /// While the pool is free in its arena: the index of the free pool below it on the
-    /// arena's stack of free pools (arena lock; see `arena::Arena`).
-    pub next_free_pool: u8,
+    /// Empty and off the class lists, kept by its owner: on its cache for `class`, or in
+    /// its batch of pools going back to the arenas (owner only; see the heap's "Empty
+    /// pools").
+    pub cached: bool,
     _pad: u8,
     /// The owning heap (its [`Owner`] part); null while the pool is free in its arena.
     pub heap: *mut Owner,
@@ -213,7 +218,7 @@ impl Pool {
             used: 0,
             class: 0,
             linked: false,
-            next_free_pool: 0,
+            cached: false,
             _pad: 0,
             heap: ptr::null_mut(),
             remote: AtomicUsize::new(0),
@@ -371,7 +376,7 @@ pub unsafe fn init(pool: *mut Pool, heap: *mut Owner, class: usize) {
             used: 0,
             class: class as u8,
             linked: false,
-            next_free_pool: 0,
+            cached: false,
             _pad: 0,
             heap,
             remote: AtomicUsize::new(0),

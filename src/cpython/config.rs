@@ -24,7 +24,8 @@ pub struct Config {
     /// Say what was installed or skipped, and why.
     pub verbose: bool,
     /// The decay epoch in milliseconds (`PYMALLOC_DECAY_MS`; `-1` is
-    /// [`crate::allocator::arena::DECAY_NEVER`]): how long free memory waits before it goes back.
+    /// [`crate::allocator::arena::DECAY_NEVER`]): how long a heap's kept empty pools may go unused
+    /// before they go back to the OS.
     pub decay_ms: u32,
 }
 

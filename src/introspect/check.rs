@@ -28,12 +28,13 @@ pub unsafe fn verify() -> Result<Summary, String> {
     // Heaps first (registry lock), then arenas (arena lock): never both at once.
     let mut heaps = HashSet::new();
     let mut linked = HashSet::new();
+    let mut kept = HashSet::new();
     let mut delayed: HashMap<usize, u64> = HashMap::new();
     let mut problem = None;
     heap::for_each_heap(|h| {
         heaps.insert(h as usize);
         // SAFETY: no other thread is inside the allocator (our contract); heaps live forever.
-        if let Err(e) = unsafe { check_heap(h, &mut linked, &mut delayed) } {
+        if let Err(e) = unsafe { check_heap(h, &mut linked, &mut kept, &mut delayed) } {
             problem.get_or_insert(e);
         }
     });
@@ -50,7 +51,7 @@ pub unsafe fn verify() -> Result<Summary, String> {
             sum.pools_in_use += 1;
             let d = delayed.get(&(pool as usize)).copied().unwrap_or(0);
             // SAFETY: a pool in use of a mapped arena; the allocator is quiescent.
-            let in_use = unsafe { check_pool(pool, &heaps, &linked, d) }?;
+            let in_use = unsafe { check_pool(pool, &heaps, &linked, &kept, d) }?;
             // SAFETY: as above.
             if unsafe { (*pool).linked } {
                 seen_linked += 1;
@@ -75,13 +76,15 @@ pub unsafe fn verify() -> Result<Summary, String> {
     Ok(sum)
 }
 
-/// Checks one heap's class lists and records its linked pools and delayed blocks.
+/// Checks one heap's class lists and cache, and records its linked pools, its kept empty
+/// pools (cache and release batch) and its delayed blocks.
 ///
 /// # Safety
 /// `h` is a live heap and nothing changes it meanwhile.
 unsafe fn check_heap(
     h: *mut Heap,
     linked: &mut HashSet<usize>,
+    kept: &mut HashSet<usize>,
     delayed: &mut HashMap<usize, u64>,
 ) -> Result<(), String> {
     // SAFETY: per the caller.
@@ -107,6 +110,38 @@ unsafe fn check_heap(
         if tail != prev {
             return Err(format!(
                 "heap {h:p}: class list {class} ends at {prev:p}, its tail says {tail:p}"
+            ));
+        }
+    }
+    // SAFETY: per the caller.
+    let (cache, count, releasing) = unsafe { heap::cache_of(h) };
+    let mut n = 0;
+    for (class, &head) in cache.iter().enumerate() {
+        let mut pool = head;
+        while !pool.is_null() {
+            n += 1;
+            // SAFETY: pools on a live heap's cache are in use.
+            let p = unsafe { &*pool };
+            if p.class as usize != class || !p.cached || p.linked || p.used != 0 {
+                return Err(format!(
+                    "heap {h:p}: pool {pool:p} misfiled on cache {class}"
+                ));
+            }
+            if !kept.insert(pool as usize) || n > count {
+                return Err(format!("heap {h:p}: cache {class} loops or miscounts"));
+            }
+            pool = p.next;
+        }
+    }
+    if n != count {
+        return Err(format!("heap {h:p}: {n} pools cached, counted {count}"));
+    }
+    for pool in releasing {
+        // SAFETY: as above.
+        let p = unsafe { &*pool };
+        if !p.cached || p.linked || p.used != 0 || !kept.insert(pool as usize) {
+            return Err(format!(
+                "heap {h:p}: pool {pool:p} misfiled in the release batch"
             ));
         }
     }
@@ -183,6 +218,7 @@ unsafe fn check_pool(
     pool: *mut Pool,
     heaps: &HashSet<usize>,
     linked: &HashSet<usize>,
+    kept: &HashSet<usize>,
     delayed: u64,
 ) -> Result<u64, String> {
     // SAFETY: per the caller.
@@ -209,7 +245,12 @@ unsafe fn check_pool(
             p.fresh
         ));
     }
-    if !p.linked && p.used != pool::PARKED {
+    if p.cached != kept.contains(&(pool as usize)) {
+        return Err(format!(
+            "pool {pool:p}: cached flag disagrees with its heap's cache"
+        ));
+    }
+    if !p.linked && !p.cached && p.used != pool::PARKED {
         return Err(format!(
             "pool {pool:p}: off its list but used is {}, not PARKED",
             p.used
@@ -259,7 +300,15 @@ unsafe fn check_pool(
             "pool {pool:p}: linked flag disagrees with its heap's lists"
         ));
     }
-    if !p.linked && (free != 0 || p.fresh != 0 || (remote_word & NOTIFY == 0 && delayed == 0)) {
+    if p.cached && (used != 0 || remote != 0 || delayed != 0) {
+        return Err(format!(
+            "pool {pool:p}: kept empty, but {used} blocks are in use"
+        ));
+    }
+    if !p.linked
+        && !p.cached
+        && (free != 0 || p.fresh != 0 || (remote_word & NOTIFY == 0 && delayed == 0))
+    {
         return Err(format!(
             "pool {pool:p}: off its list but neither full nor awaiting notice"
         ));
