@@ -343,7 +343,10 @@ pub fn alloc_pools(out: &mut [*mut Pool]) -> usize {
             let (mut free, mut taken, mut n) = ((*a).free_pools, 0u64, 0);
             while free != 0 && n < out.len() {
                 let i = free.trailing_zeros() as usize;
-                debug_assert!(i != header_page_index(base_of(a)), "the header page is free");
+                debug_assert!(
+                    i != header_page_index(base_of(a)),
+                    "the header page is free"
+                );
                 free &= free - 1;
                 taken |= 1 << i;
                 out[n] = pool::header(base_of(a), i);
