@@ -88,6 +88,11 @@ typedef struct pymalloc_stats {
    */
   uint64_t pools_returned;
   /*
+   Empty pools the thread heaps keep for reuse, free lists intact (part of
+   `pools_in_use`; see "Empty pools" in the heap's documentation).
+   */
+  uint64_t pools_cached;
+  /*
    Bytes in blocks handed out (class sizes).
    */
   uint64_t bytes_in_use;
@@ -117,8 +122,8 @@ typedef struct pymalloc_stats {
   uint64_t bytes_resident;
   /*
    `bytes_resident - bytes_in_use`: resident but holding no live block. The sum of the
-   classes' `bytes_stranded`, plus the free pools not returned yet (the decay returns
-   them after 0.4 to 0.8 s of activity, `pymalloc_trim` at once) and the header pages.
+   classes' `bytes_stranded`, plus the free pools not returned yet (only with
+   `PYMALLOC_DECAY_MS=-1`, until `pymalloc_trim`) and the header pages.
    */
   uint64_t bytes_stranded;
   /*
@@ -202,10 +207,10 @@ size_t pymalloc_usable_size(const void *ptr);
 bool pymalloc_owns(const void *ptr);
 
 /*
- Returns free pools and empty arenas to the OS now, without waiting for the decay: every free pool and empty arena, the
- empty pools cached by the calling thread, by the shared heap and by exited threads'
- heaps. (Other running threads each keep their last empty pool of a class until they
- exit.)
+ Returns free pools and empty arenas to the OS now, without waiting for the decay: every
+ free pool and empty arena, and the empty pools kept by the calling thread, by the shared
+ heap and by exited threads' heaps. (Other running threads keep theirs until their own
+ decay ages them or they exit: only its owner touches a heap.)
  */
 void pymalloc_trim(void);
 

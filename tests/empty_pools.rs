@@ -54,6 +54,11 @@ fn steady_oscillation_makes_no_system_call(n: usize) {
     cycle(n);
     let mut last = cycle(n);
     let (calls, counts) = (os::calls(), arena::counts());
+    let kept = pymalloc::stats::collect().pools_cached;
+    assert!(
+        kept as usize >= n / 64 - 1,
+        "the statistics count {kept} kept pools after a cycle of {n}"
+    );
     for _ in 0..6 {
         let mut now = cycle(n);
         assert_eq!(os::calls(), calls, "a system call in a steady cycle of {n}");

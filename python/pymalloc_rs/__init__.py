@@ -44,6 +44,7 @@ STATS_FIELDS = (
     "pools_in_use",
     "pools_free",
     "pools_returned",
+    "pools_cached",
     "bytes_in_use",
     "bytes_mapped",
     "large_in_use",
@@ -188,7 +189,8 @@ def stats():
     - arenas (256 KiB each): ``arenas_allocated_total``, ``arenas_reclaimed``,
       ``arenas_highwater``, ``arenas_current``;
     - pools (4 KiB each): ``pools_in_use``, ``pools_free``, ``pools_returned`` (given back
-      to the OS);
+      to the OS), ``pools_cached`` (empty ones the thread heaps keep for reuse, part of
+      ``pools_in_use``);
     - bytes: ``bytes_in_use`` (blocks handed out, at their class size), ``bytes_mapped``;
     - ``large_in_use``: blocks the fallback (system) allocator served for us, not freed:
       requests of 0 or over 512 bytes, and small ones when no arena could be mapped;

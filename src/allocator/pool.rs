@@ -303,6 +303,16 @@ pub unsafe fn snapshot(pool: *mut Pool) -> (usize, u64, usize) {
     }
 }
 
+/// Whether `pool` is an empty pool its owner keeps (see [`Pool::cached`]), for statistics:
+/// a volatile read, possibly stale.
+///
+/// # Safety
+/// `pool` is a pool of a mapped arena.
+pub unsafe fn is_cached(pool: *mut Pool) -> bool {
+    // SAFETY: the header is mapped memory of ours.
+    unsafe { ptr::addr_of!((*pool).cached).read_volatile() }
+}
+
 /// Hints the CPU to bring the cache line at `p` (the next pool's header) into the
 /// cache; never faults, whatever `p` is (null included).
 #[inline(always)]

@@ -70,6 +70,9 @@ pub struct Stats {
     pub pools_free: u64,
     /// Free pools whose memory was returned to the OS.
     pub pools_returned: u64,
+    /// Empty pools the thread heaps keep for reuse, free lists intact (part of
+    /// `pools_in_use`; see "Empty pools" in the heap's documentation).
+    pub pools_cached: u64,
     /// Bytes in blocks handed out (class sizes).
     pub bytes_in_use: u64,
     /// Bytes of address space in arenas.
@@ -87,8 +90,8 @@ pub struct Stats {
     /// never touched since its arena was mapped counts though it is not yet resident.
     pub bytes_resident: u64,
     /// `bytes_resident - bytes_in_use`: resident but holding no live block. The sum of the
-    /// classes' `bytes_stranded`, plus the free pools not returned yet (the decay returns
-    /// them after 0.4 to 0.8 s of activity, `pymalloc_trim` at once) and the header pages.
+    /// classes' `bytes_stranded`, plus the free pools not returned yet (only with
+    /// `PYMALLOC_DECAY_MS=-1`, until `pymalloc_trim`) and the header pages.
     pub bytes_stranded: u64,
     /// Per size class (32, `NUM_CLASSES`; a literal so that the C header spells it).
     pub classes: [ClassStats; 32],
@@ -132,6 +135,8 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
             if in_use >> i & 1 != 0 {
                 // SAFETY: a pool in use of a mapped arena; the arena lock keeps it mapped.
                 let (class, used, heap) = unsafe { pool::snapshot(pool::header(base, i)) };
+                // SAFETY: as above.
+                s.pools_cached += u64::from(unsafe { pool::is_cached(pool::header(base, i)) });
                 if class < NUM_CLASSES {
                     let cs = &mut s.classes[class];
                     let capacity = blocks_per_pool(class) as u64;
@@ -308,6 +313,7 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     line(&mut o, "# arenas reclaimed", s.arenas_reclaimed);
     line(&mut o, "# arenas highwater mark", s.arenas_highwater);
     line(&mut o, "# arenas allocated current", s.arenas_current);
+    line(&mut o, "# empty pools kept by heaps", s.pools_cached);
     line(
         &mut o,
         &format!("{} arenas * {ARENA_SIZE} bytes/arena", s.arenas_current),
