@@ -5,6 +5,7 @@
 mod support;
 
 use std::process::Command;
+use support::debian_root::{self, Place};
 use support::prereq::{self, Missing};
 use support::{library_dir, run, scratch};
 
@@ -68,6 +69,12 @@ fn compares_a_users_command_and_draws_the_chart() {
     assert!(cells[1].parse::<f64>().unwrap() > 0.0, "{row}");
     assert!(cells[2].parse::<f64>().unwrap() > 0.0, "{row}");
     let notes = String::from_utf8_lossy(&out.stderr);
+    // 3.11 has no mimalloc of its own: no column, and a note that says why.
+    assert!(!table.contains("CPython mimalloc"), "{table}");
+    assert!(
+        notes.contains("has no mimalloc of its own (PYTHONMALLOC=mimalloc, CPython 3.13+)"),
+        "{notes}"
+    );
     for (peer, file, install) in PEERS {
         if notes.contains(&format!("pymalloc compare: {peer} not installed")) {
             prereq::skip("compare with peers", peer, Missing::new(file, install));
@@ -93,6 +100,49 @@ fn compares_a_users_command_and_draws_the_chart() {
             measurements.contains(needle),
             "missing {needle:?} in\n{measurements}"
         );
+    }
+}
+
+/// CPython's own mimalloc (`PYTHONMALLOC=mimalloc`, 3.13+) as a column: on pyenv's 3.13
+/// here and on Debian's 3.14 and 3.15 in the Debian root (`support::debian_root`).
+#[test]
+fn cpython_mimalloc_is_a_column_on_3_13_and_later() {
+    let check = "compare with CPython's mimalloc";
+    let mut pythons = Vec::new();
+    if let Some(p) = prereq::gate(check, "pyenv 3.13", support::pyenv_python(13)) {
+        pythons.push((Place::Here, p));
+    }
+    for minor in debian_root::MINORS {
+        let exe = format!("/usr/bin/python3.{minor}");
+        let subject = format!("Debian 3.{minor} (Debian root)");
+        if let Some(root) = prereq::gate(check, &subject, debian_root::holding(&exe)) {
+            pythons.push((Place::DebianRoot(root), exe.into()));
+        }
+    }
+    for (place, python) in pythons {
+        let out = run(&mut place.command(
+            bin()
+                .args(["compare", "-n", "1", "--"])
+                .arg(&python)
+                .args(["-c", "x = [str(i) * 3 for i in range(100000)]"]),
+        ));
+        assert!(out.status.success(), "{}", python.display());
+        let table = String::from_utf8_lossy(&out.stdout);
+        let header = table
+            .lines()
+            .find(|l| l.starts_with("| workload |"))
+            .expect("a table");
+        let column = header
+            .split('|')
+            .map(str::trim)
+            .position(|c| c == "CPython mimalloc")
+            .unwrap_or_else(|| panic!("no CPython mimalloc column for {python:?}:\n{table}"));
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {}", python.display())))
+            .expect("a row for the command");
+        let ratio: f64 = row.split('|').nth(column).unwrap().trim().parse().unwrap();
+        assert!(ratio > 0.0, "{row}");
     }
 }
 

@@ -1,7 +1,8 @@
-//! Injection tests over every CPython on the machine: pyenv's 3.8–3.13 (`--enable-shared`)
-//! and Debian's static `python3.11`. Each interpreter is printed as run, FAILED or skipped;
-//! one the machine lacks (or whose `Lib/test` or `python3.X-config` a check needs) is
-//! skipped loudly, or fails the test under CI (`support::prereq`).
+//! Injection tests over every CPython on the machine: pyenv's 3.8–3.13 (`--enable-shared`),
+//! Debian's static `python3.11`, and Debian's static 3.14 and 3.15 in the Debian root
+//! (`scripts/debian-root.sh`, `support::debian_root`). Each interpreter is printed as run,
+//! FAILED or skipped; one the machine lacks (or whose `Lib/test` or `python3.X-config` a
+//! check needs) is skipped loudly, or fails the test under CI (`support::prereq`).
 
 mod support;
 
@@ -9,8 +10,9 @@ use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::debian_root::{self, Place};
 use support::prereq::{self, Missing};
-use support::{library_dir, root, run, scratch};
+use support::{library_dir, root, scratch};
 
 /// A CPython to test, or what installs it.
 struct Python {
@@ -20,6 +22,16 @@ struct Python {
     config: Result<PathBuf, Missing>,
     /// What installs its regression tests (`Lib/test`) when they are missing.
     lib_test: Missing,
+    /// Where it runs: here, or inside the Debian root (its paths are the root's).
+    place: Place,
+}
+
+impl Python {
+    /// Runs `cmd` (a command naming this interpreter's paths) where the interpreter is,
+    /// printing its output for the test log.
+    fn run(&self, cmd: &mut Command) -> Output {
+        support::run(&mut self.place.command(cmd))
+    }
 }
 
 /// Why a check did not pass on one interpreter.
@@ -101,6 +113,7 @@ fn pythons() -> Vec<Python> {
             path,
             config,
             lib_test: reinstall,
+            place: Place::Here,
         });
     }
     // Its python3.11-config links Debian's libpython3.11.so, built with
@@ -116,7 +129,26 @@ fn pythons() -> Vec<Python> {
             "its Lib/test (the regression tests)",
             "apt-get install libpython3.11-testsuite",
         ),
+        place: Place::Here,
     });
+    for minor in debian_root::MINORS {
+        let exe = format!("/usr/bin/python3.{minor}");
+        let config = format!("{exe}-config");
+        let root = debian_root::holding(&exe);
+        v.push(Python {
+            label: format!("Debian 3.{minor} (static, Debian root)"),
+            path: root
+                .as_ref()
+                .map(|_| PathBuf::from(&exe))
+                .map_err(Clone::clone),
+            config: debian_root::holding(&config).map(|_| PathBuf::from(&config)),
+            lib_test: Missing::new(
+                format!("libpython3.{minor}-testsuite in the Debian root"),
+                "bash scripts/debian-root.sh",
+            ),
+            place: root.map_or(Place::Here, Place::DebianRoot),
+        });
+    }
     v
 }
 
@@ -181,12 +213,14 @@ fn ok(out: &Output) -> Result<(), String> {
 
 #[test]
 fn allocation_heavy_script_runs_the_same_and_our_pools_serve_it() {
-    over_all_pythons("workload", |_, exe| {
-        let plain = run(python(exe, false).arg(script("workload.py")));
+    over_all_pythons("workload", |py, exe| {
+        let plain = py.run(python(exe, false).arg(script("workload.py")));
         ok(&plain)?;
-        let pre = run(python(exe, true)
-            .arg(script("workload.py"))
-            .env("PYMALLOC_CHECK_OWNS", lib()));
+        let pre = py.run(
+            python(exe, true)
+                .arg(script("workload.py"))
+                .env("PYMALLOC_CHECK_OWNS", lib()),
+        );
         ok(&pre)?;
         if plain.stdout != pre.stdout {
             return Err("output differs under preload".into());
@@ -202,8 +236,8 @@ fn allocation_heavy_script_runs_the_same_and_our_pools_serve_it() {
     });
 }
 
-fn traced(exe: &Path, preload: bool) -> Result<Vec<(u64, u64, u64)>, String> {
-    let out = run(python(exe, preload).arg(script("traced.py")));
+fn traced(py: &Python, exe: &Path, preload: bool) -> Result<Vec<(u64, u64, u64)>, String> {
+    let out = py.run(python(exe, preload).arg(script("traced.py")));
     ok(&out)?;
     let rows: Vec<(u64, u64, u64)> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -220,9 +254,9 @@ fn traced(exe: &Path, preload: bool) -> Result<Vec<(u64, u64, u64)>, String> {
 
 #[test]
 fn tracemalloc_sees_the_same_traffic() {
-    over_all_pythons("tracemalloc", |_, exe| {
-        let plain = traced(exe, false)?;
-        let pre = traced(exe, true)?;
+    over_all_pythons("tracemalloc", |py, exe| {
+        let plain = traced(py, exe, false)?;
+        let pre = traced(py, exe, true)?;
         if plain.len() != pre.len() {
             return Err(format!("different lines traced: {plain:?} vs {pre:?}").into());
         }
@@ -238,11 +272,13 @@ fn tracemalloc_sees_the_same_traffic() {
 
 #[test]
 fn pythonmalloc_malloc_keeps_us_out() {
-    over_all_pythons("PYTHONMALLOC=malloc", |_, exe| {
-        let out = run(python(exe, true)
-            .arg(script("not_ours.py"))
-            .env("PYTHONMALLOC", "malloc")
-            .env("PYMALLOC_LIB", lib()));
+    over_all_pythons("PYTHONMALLOC=malloc", |py, exe| {
+        let out = py.run(
+            python(exe, true)
+                .arg(script("not_ours.py"))
+                .env("PYTHONMALLOC", "malloc")
+                .env("PYMALLOC_LIB", lib()),
+        );
         Ok(ok(&out)?)
     });
 }
@@ -250,14 +286,16 @@ fn pythonmalloc_malloc_keeps_us_out() {
 #[test]
 fn verbose_says_what_happened_and_silence_otherwise() {
     over_all_pythons("verbose", |py, exe| {
-        let quiet = run(python(exe, true).args(["-c", "pass"]));
+        let quiet = py.run(python(exe, true).args(["-c", "pass"]));
         ok(&quiet)?;
         if !quiet.stderr.is_empty() || !quiet.stdout.is_empty() {
             return Err("not silent by default".into());
         }
-        let loud = run(python(exe, true)
-            .args(["-c", "pass"])
-            .env("PYMALLOC_VERBOSE", "1"));
+        let loud = py.run(
+            python(exe, true)
+                .args(["-c", "pass"])
+                .env("PYMALLOC_VERBOSE", "1"),
+        );
         ok(&loud)?;
         let text = String::from_utf8_lossy(&loud.stderr);
         if !text.contains("installed for CPython's OBJ and MEM domain(s)") {
@@ -270,9 +308,11 @@ fn verbose_says_what_happened_and_silence_otherwise() {
         {
             return Err(format!("direct dispatch not found: {text:?}").into());
         }
-        let aside = run(python(exe, true)
-            .args(["-X", "dev", "-c", "pass"])
-            .env("PYMALLOC_VERBOSE", "1"));
+        let aside = py.run(
+            python(exe, true)
+                .args(["-X", "dev", "-c", "pass"])
+                .env("PYMALLOC_VERBOSE", "1"),
+        );
         let text = String::from_utf8_lossy(&aside.stderr);
         if !text.contains("not installing: python runs with -X dev") {
             return Err(format!("verbose step-aside message missing: {text:?}").into());
@@ -285,14 +325,18 @@ fn verbose_says_what_happened_and_silence_otherwise() {
 fn debug_mode_catches_an_api_mismatch_and_runs_python() {
     let code = "import ctypes\napi = ctypes.pythonapi\napi.PyObject_Malloc.restype = ctypes.c_void_p\n\
                 api.PyMem_Free.argtypes = [ctypes.c_void_p]\napi.PyMem_Free(api.PyObject_Malloc(10))\n";
-    over_all_pythons("debug", |_, exe| {
-        let fine = run(python(exe, true)
-            .arg(script("workload.py"))
-            .env("PYMALLOC_DEBUG", "1"));
+    over_all_pythons("debug", |py, exe| {
+        let fine = py.run(
+            python(exe, true)
+                .arg(script("workload.py"))
+                .env("PYMALLOC_DEBUG", "1"),
+        );
         ok(&fine)?;
-        let out = run(python(exe, true)
-            .args(["-c", code])
-            .env("PYMALLOC_DEBUG", "1"));
+        let out = py.run(
+            python(exe, true)
+                .args(["-c", code])
+                .env("PYMALLOC_DEBUG", "1"),
+        );
         if out.status.signal() != Some(libc::SIGABRT) {
             return Err(format!("API mismatch did not abort: {:?}", out.status).into());
         }
@@ -308,10 +352,12 @@ fn debug_mode_catches_an_api_mismatch_and_runs_python() {
 
 #[test]
 fn malformed_settings_get_one_line_and_the_default() {
-    over_all_pythons("malformed", |_, exe| {
-        let out = run(python(exe, true)
-            .args(["-c", "print('ran')"])
-            .env("PYMALLOC_STATS", "maybe"));
+    over_all_pythons("malformed", |py, exe| {
+        let out = py.run(
+            python(exe, true)
+                .args(["-c", "print('ran')"])
+                .env("PYMALLOC_STATS", "maybe"),
+        );
         ok(&out)?;
         let err = String::from_utf8_lossy(&out.stderr);
         if err.lines().count() != 1 || !err.contains("PYMALLOC_STATS=\"maybe\"") {
@@ -362,16 +408,18 @@ const REGRTESTS: &[&str] = &[
 #[test]
 fn cpython_regression_tests_have_no_new_failure_under_preload() {
     over_all_pythons("regrtest", |py, exe| {
-        if !has_regrtest(exe, REGRTESTS[0]) {
+        if !has_regrtest(py, exe, REGRTESTS[0]) {
             return Err(Problem::Missing(py.lib_test.clone()));
         }
-        if py.label.contains("3.10") && !has_regrtest(exe, "test_capi") {
+        if py.label.contains("3.10") && !has_regrtest(py, exe, "test_capi") {
             println!("[regrtest] {}: has no test_capi (3.10 ships none); its absence counts the same both ways", py.label);
         }
         let regr = |preload: bool| -> Result<BTreeSet<String>, String> {
-            let out = run(python(exe, preload)
-                .args(["-m", "test", "-j2", "--timeout", "300"])
-                .args(REGRTESTS));
+            let out = py.run(
+                python(exe, preload)
+                    .args(["-m", "test", "-j2", "--timeout", "300"])
+                    .args(REGRTESTS),
+            );
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             if !text.contains("Tests result:")
                 && !text.contains("tests OK")
@@ -403,13 +451,14 @@ fn cpython_regression_tests_have_no_new_failure_under_preload() {
 }
 
 /// Whether `exe`'s `test` package holds the regression test `name` (module or package).
-fn has_regrtest(exe: &Path, name: &str) -> bool {
-    let found = python(exe, false)
-        .args([
+fn has_regrtest(py: &Python, exe: &Path, name: &str) -> bool {
+    let found = py
+        .place
+        .command(python(exe, false).args([
             "-c",
             "import importlib.util, sys; sys.exit(importlib.util.find_spec('test.' + sys.argv[1]) is None)",
             name,
-        ])
+        ]))
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
     found.status.success()
@@ -418,13 +467,15 @@ fn has_regrtest(exe: &Path, name: &str) -> bool {
 #[test]
 fn pymalloc_run_preloads_and_reports_errors() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_pymalloc"));
-    over_all_pythons("pymalloc run", |_, exe| {
-        let out = run(Command::new(&bin)
-            .args(["run", "--stats", "--"])
-            .arg(exe)
-            .args(["-c", "print(sum(len(str(i)) for i in range(100000)))"])
-            .env("PYMALLOC_LIB", lib())
-            .env_remove("PYTHONMALLOC"));
+    over_all_pythons("pymalloc run", |py, exe| {
+        let out = py.run(
+            Command::new(&bin)
+                .args(["run", "--stats", "--"])
+                .arg(exe)
+                .args(["-c", "print(sum(len(str(i)) for i in range(100000)))"])
+                .env("PYMALLOC_LIB", lib())
+                .env_remove("PYTHONMALLOC"),
+        );
         ok(&out)?;
         let err = String::from_utf8_lossy(&out.stderr);
         if String::from_utf8_lossy(&out.stdout).trim() != "488890"
@@ -434,16 +485,20 @@ fn pymalloc_run_preloads_and_reports_errors() {
         }
         Ok(())
     });
-    let missing = run(Command::new(&bin)
-        .args(["run", "--", "/nonexistent/cmd"])
-        .env("PYMALLOC_LIB", lib()));
+    let missing = support::run(
+        Command::new(&bin)
+            .args(["run", "--", "/nonexistent/cmd"])
+            .env("PYMALLOC_LIB", lib()),
+    );
     assert_eq!(missing.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run"));
-    let nolib = run(Command::new(&bin)
-        .args(["run", "--", "true"])
-        .env("PYMALLOC_LIB", "/nonexistent/lib.so"));
+    let nolib = support::run(
+        Command::new(&bin)
+            .args(["run", "--", "true"])
+            .env("PYMALLOC_LIB", "/nonexistent/lib.so"),
+    );
     assert_eq!(nolib.status.code(), Some(2));
-    let nocmd = run(Command::new(&bin).args(["run"]));
+    let nocmd = support::run(Command::new(&bin).args(["run"]));
     assert_eq!(nocmd.status.code(), Some(2));
 }
 
@@ -455,8 +510,9 @@ fn embedder_installs_by_hand_and_after_reinitialisation() {
             .as_ref()
             .map_err(|m| Problem::Missing(m.clone()))?;
         let flags = |args: &[&str]| -> Result<Vec<String>, String> {
-            let out = Command::new(config)
-                .args(args)
+            let out = py
+                .place
+                .command(Command::new(config).args(args))
                 .output()
                 .map_err(|e| e.to_string())?;
             ok(&out)?;
@@ -488,12 +544,14 @@ fn embedder_installs_by_hand_and_after_reinitialisation() {
             .arg("-lpymalloc")
             .arg(format!("-Wl,-rpath,{}", library_dir().display()))
             .args(&extra);
-        let built = run(&mut cc);
+        let built = py.run(&mut cc);
         ok(&built)?;
         let home = Path::new(config).parent().unwrap().parent().unwrap();
-        let out = run(Command::new(&exe)
-            .env("PYMALLOC_INSTALL", "0")
-            .env("PYTHONHOME", home));
+        let out = py.run(
+            Command::new(&exe)
+                .env("PYMALLOC_INSTALL", "0")
+                .env("PYTHONHOME", home),
+        );
         ok(&out)?;
         if !String::from_utf8_lossy(&out.stdout).contains("embedded ok") {
             return Err("embedded program did not finish".into());
@@ -538,11 +596,12 @@ fn free_threaded_interpreter_is_left_alone() {
             "set_allocator calls: 2; pymalloc_install: 0; set_allocator calls: 2; domains: 3",
         ),
     ] {
-        let exe = scratch().join(format!("free-threaded-{}", name.replace(' ', "_")));
+        // Named python*, as `pymalloc run` looks only at such programs.
+        let exe = scratch().join(format!("python-standin-{}", name.replace(' ', "_")));
         let mut extra = vec!["-rdynamic"];
         extra.extend_from_slice(flags);
         support::compile_c(&src, &exe, support::Link::Shared, &extra);
-        let quiet = run(&mut support::clean_command(&exe));
+        let quiet = support::run(&mut support::clean_command(&exe));
         assert!(quiet.status.success(), "{name}: {:?}", quiet.status);
         assert_eq!(
             String::from_utf8_lossy(&quiet.stdout).trim(),
@@ -550,23 +609,42 @@ fn free_threaded_interpreter_is_left_alone() {
             "{name}"
         );
         assert!(quiet.stderr.is_empty(), "{name}: not silent by default");
-        let loud = run(support::clean_command(&exe).env("PYMALLOC_VERBOSE", "1"));
+        let loud = support::run(support::clean_command(&exe).env("PYMALLOC_VERBOSE", "1"));
         let said = String::from_utf8_lossy(&loud.stderr);
         assert_eq!(
             said.contains("not installing: a free-threaded CPython"),
             expected == LEFT_ALONE,
             "{name}: {said:?}"
         );
+        // `pymalloc run` tells by the exported symbol (a file has no Py_GetVersion to ask).
+        let out = support::run(
+            Command::new(env!("CARGO_BIN_EXE_pymalloc"))
+                .args(["run", "--"])
+                .arg(&exe)
+                .env("PYMALLOC_LIB", lib()),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected,
+            "{name}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).contains("is a free-threaded CPython"),
+            flags.contains(&"-DMERGE_SYMBOL"),
+            "{name}: pymalloc run"
+        );
     }
 }
 
 #[test]
 fn pinning_ranks_two_known_sites_with_their_numbers() {
-    over_all_pythons("pinning", |_, exe| {
-        let out = run(python(exe, true)
-            .args(["-X", "tracemalloc"])
-            .arg(script("pinning.py"))
-            .env("PYTHONPATH", root().join("python")));
+    over_all_pythons("pinning", |py, exe| {
+        let out = py.run(
+            python(exe, true)
+                .args(["-X", "tracemalloc"])
+                .arg(script("pinning.py"))
+                .env("PYTHONPATH", root().join("python")),
+        );
         ok(&out)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !stdout.starts_with("pinning ok") {
@@ -625,15 +703,17 @@ fn report_option_prints_the_report_at_exit() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    over_all_pythons("--report", |_, exe| {
+    over_all_pythons("--report", |py, exe| {
         let _ = std::fs::remove_file(&svg);
-        let out = run(python(exe, false)
-            .args(["-X", "tracemalloc", "-m", "pymalloc_rs", "--report-svg"])
-            .arg(&svg)
-            .arg(&app)
-            .args(["one", "--two"])
-            .env("PYTHONPATH", &path)
-            .env("PATH", &search));
+        let out = py.run(
+            python(exe, false)
+                .args(["-X", "tracemalloc", "-m", "pymalloc_rs", "--report-svg"])
+                .arg(&svg)
+                .arg(&app)
+                .args(["one", "--two"])
+                .env("PYTHONPATH", &path)
+                .env("PATH", &search),
+        );
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
@@ -657,12 +737,14 @@ fn report_option_prints_the_report_at_exit() {
             return Err(format!("no report, or app.py:4 not on top:\n{stderr}").into());
         }
         // The chart parses as SVG: two charts, the site among the second's labels.
-        let parsed = run(python(exe, false).arg("-c").arg(CHECK_SVG).arg(&svg));
+        let parsed = py.run(python(exe, false).arg("-c").arg(CHECK_SVG).arg(&svg));
         ok(&parsed)?;
         // Without a program there is nothing to report on: a usage error.
-        let out = run(python(exe, false)
-            .args(["-m", "pymalloc_rs", "--report", "-c"])
-            .env("PYTHONPATH", &path));
+        let out = py.run(
+            python(exe, false)
+                .args(["-m", "pymalloc_rs", "--report", "-c"])
+                .env("PYTHONPATH", &path),
+        );
         if out.status.code() != Some(1)
             || !String::from_utf8_lossy(&out.stderr).contains("--report needs a program")
         {

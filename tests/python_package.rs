@@ -9,52 +9,25 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::prereq::{self, Missing};
+use support::debian_root::{self, Place};
+use support::prereq;
 use support::{clean_command as clean, root, run, scratch};
 
 /// The Pythons the wheel is installed into, oldest and newest supported.
 const MINORS: [u32; 2] = [8, 13];
-
-/// pyenv's CPython 3.`minor`, or what installs it.
-fn find_pyenv_python(minor: u32) -> Result<PathBuf, Missing> {
-    let home = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".pyenv"));
-    let prefix = format!("3.{minor}.");
-    let found = std::fs::read_dir(home.join("versions"))
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&prefix))
-        .max_by_key(|n| n[prefix.len()..].parse::<u32>().unwrap_or(0));
-    let exe = found.map(|n| {
-        home.join("versions")
-            .join(n)
-            .join("bin")
-            .join(format!("python3.{minor}"))
-    });
-    match exe {
-        Some(exe) if exe.is_file() => Ok(exe),
-        _ => Err(Missing::new(
-            format!("pyenv's CPython 3.{minor}"),
-            format!("pyenv install 3.{minor}"),
-        )),
-    }
-}
 
 /// Whether both interpreters of [`MINORS`] are there for `check`; false once the check is
 /// skipped for lack of one (see `prereq::gate`).
 fn have_pythons(check: &str) -> bool {
     let found = MINORS
         .iter()
-        .try_for_each(|&m| find_pyenv_python(m).map(drop));
+        .try_for_each(|&m| support::pyenv_python(m).map(drop));
     prereq::gate(check, "pyenv CPython 3.8 and 3.13", found).is_some()
 }
 
 /// pyenv's CPython 3.`minor`, in a test that [`have_pythons`] let run.
 fn pyenv_python(minor: u32) -> PathBuf {
-    find_pyenv_python(minor).expect("checked by have_pythons")
+    support::pyenv_python(minor).expect("checked by have_pythons")
 }
 
 fn ok(out: &Output, what: &str) {
@@ -189,7 +162,9 @@ assert len(maps) == ("LD_PRELOAD" in os.environ), maps
 print("outside ok")
 "#;
 
-fn check_installed(venv: &Path) {
+/// Checks the package installed in `venv`, whose programs run at `place`.
+fn check_installed(venv: &Path, place: &Place) {
+    let run = |cmd: &mut Command| run(&mut place.command(cmd));
     let python = venv.join("bin/python");
     let work = venv.join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -237,8 +212,8 @@ fn check_installed(venv: &Path) {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{}", out.status);
     // No target: Python reads the program from stdin, as plain `python` does.
-    let mut child = clean(&python)
-        .args(["-m", "pymalloc_rs"])
+    let mut child = place
+        .command(clean(&python).args(["-m", "pymalloc_rs"]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -323,7 +298,39 @@ fn wheel_installs_and_runs_on_python_3_8_and_3_13() {
             &run(pip_offline(&venv).arg(&wheel)),
             "pip install the wheel",
         );
-        check_installed(&venv);
+        check_installed(&venv, &Place::Here);
+    }
+}
+
+/// The same wheel in virtual environments of Debian's 3.14 and 3.15 in the Debian root
+/// (`support::debian_root`).
+#[test]
+fn wheel_installs_and_runs_on_debian_3_14_and_3_15() {
+    let check = "package: wheel_installs_and_runs_on_debian_3_14_and_3_15";
+    let venv_module = debian_root::MINORS.iter().try_fold(PathBuf::new(), |_, m| {
+        debian_root::holding(&format!("/usr/lib/python3.{m}/ensurepip/__init__.py"))
+    });
+    let Some(root) = prereq::gate(check, "Debian 3.14 and 3.15 with venv", venv_module) else {
+        return;
+    };
+    if !have_pythons(check) {
+        return;
+    }
+    let place = Place::DebianRoot(root);
+    let wheel = wheel();
+    for minor in debian_root::MINORS {
+        let venv = scratch().join(format!("venv-wheel-debian-3.{minor}"));
+        let _ = std::fs::remove_dir_all(&venv);
+        let python = PathBuf::from(format!("/usr/bin/python3.{minor}"));
+        ok(
+            &run(&mut place.command(clean(&python).args(["-m", "venv"]).arg(&venv))),
+            "python -m venv in the Debian root",
+        );
+        ok(
+            &run(&mut place.command(pip_offline(&venv).arg(&wheel))),
+            "pip install the wheel in the Debian root",
+        );
+        check_installed(&venv, &place);
     }
 }
 
@@ -369,7 +376,7 @@ fn readme_commands_work_as_written_on_python_3_13() {
             .env("CARGO_TARGET_DIR", wheel_target_dir()));
         ok(&out, command);
     }
-    check_installed(&venv);
+    check_installed(&venv, &Place::Here);
 }
 
 #[test]
@@ -479,4 +486,20 @@ fn module_errors_are_clear_without_the_library_or_off_linux() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("runs on Linux only"), "{err}");
+
+    // A free-threaded interpreter (sysconfig's Py_GIL_DISABLED, faked here): one line, and
+    // the program runs without the library (none is needed, so none is looked for).
+    let free_threaded = "import runpy, sys, sysconfig; get = sysconfig.get_config_var; sysconfig.get_config_var = lambda n: 1 if n == 'Py_GIL_DISABLED' else get(n); sys.argv = ['pymalloc_rs', '-c', 'import os; print(os.environ.get(\"LD_PRELOAD\", \"none\"))']; runpy.run_module('pymalloc_rs', run_name='__main__')";
+    let out = run(clean(&python)
+        .args(["-c", free_threaded])
+        .env("PYTHONPATH", root().join("python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1"));
+    ok(&out, "python -m pymalloc_rs on a free-threaded CPython");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "none\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("free-threaded CPython") && err.contains("running without pymalloc-rs"),
+        "{err}"
+    );
 }

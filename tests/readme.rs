@@ -58,6 +58,7 @@ fn readme_is_short_and_its_links_resolve() {
         "README.md",
         "docs/benchmarks.md",
         "docs/decisions.md",
+        "docs/cpython.md",
         "benches/README.md",
     ] {
         let text = std::fs::read_to_string(root.join(doc)).unwrap();

@@ -241,4 +241,13 @@ def _supported_platform():
     return "pymalloc-rs runs on Linux only (LD_PRELOAD); this is %s" % sys.platform
 
 
+def _free_threaded():
+    """Whether this is a free-threaded CPython (3.13t and later), which the library leaves
+    alone: its garbage collector finds objects by walking mimalloc's heaps, so both
+    allocator domains must stay CPython's mimalloc."""
+    import sysconfig
+
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
 from ._pinning import Group, Pinning, pinning  # noqa: E402 (uses the names above)

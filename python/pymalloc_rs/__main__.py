@@ -12,12 +12,15 @@ missing script or module gets Python's own error and exit status.
 (``_report``) that prints, when the program ends, which objects keep memory stranded
 (``pymalloc_rs.pinning()``); the program then runs as ``python`` runs it in every way we
 know of but one: its traceback, if it fails, starts with two frames of ours.
+
+A free-threaded interpreter, which the library would leave alone, runs the program
+without it (and without the report), after one line on stderr that says so.
 """
 
 import os
 import sys
 
-from . import _supported_platform, library_path
+from . import _free_threaded, _supported_platform, library_path
 
 USAGE = """\
 usage: python -m pymalloc_rs [--stats] [--debug] [--verbose] [--report]
@@ -101,6 +104,15 @@ def main(argv):
         env[OPTIONS[arg]] = "1"
         i += 1
     program = argv[i:]
+    why = _supported_platform()
+    if why:
+        return fail(why)
+    if _free_threaded():
+        sys.stderr.write(
+            "pymalloc_rs: this is a free-threaded CPython, whose garbage collector finds "
+            "objects by walking mimalloc's heaps: running without pymalloc-rs\n"
+        )
+        return run(program, env)
     if report is not None:
         if not program or program[0] == "-" or (
             program[0] in ("-m", "-c") and len(program) < 2
@@ -109,9 +121,6 @@ def main(argv):
         from ._report import BOOT
 
         program = ["-c", BOOT] + report + ["--"] + program
-    why = _supported_platform()
-    if why:
-        return fail(why)
     try:
         lib = library_path()
     except FileNotFoundError as e:
@@ -122,6 +131,11 @@ def main(argv):
             "carry; install the package under a path without them" % lib
         )
     env["LD_PRELOAD"] = preload_value(lib, env.get("LD_PRELOAD", ""))
+    return run(program, env)
+
+
+def run(program, env):
+    """Replaces this process with this interpreter running ``program`` in ``env``."""
     python = sys.executable
     if not python:
         return fail("cannot tell which interpreter this is (sys.executable is empty)")

@@ -1,4 +1,5 @@
-"""An allocation-heavy script: dicts, lists, str, json, gc of cycles, threads.
+"""An allocation-heavy script: dicts, lists, str, json, gc of cycles, threads, fork while
+threads allocate.
 
 Prints deterministic results on stdout, identical whatever the allocator. With
 PYMALLOC_CHECK_OWNS=<path of libpymalloc.so> (only when it is preloaded) it also reports on
@@ -9,6 +10,7 @@ import json
 import os
 import sys
 import threading
+import warnings
 import weakref
 
 
@@ -49,6 +51,33 @@ for t in threads:
 for k in sorted(results):
     print(k, results[k])
 print("main", work(7))
+
+# fork() while other threads allocate: the child must find the allocator usable (its locks
+# released, its heaps consistent) and the parent go on. 3.12+ warns about fork in a
+# threaded process; that warning is not what is tested.
+warnings.simplefilter("ignore", DeprecationWarning)
+stop = threading.Event()
+
+
+def churn():
+    while not stop.is_set():
+        junk = [str(i) * 2 for i in range(2000)]
+        del junk
+
+
+busy = [threading.Thread(target=churn) for _ in range(2)]
+for t in busy:
+    t.start()
+statuses = []
+for _ in range(8):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if work(2) == results[1] else 1)
+    statuses.append(os.waitpid(pid, 0)[1])
+stop.set()
+for t in busy:
+    t.join()
+print("forked children", statuses)
 
 lib_path = os.environ.get("PYMALLOC_CHECK_OWNS")
 if lib_path:

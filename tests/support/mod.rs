@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod debian_root;
 pub mod prereq;
 
 use std::path::{Path, PathBuf};
@@ -126,6 +127,34 @@ pub fn c_program(rel: &str, name: &str) -> PathBuf {
 /// for lack of it (loudly, and a failure under `CI=true`: see [`prereq`]).
 pub fn debian_python311(check: &str) -> Option<PathBuf> {
     prereq::gate(check, "Debian python3.11 (static)", prereq::debian_python())
+}
+
+/// pyenv's CPython 3.`minor`, or what installs it.
+pub fn pyenv_python(minor: u32) -> Result<PathBuf, prereq::Missing> {
+    let home = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".pyenv"));
+    let prefix = format!("3.{minor}.");
+    let found = std::fs::read_dir(home.join("versions"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .max_by_key(|n| n[prefix.len()..].parse::<u32>().unwrap_or(0));
+    let exe = found.map(|n| {
+        home.join("versions")
+            .join(n)
+            .join("bin")
+            .join(format!("python3.{minor}"))
+    });
+    match exe {
+        Some(exe) if exe.is_file() => Ok(exe),
+        _ => Err(prereq::Missing::new(
+            format!("pyenv's CPython 3.{minor}"),
+            format!("pyenv install 3.{minor}"),
+        )),
+    }
 }
 
 /// Runs `cmd` and returns its output, printing it for the test log.

@@ -1,7 +1,8 @@
 //! `pymalloc compare`: is pymalloc-rs faster for my program? Runs a command (default: the
 //! bundled Python workloads) under pymalloc-rs, CPython's pymalloc, the C library's malloc
-//! (`PYTHONMALLOC=malloc`), and mimalloc / jemalloc preloaded with `PYTHONMALLOC=malloc`
-//! when installed; alternates the allocators run by run, and prints median wall time, peak
+//! (`PYTHONMALLOC=malloc`), mimalloc / jemalloc preloaded with `PYTHONMALLOC=malloc`
+//! when installed, and CPython's own mimalloc (`PYTHONMALLOC=mimalloc`) where the
+//! interpreter has it (3.13+); alternates the allocators run by run, and prints median wall time, peak
 //! RSS and their ratios to CPython's pymalloc as markdown (`--svg FILE` draws the chart,
 //! `--json FILE` writes every measurement).
 
@@ -39,7 +40,27 @@ struct Config {
 
 const BASELINE: &str = "CPython pymalloc";
 
-fn configs(ours: PathBuf) -> Vec<Config> {
+/// The column of CPython's own mimalloc.
+const CPYTHON_MIMALLOC: &str = "CPython mimalloc";
+
+/// Whether `python` accepts `PYTHONMALLOC=mimalloc`: CPython 3.13+ carries mimalloc and
+/// selects it so (default builds too); older versions, and builds configured
+/// `--without-mimalloc`, refuse the value at start-up with an error.
+fn has_own_mimalloc(python: &str) -> bool {
+    Command::new(python)
+        .args(["-c", "pass"])
+        .env_remove("LD_PRELOAD")
+        .env("PYTHONMALLOC", "mimalloc")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The allocators to compare: ours, the baseline, glibc, the peers installed, and
+/// CPython's mimalloc when `python` (the interpreter measured, if the command is one) has
+/// it. Says on stderr which it skipped.
+fn configs(ours: PathBuf, python: Option<&str>) -> Vec<Config> {
     let mut v = vec![
         Config {
             name: BASELINE,
@@ -78,6 +99,17 @@ fn configs(ours: PathBuf) -> Vec<Config> {
             }),
             None => eprintln!("pymalloc compare: {name} not installed ({file}); skipped"),
         }
+    }
+    match python {
+        Some(p) if has_own_mimalloc(p) => v.push(Config {
+            name: CPYTHON_MIMALLOC,
+            preload: None,
+            pythonmalloc: Some("mimalloc"),
+        }),
+        Some(p) => eprintln!(
+            "pymalloc compare: {p} has no mimalloc of its own (PYTHONMALLOC=mimalloc, CPython 3.13+); {CPYTHON_MIMALLOC} skipped"
+        ),
+        None => {}
     }
     v
 }
@@ -165,8 +197,8 @@ fn geomean(v: &[f64]) -> f64 {
 /// Compare allocators on CMD: is pymalloc-rs faster for my program?
 ///
 /// Runs CMD (default: the bundled Python workloads, run with python3 or $PYMALLOC_PYTHON)
-/// under pymalloc-rs, CPython's pymalloc, glibc malloc, and mimalloc /
-/// jemalloc when installed, RUNS times each, alternating. Prints median wall time and peak
+/// under pymalloc-rs, CPython's pymalloc, glibc malloc, mimalloc / jemalloc when
+/// installed, and CPython's own mimalloc (PYTHONMALLOC=mimalloc, 3.13+), RUNS times each, alternating. Prints median wall time and peak
 /// RSS as ratios to CPython's pymalloc (markdown).
 #[derive(clap::Args)]
 pub struct Args {
@@ -205,8 +237,9 @@ pub fn main(args: Args) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&e, 2),
     };
-    // The jobs: (label, argv).
+    // The jobs: (label, argv), and the interpreter they run if they run one.
     let mut scratch = None;
+    let mut python = None;
     let jobs: Vec<(String, Vec<String>)> = match command {
         Some(cmd) => {
             let label = cmd.join(" ");
@@ -218,11 +251,12 @@ pub fn main(args: Args) -> ExitCode {
                 if let Some(real) = real_executable(&argv[0]) {
                     argv[0] = real;
                 }
+                python = Some(argv[0].clone());
             }
             vec![(label, argv)]
         }
         None => {
-            let python = match find_python() {
+            let python_exe = match find_python() {
                 Ok(p) => p,
                 Err(e) => return fail(&e, 2),
             };
@@ -237,19 +271,20 @@ pub fn main(args: Args) -> ExitCode {
                     std::fs::write(&path, code).map(|_| {
                         (
                             name.to_string(),
-                            vec![python.clone(), path.display().to_string()],
+                            vec![python_exe.clone(), path.display().to_string()],
                         )
                     })
                 })
                 .collect::<Result<Vec<_>, _>>();
             scratch = Some(dir);
+            python = Some(python_exe);
             match jobs {
                 Ok(j) => j,
                 Err(e) => return fail(&format!("cannot write the workloads: {e}"), 1),
             }
         }
     };
-    let cfgs = configs(lib);
+    let cfgs = configs(lib, python.as_deref());
     let result = run_all(&jobs, &cfgs, runs);
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);

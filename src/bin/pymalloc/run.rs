@@ -1,7 +1,7 @@
 //! `pymalloc run`: exec a command with the library preloaded.
 
 use crate::{fail, library};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -10,7 +10,8 @@ use std::process::{Command, ExitCode};
 /// Run CMD with libpymalloc.so preloaded.
 ///
 /// The library goes first into LD_PRELOAD, before any entries already there; inside
-/// CPython it takes over the allocator.
+/// CPython it takes over the allocator. A free-threaded CPython (3.13t and later) keeps its
+/// own: pymalloc run says so in one line when CMD is one.
 #[derive(clap::Args)]
 pub struct Args {
     /// Print the allocator's statistics to stderr at exit (PYMALLOC_STATS=1).
@@ -53,6 +54,50 @@ fn preload_value(lib: &Path, old: OsString) -> Result<OsString, String> {
     Ok(value)
 }
 
+/// Whether `program`, as `exec` finds it (PATH), is a free-threaded CPython, which the
+/// library leaves alone (its garbage collector finds objects by walking mimalloc's heaps).
+/// Looked for only in a program named `python*`: a static build exports
+/// `_Py_MergeZeroLocalRefcount` (biased reference counting, only in free-threaded builds),
+/// a shared one links `libpython3.Nt.so` (the `t` ABI flag). The library's constructor
+/// decides for itself; this is only what the user is told.
+fn free_threaded(program: &OsStr) -> bool {
+    let path = Path::new(program);
+    if !path
+        .file_name()
+        .is_some_and(|n| n.as_bytes().starts_with(b"python"))
+    {
+        return false;
+    }
+    let found = if program.as_bytes().contains(&b'/') {
+        Some(path.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    found
+        .and_then(|p| std::fs::read(p).ok())
+        .is_some_and(|bytes| free_threaded_image(&bytes))
+}
+
+/// Whether an executable's bytes show a free-threaded CPython (see [`free_threaded`]).
+fn free_threaded_image(bytes: &[u8]) -> bool {
+    const MERGE: &[u8] = b"_Py_MergeZeroLocalRefcount\0";
+    const LIBPYTHON: &[u8] = b"libpython3.";
+    bytes.windows(MERGE.len()).any(|w| w == MERGE)
+        || bytes
+            .windows(LIBPYTHON.len())
+            .enumerate()
+            .filter(|(_, w)| *w == LIBPYTHON)
+            .any(|(i, _)| {
+                let rest = &bytes[i + LIBPYTHON.len()..];
+                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                digits > 0 && rest[digits..].starts_with(b"t.so")
+            })
+}
+
 pub fn main(args: Args) -> ExitCode {
     let lib = match library() {
         Ok(lib) => lib,
@@ -62,6 +107,12 @@ pub fn main(args: Args) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&e, 2),
     };
+    if free_threaded(&args.command[0]) {
+        eprintln!(
+            "pymalloc: {:?} is a free-threaded CPython, whose garbage collector finds objects by walking mimalloc's heaps: it runs without pymalloc-rs",
+            args.command[0]
+        );
+    }
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]).env("LD_PRELOAD", preload);
     for (on, var) in [
@@ -101,5 +152,15 @@ mod tests {
         want.push(&odd);
         assert_eq!(preload_value(lib, odd).unwrap(), want);
         assert!(preload_value(Path::new("/my dir/libpymalloc.so"), "".into()).is_err());
+    }
+
+    #[test]
+    fn free_threaded_images_are_told_apart() {
+        assert!(free_threaded_image(b"..\0_Py_MergeZeroLocalRefcount\0.."));
+        assert!(free_threaded_image(b"\0libpython3.14t.so.1.0\0"));
+        assert!(!free_threaded_image(b"\0libpython3.14.so.1.0\0"));
+        assert!(!free_threaded_image(
+            b"\0libpython3.t.so\0_Py_MergeZeroLocalRefcountX"
+        ));
     }
 }
