@@ -163,6 +163,34 @@ extern "C" {
 #endif // __cplusplus
 
 /*
+ `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
+ interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
+ `PYTHONMALLOC` chose; see `src/cpython/dispatch.rs`).
+ */
+void *PyObject_Malloc(size_t size);
+
+/*
+ `PyObject_Calloc`: see [`PyObject_Malloc`].
+ */
+void *PyObject_Calloc(size_t nelem, size_t elsize);
+
+/*
+ `PyObject_Realloc`: see [`PyObject_Malloc`].
+
+ # Safety
+ As for `pymalloc_realloc`.
+ */
+void *PyObject_Realloc(void *ptr, size_t size);
+
+/*
+ `PyObject_Free`: see [`PyObject_Malloc`].
+
+ # Safety
+ As for `pymalloc_free`.
+ */
+void PyObject_Free(void *ptr);
+
+/*
  Allocates `size` bytes (CPython's `PyObject_Malloc` semantics): 1..=512 bytes from a
  pool, 16-byte aligned; 0 and larger sizes from the system allocator; NULL above
  `PY_SSIZE_T_MAX`.
@@ -229,34 +257,6 @@ int pymalloc_check(void);
  `ctx` is NULL and ignored).
  */
 struct pymalloc_allocator_ex pymalloc_allocator(void);
-
-/*
- `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
- interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
- `PYTHONMALLOC` chose; see [`crate::cpython::dispatch`]).
- */
-void *PyObject_Malloc(size_t size);
-
-/*
- `PyObject_Calloc`: see [`PyObject_Malloc`].
- */
-void *PyObject_Calloc(size_t nelem, size_t elsize);
-
-/*
- `PyObject_Realloc`: see [`PyObject_Malloc`].
-
- # Safety
- As for [`pymalloc_realloc`].
- */
-void *PyObject_Realloc(void *ptr, size_t size);
-
-/*
- `PyObject_Free`: see [`PyObject_Malloc`].
-
- # Safety
- As for [`pymalloc_free`].
- */
-void PyObject_Free(void *ptr);
 
 /*
  Installs this allocator into the running CPython (OBJ and MEM domains, or those

@@ -8,6 +8,11 @@ use crate::{
 };
 use core::ffi::{c_int, c_void};
 
+/// The exported `PyObject_*` names, defined with the dispatch they follow.
+pub use crate::cpython::dispatch::{
+    PyObject_Calloc, PyObject_Free, PyObject_Malloc, PyObject_Realloc,
+};
+
 /// Allocates `size` bytes (CPython's `PyObject_Malloc` semantics): 1..=512 bytes from a
 /// pool, 16-byte aligned; 0 and larger sizes from the system allocator; NULL above
 /// `PY_SSIZE_T_MAX`.
@@ -94,40 +99,6 @@ pub unsafe extern "C" fn pymalloc_check() -> c_int {
 #[no_mangle]
 pub extern "C" fn pymalloc_allocator() -> AllocatorEx {
     dispatch::allocator()
-}
-
-/// `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
-/// interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
-/// `PYTHONMALLOC` chose; see [`crate::cpython::dispatch`]).
-#[no_mangle]
-pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    dispatch::malloc(size)
-}
-
-/// `PyObject_Calloc`: see [`PyObject_Malloc`].
-#[no_mangle]
-pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    dispatch::calloc(nelem, elsize)
-}
-
-/// `PyObject_Realloc`: see [`PyObject_Malloc`].
-///
-/// # Safety
-/// As for [`pymalloc_realloc`].
-#[no_mangle]
-pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: forwarded caller contract.
-    unsafe { dispatch::realloc(ptr, size) }
-}
-
-/// `PyObject_Free`: see [`PyObject_Malloc`].
-///
-/// # Safety
-/// As for [`pymalloc_free`].
-#[no_mangle]
-pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    // SAFETY: forwarded caller contract.
-    unsafe { dispatch::free(ptr) }
 }
 
 /// Installs this allocator into the running CPython (OBJ and MEM domains, or those

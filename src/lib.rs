@@ -61,16 +61,32 @@
 //! [`ownership`], [`dispatch`] (the interpreter's struct), and the fallback's counters. [`check::verify`] (C: `pymalloc_check`)
 //! walks everything and checks them; the tests call it between phases.
 //!
-//! ## Modules
+//! ## Layers
 //!
-//! [`geometry`] constants and size classes · [`os`] mmap/madvise · [`ownership`] the map ·
-//! [`arena`] arenas and their policy · [`pool`] pool headers and the remote-free protocol ·
-//! [`heap`] per-thread heaps and the fast paths · [`meta`] metadata memory ·
-//! [`fallback`] the system/replaced allocator · [`api`] CPython's semantics ·
-//! [`ffi`] the C ABI · [`dispatch`] the exported `PyObject_*` names' dispatch through the
-//! interpreter's OBJ domain · [`cpython`] injection into CPython · [`check`] the invariant walker · [`fault`] misuse reports ·
-//! [`sync`] every concurrency primitive (swapped for loom's under `--cfg loom`) ·
-//! [`fork`] `pthread_atfork` handlers and the global lock order.
+//! The modules form layers, and a module uses only modules of layers below its own (and
+//! its own submodules): nothing calls up, and there is no import cycle. Where a lower layer
+//! must reach a higher one it is handed a pointer: debug mode diverts the heap's slow paths
+//! through [`heap::Divert`], which it sets. The folders show the layers: `allocator/` below
+//! `front/` below `introspect/` and `cpython/`, with the C ABI and the fork handlers on
+//! top. `tests/layers.rs` reads this table and every `crate::` path in `src/`, and fails on
+//! an import that goes up or sideways, and on a module the table does not place. Bottom
+//! first:
+//!
+//! | layer | folder | modules |
+//! |---|---|---|
+//! | 0 | `allocator` | [`geometry`] constants, size classes and address arithmetic · [`fault`] misuse reports · [`valgrind`] client requests |
+//! | 1 | `allocator` | [`sync`] every concurrency primitive (swapped for loom's under `--cfg loom`) |
+//! | 2 | `allocator` | [`os`] mmap/madvise and the clock |
+//! | 3 | `allocator` | [`ownership`] the map · [`meta`] metadata memory · [`fallback`] the system/replaced allocator |
+//! | 4 | `allocator` | [`pool`] pool headers and the remote-free protocol |
+//! | 5 | `allocator` | [`arena`] arenas and their policy |
+//! | 6 | `allocator` | [`heap`] per-thread heaps, the thread slot and the fast paths |
+//! | 7 | `front` | [`debug`] debug mode |
+//! | 8 | `front` | [`api`] CPython's semantics |
+//! | 9 | `introspect` | [`stats`] the statistics · [`check`] the invariant walker |
+//! | 10 | `cpython` | [`config`] the environment variables · [`dispatch`] the exported `PyObject_*` names' dispatch through the interpreter's OBJ domain |
+//! | 11 | `cpython` | [`cpython`] injection into CPython, statistics at exit |
+//! | 12 | top | [`ffi`] the C ABI · [`fork`] `pthread_atfork` handlers and the global lock order |
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

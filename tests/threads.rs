@@ -134,7 +134,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
         // SAFETY: this thread's heap, read while no other thread touches it.
         unsafe {
             assert_eq!(
-                heap::delayed_of(pymalloc::sync::thread_heap()) as usize,
+                heap::delayed_of(pymalloc::heap::thread::thread_heap()) as usize,
                 victim
             );
             assert_eq!(
@@ -158,7 +158,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
         heap::trim();
         // Every block came back, the delayed one included.
         // SAFETY: this thread's heap, read while no other thread touches it.
-        unsafe { assert!(heap::delayed_of(pymalloc::sync::thread_heap()).is_null()) };
+        unsafe { assert!(heap::delayed_of(pymalloc::heap::thread::thread_heap()).is_null()) };
         assert_eq!(verify().unwrap().blocks_in_use, before, "blocks lost");
     })
     .join()

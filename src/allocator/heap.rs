@@ -44,8 +44,11 @@
 
 use crate::allocator::geometry::{blocks_per_pool, class_of, class_size, NUM_CLASSES};
 use crate::allocator::pool::{self, pool_of, Block, Owner, Pool};
-use crate::allocator::sync::{self, unmodeled, Locked, Ordering, ThreadState};
-use crate::{allocator::arena, front::debug};
+use crate::allocator::sync::{self, unmodeled, Locked, Ordering};
+use thread::ThreadState;
+
+pub mod thread;
+use crate::allocator::arena;
 use core::ptr;
 
 /// A thread's heap.
@@ -152,7 +155,7 @@ crate::allocator::sync::const_unless_loom! {
     }
 }
 
-/// Public only so that the thread-local slot in `sync` can name it as its initial value.
+/// Public only so that the thread slot ([`thread`]) can name it as its initial value.
 #[doc(hidden)]
 #[cfg(not(loom))]
 pub static EMPTY_HEAP: Sentinel<Heap> = Sentinel(blank_heap());
@@ -220,6 +223,32 @@ impl Heap {
     }
 }
 
+/// Where the slow paths send every allocation and every free of a pool block while it is
+/// set: debug mode (`front::debug`) sets it once, before the first allocation, and
+/// then no thread gets a heap, so every call reaches the slow paths. Through this pointer
+/// the heap calls debug mode without naming a layer above its own.
+pub struct Divert {
+    /// Allocates `n` bytes, `1 <= n <= 512`; NULL when memory is exhausted.
+    pub malloc: fn(usize) -> *mut u8,
+    /// Frees `p`, a block of one of our pools handed out through `malloc`.
+    pub free: unsafe fn(*mut u8),
+}
+
+static DIVERT: unmodeled::AtomicPtr<Divert> = unmodeled::AtomicPtr::new(ptr::null_mut());
+
+/// Sends every later allocation's and free's slow path to `to` (see [`Divert`]). Only
+/// before the first allocation.
+pub fn divert(to: &'static Divert) {
+    DIVERT.store(to as *const Divert as *mut Divert, Ordering::Release);
+}
+
+/// The diversion, if one is set.
+#[inline(always)]
+fn diverted() -> Option<&'static Divert> {
+    // SAFETY: null, or the `&'static Divert` that `divert` stored.
+    unsafe { DIVERT.load(Ordering::Acquire).as_ref() }
+}
+
 /// The owner part of `heap`, as the pools it owns name it.
 #[inline(always)]
 pub fn owner(heap: *mut Heap) -> *mut Owner {
@@ -232,7 +261,7 @@ pub fn owner(heap: *mut Heap) -> *mut Owner {
 #[inline(always)]
 pub fn alloc(n: usize) -> *mut u8 {
     // SAFETY: the calling thread owns its heap (or has the empty heap, which owns nothing).
-    unsafe { alloc_from(sync::thread_heap(), n) }
+    unsafe { alloc_from(thread::thread_heap(), n) }
 }
 
 /// Pops a block for `n` bytes from `heap`, or takes the slow path (which gets `n`, not just
@@ -331,7 +360,7 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, table: usize) {
     let pool = pool::pool_in(table, p as usize);
-    let heap = sync::thread_heap();
+    let heap = thread::thread_heap();
     // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;
     // if the calling thread's heap owns it, so does the calling thread.
     unsafe {
@@ -349,9 +378,9 @@ pub unsafe fn free(p: *mut u8, table: usize) {
 /// As for [`free`].
 #[inline(never)]
 unsafe extern "C" fn free_remote(block: *mut Block, pool: *mut Pool) {
-    if debug::enabled() {
+    if let Some(to) = diverted() {
         // SAFETY: forwarded caller contract.
-        return unsafe { debug::free(block.cast(), debug::Api::Native) };
+        return unsafe { (to.free)(block.cast()) };
     }
     // SAFETY: per the caller the header is mapped. A pool given back to its arena has a
     // null `heap`, so a second free of a block whose pool emptied and went back in between
@@ -678,7 +707,7 @@ pub fn uncount_large() {
 }
 
 fn add_large(delta: isize) {
-    let heap = sync::thread_heap();
+    let heap = thread::thread_heap();
     if heap == Heap::empty() {
         return crate::allocator::fallback::count_global(delta);
     }
@@ -800,10 +829,10 @@ unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
 unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
     let class = class_of(n);
     if heap == Heap::empty() {
-        if debug::enabled() {
-            return debug::malloc(n, debug::Api::Native);
+        if let Some(to) = diverted() {
+            return (to.malloc)(n);
         }
-        if sync::thread_state() == ThreadState::Exited || !attach() {
+        if thread::thread_state() == ThreadState::Exited || !attach() {
             return alloc_shared(n);
         }
         return alloc(n);
@@ -909,17 +938,17 @@ fn attach() -> bool {
             heap
         }
     };
-    sync::set_thread_heap(heap);
-    sync::set_thread_state(ThreadState::Active);
-    sync::at_thread_exit(heap, on_thread_exit);
+    thread::set_thread_heap(heap);
+    thread::set_thread_state(ThreadState::Active);
+    sync::at_thread_exit(heap.cast(), on_thread_exit);
     true
 }
 
 /// pthread key destructor: the thread is exiting; hand its heap back.
 unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
     let heap = heap.cast::<Heap>();
-    sync::set_thread_heap(Heap::empty());
-    sync::set_thread_state(ThreadState::Exited);
+    thread::set_thread_heap(Heap::empty());
+    thread::set_thread_state(ThreadState::Exited);
     let mut reg = REGISTRY.lock();
     // SAFETY: the exiting thread owned `heap` until now; under the registry lock nobody
     // else can adopt it before it is on the abandoned list.
@@ -934,7 +963,7 @@ unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
 /// standing for the destructor that hands its heap back.
 #[cfg(loom)]
 pub fn exit_thread() {
-    let heap = sync::thread_heap();
+    let heap = thread::thread_heap();
     if heap != Heap::empty() {
         // SAFETY: the calling thread owns `heap` and is done with it.
         unsafe { on_thread_exit(heap.cast()) };
@@ -994,7 +1023,7 @@ pub fn alloc_shared(n: usize) -> *mut u8 {
 /// Returns to the arenas every empty pool of the calling thread's heap, of the shared heap
 /// and of every abandoned heap (see `pymalloc_trim`).
 pub fn trim() {
-    let own = sync::thread_heap();
+    let own = thread::thread_heap();
     if own != Heap::empty() {
         // SAFETY: the calling thread owns its heap.
         unsafe { tidy(own) };
@@ -1074,7 +1103,7 @@ pub fn heap_roles() -> Vec<(usize, HeapRole)> {
 /// Called only from the child's fork handler, before it releases the registry lock.
 #[cfg(not(loom))]
 pub(crate) unsafe fn forget_vanished_threads() {
-    let own = sync::thread_heap();
+    let own = thread::thread_heap();
     // SAFETY: the registry lock is held by this thread (per the caller), the only one;
     // heaps are never freed.
     unsafe {

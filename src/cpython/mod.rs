@@ -28,7 +28,7 @@ pub mod dispatch;
 use crate::allocator::fallback::{self, AllocatorEx};
 use crate::allocator::sync::unmodeled::{AtomicBool, AtomicPtr, AtomicU8};
 use crate::allocator::sync::{Lock, Ordering};
-use crate::{ffi, front::debug, introspect::stats};
+use crate::{front::debug, introspect::stats};
 use config::{Config, Domains};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -177,7 +177,7 @@ const FREE_THREADED: &str = "not installing: a free-threaded CPython (its garbag
 /// Whether an allocator is ours (plain or debug).
 fn is_ours(a: &AllocatorEx) -> bool {
     [
-        ffi::pymalloc_allocator(),
+        dispatch::allocator(),
         debug::allocator(true),
         debug::allocator(false),
     ]
@@ -269,10 +269,10 @@ pub fn install(domains: Domains) -> Outcome {
             // A `ctx` of our own, by which `dispatch::locate` recognises the struct.
             AllocatorEx {
                 ctx: dispatch::obj_ctx(),
-                ..ffi::pymalloc_allocator()
+                ..dispatch::allocator()
             }
         } else {
-            ffi::pymalloc_allocator()
+            dispatch::allocator()
         };
         // SAFETY: PyMem_SetAllocator copies the struct.
         unsafe { set(domain, &mut ours) };
@@ -291,22 +291,22 @@ fn resolve_forwarding() {
         (
             &dispatch::FORWARD_MALLOC,
             c"PyObject_Malloc",
-            ffi::PyObject_Malloc as _,
+            dispatch::PyObject_Malloc as _,
         ),
         (
             &dispatch::FORWARD_CALLOC,
             c"PyObject_Calloc",
-            ffi::PyObject_Calloc as _,
+            dispatch::PyObject_Calloc as _,
         ),
         (
             &dispatch::FORWARD_REALLOC,
             c"PyObject_Realloc",
-            ffi::PyObject_Realloc as _,
+            dispatch::PyObject_Realloc as _,
         ),
         (
             &dispatch::FORWARD_FREE,
             c"PyObject_Free",
-            ffi::PyObject_Free as _,
+            dispatch::PyObject_Free as _,
         ),
     ];
     for (slot, name, ours) in slots {
@@ -415,7 +415,7 @@ unsafe extern "C" fn constructor(
     crate::allocator::arena::set_decay_ms(config.decay_ms);
     if config.stats {
         // SAFETY: registering a plain C function.
-        unsafe { libc::atexit(stats::print_at_exit) };
+        unsafe { libc::atexit(print_at_exit) };
     }
     if allocator_api().is_none() {
         say(
@@ -483,6 +483,23 @@ unsafe extern "C" fn constructor(
 #[link_section = ".init_array"]
 static CONSTRUCTOR: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) =
     constructor;
+
+/// Whether this process used the allocator: it installed us into CPython, or served a
+/// block (an arena was mapped, or the fallback handed out a block on our behalf). A forked
+/// child inherits the answer of its parent at the fork.
+pub fn used() -> bool {
+    installed()
+        || crate::allocator::arena::counts().allocated_total > 0
+        || crate::allocator::fallback::served()
+}
+
+/// The `PYMALLOC_STATS=1` exit hook (registered by the constructor): the report on stderr, only from a process that
+/// [`used`] the allocator (a shell or `ls` that merely inherits `LD_PRELOAD` stays silent).
+pub extern "C" fn print_at_exit() {
+    if used() {
+        stats::print(2);
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -55,7 +55,15 @@ pub fn enabled() -> bool {
 /// allocated before have no debug header.
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
+    heap::divert(&DIVERT);
 }
+
+/// The heap's slow paths, diverted here in debug mode (see [`heap::Divert`]).
+static DIVERT: heap::Divert = heap::Divert {
+    malloc: |n| malloc(n, Api::Native),
+    // SAFETY: as for `free`, which the heap's free path forwards.
+    free: |p| unsafe { free(p, Api::Native) },
+};
 
 /// Which API allocated a block; a block must be freed through the same one.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

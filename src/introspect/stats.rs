@@ -403,23 +403,6 @@ fn occupancy_table(o: &mut String, s: &Stats) {
     }
 }
 
-/// Whether this process used the allocator: it installed us into CPython, or served a
-/// block (an arena was mapped, or the fallback handed out a block on our behalf). A forked
-/// child inherits the answer of its parent at the fork.
-pub fn used() -> bool {
-    crate::cpython::installed()
-        || arena::counts().allocated_total > 0
-        || crate::allocator::fallback::served()
-}
-
-/// The `PYMALLOC_STATS=1` exit hook: the report on stderr, only from a process that
-/// [`used`] the allocator (a shell or `ls` that merely inherits `LD_PRELOAD` stays silent).
-pub extern "C" fn print_at_exit() {
-    if used() {
-        print(2);
-    }
-}
-
 /// Writes the report to file descriptor `fd`.
 pub fn print(fd: i32) {
     let (stats, heaps) = collect_with_heaps();
