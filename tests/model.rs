@@ -174,8 +174,8 @@ fn no_overlap(live: &[Live], seed: u64) {
 #[test]
 fn random_sequences_match_the_model() {
     serial(|| {
-        for seed in 1..=24 {
-            run(seed * 0x9E37_79B9_7F4A_7C15, 20_000);
+        for seed in 1..=24u64 {
+            run(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), 20_000);
         }
     });
 }

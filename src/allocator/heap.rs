@@ -680,7 +680,7 @@ unsafe fn relink(heap: *mut Heap, pool: *mut Pool) {
     // the pool's next remote free through the delayed list.
     // SAFETY: per the caller. Parked, it was full: all its blocks but this one are in use.
     unsafe {
-        debug_assert!(!(*pool).linked && (*pool).used == pool::PARKED);
+        debug_assert!(!(*pool).linked && (*pool).used == pool::PARKED - 1);
         (*pool).used = blocks_per_pool(class_index(pool)) as u32 - 1;
         push_back(heap, pool);
     }
