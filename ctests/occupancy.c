@@ -75,27 +75,29 @@ int main(void) {
     CHECK(found && stranded_line);
 
     /* pymalloc_attribute: group 0 holds the kept blocks of pools 0-2, group 1 those of
-     * pools 3-4, group 2 the last byte of pool 1's block; then an address of nobody's
-     * pool (the stack) and a row whose group is out of range. */
-    enum { ROWS = POOLS * PER_POOL + 3 };
-    static uint64_t rows[2 * ROWS];
+     * pools 3-4, group 2 the last byte of pool 1's block; then a repeat of a group 0
+     * address, an address of nobody's pool (the stack) and one whose group is out of
+     * range. */
+    enum { ROWS = POOLS * PER_POOL + 4 };
+    static const void *addrs[ROWS];
+    static uint32_t group[ROWS];
+    static uint64_t scratch[2 * ROWS];
     size_t n = 0;
     for (int i = 0; i < POOLS * PER_POOL; i++) {
         if (blocks[i] == NULL) continue;
-        rows[2 * n] = (uint64_t)(uintptr_t)blocks[i];
-        rows[2 * n + 1] = i / PER_POOL < 3 ? 0 : 1;
-        n++;
+        addrs[n] = blocks[i];
+        group[n++] = i / PER_POOL < 3 ? 0 : 1;
         if (i / PER_POOL == 1) {
-            rows[2 * n] = (uint64_t)(uintptr_t)blocks[i] + SIZE - 1;
-            rows[2 * n + 1] = 2;
-            n++;
+            addrs[n] = (const char *)blocks[i] + SIZE - 1;
+            group[n++] = 2;
         }
     }
-    rows[2 * n] = (uint64_t)(uintptr_t)&n, rows[2 * n + 1] = 0, n++;
-    rows[2 * n] = (uint64_t)(uintptr_t)blocks[0], rows[2 * n + 1] = 3, n++;
+    addrs[n] = blocks[0], group[n++] = 0; /* a repeat: counts once */
+    addrs[n] = &n, group[n++] = 0;
+    addrs[n] = blocks[0], group[n++] = 3;
     pymalloc_group_stats g[3];
     memset(g, 0, sizeof g);
-    CHECK(pymalloc_attribute(rows, n, g, 3) == in_use + 1);
+    CHECK(pymalloc_attribute(addrs, group, n, scratch, g, 3) == in_use + 1);
     pymalloc_group_stats want_g[3];
     memset(want_g, 0, sizeof want_g);
     for (int k = 0; k < POOLS; k++) {
@@ -113,7 +115,8 @@ int main(void) {
         CHECK(g[k].stranded_bytes > want_g[k].stranded_bytes - 0.5 &&
               g[k].stranded_bytes < want_g[k].stranded_bytes + 0.5);
     }
-    CHECK(pymalloc_attribute(rows, 0, g, 3) == 0 && pymalloc_attribute(NULL, n, g, 3) == 0);
+    CHECK(pymalloc_attribute(addrs, group, 0, scratch, g, 3) == 0);
+    CHECK(pymalloc_attribute(addrs, group, n, NULL, g, 3) == 0);
 
     for (int i = 0; i < POOLS * PER_POOL; i++) pymalloc_free(blocks[i]);
     return 0;

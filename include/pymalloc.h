@@ -293,23 +293,27 @@ void pymalloc_get_stats(struct pymalloc_stats *out);
 
 /*
  Attributes our pools to groups of addresses in one call (for tools that find which
- objects keep sparsely used pools resident, such as `pymalloc_rs.pinning()`): `rows`
- holds `n` rows of two values, an address and its group (an index below `ngroups`);
- for each address inside a block of one of our pools in use (any byte of the block),
- `groups[group]` counts the object, its block's bytes, the pool once per group when it
- is sparse (at most half of its blocks in use), and the object's share of the bytes
- stranded in the pool (see `pymalloc_group_stats`). Adds to `groups` (zero it first).
- Other addresses (not ours, or any value) and rows whose group is out of range are
- skipped: only our own pool headers are read. Sorts `rows` in place. Returns how many
- rows lie in our pools; 0 when `n` is 0 or a pointer is NULL.
+ objects keep sparsely used pools resident, such as `pymalloc_rs.pinning()`): address
+ `addrs[i]` belongs to group `groups[i]` (an index below `ngroups`); for each address
+ inside a block of one of our pools in use (any byte of the block), `out[groups[i]]`
+ counts the object, its block's bytes, the pool once per group when it is sparse (at
+ most half of its blocks in use), and the object's share of the bytes stranded in the
+ pool (see `pymalloc_group_stats`). Adds to `out` (zero it first). Other addresses (not
+ ours, or any value) and those whose group is out of range are skipped: only our own
+ pool headers are read. An address given twice in one group counts once. `scratch` is working room of `2 * n` values (the library
+ allocates nothing). Returns how many addresses lie in our pools; 0 when `n` is 0 or a
+ pointer is NULL.
 
  # Safety
- `rows` points to `2 * n` writable `uint64_t`, `groups` to `ngroups` writable
- `pymalloc_group_stats`; they do not overlap.
+ `addrs` and `groups` point to `n` readable elements each, `scratch` to `2 * n`
+ writable `uint64_t`, `out` to `ngroups` writable `pymalloc_group_stats`; `scratch` and
+ `out` overlap nothing.
  */
-size_t pymalloc_attribute(uint64_t *rows,
+size_t pymalloc_attribute(const void *const *addrs,
+                          const uint32_t *groups,
                           size_t n,
-                          struct pymalloc_group_stats *groups,
+                          uint64_t *scratch,
+                          struct pymalloc_group_stats *out,
                           size_t ngroups);
 
 /*

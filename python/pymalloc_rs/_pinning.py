@@ -12,7 +12,7 @@ import ctypes
 import gc
 from array import array
 from collections import namedtuple
-from itertools import chain, filterfalse
+from itertools import filterfalse
 
 POOL_SIZE = 4096
 
@@ -47,7 +47,8 @@ class Pinning(object):
     """The result of :func:`pinning`: ``by_type`` and ``by_site`` (lists of :class:`Group`,
     most stranded bytes first; ``by_site`` is ``None`` when tracemalloc was not tracing),
     ``unseen`` (a :class:`Group` for the blocks in use that no enumerated object accounts
-    for), ``objects`` (objects enumerated), ``in_pools`` (of them, in our pools),
+    for), ``objects`` (objects enumerated, an object counted once per reference that led to
+    it), ``in_pools`` (distinct objects found in our pools),
     ``stats`` (``pymalloc_rs.stats()`` taken with the pools' figures) and
     ``seconds`` (the time the walk took). ``str()`` gives the text report."""
 
@@ -59,25 +60,22 @@ class Pinning(object):
 
 
 def _enumerate():
-    """Every object the interpreter can enumerate: ``gc.get_objects()`` (the tracked
+    """The objects the interpreter can enumerate: ``gc.get_objects()`` (the tracked
     containers) and, level after level, the untracked objects they refer to (strings,
-    ints, floats, bytes, tuples and dicts of atomic values, ...), once each."""
+    ints, floats, bytes, tuples and dicts of atomic values, ...). An object referred to
+    from several places comes as often (``pymalloc_attribute`` counts it once): removing
+    repeats here would take an int per object, and more time than the repeats cost.
+    Terminates: an untracked object refers only to atomic or untracked ones, so no
+    cycle runs through them."""
     objs = gc.get_objects()
-    seen = set(map(id, objs))
     frontier = objs
     is_tracked = gc.is_tracked
     while frontier:
-        found = {}
+        found = []
         for i in range(0, len(frontier), _CHUNK):
-            untracked = list(filterfalse(is_tracked, gc.get_referents(*frontier[i : i + _CHUNK])))
-            found.update(zip(map(id, untracked), untracked))
-        # The walk's own dict: reachable from this function's frame when something (a
-        # debugger, a profiler) made the frame an object.
-        found.pop(id(found), None)
-        new = found.keys() - seen
-        seen.update(new)
-        frontier = list(map(found.__getitem__, new))
-        objs.extend(frontier)
+            found.extend(filterfalse(is_tracked, gc.get_referents(*frontier[i : i + _CHUNK])))
+        objs.extend(found)
+        frontier = found
     return objs
 
 
@@ -110,6 +108,27 @@ class _Index(dict):
         return number
 
 
+def _addresses(objs):
+    """The address of an array of the addresses of the objects in the list ``objs``
+    (their ``PyObject *``), and what keeps it alive: without making an int per object,
+    the list's own item array (``ob_item``, the field before ``allocated`` at the end of
+    ``PyListObject``), checked against ``len`` and ``id``; where the check fails, an
+    array of ``id``s."""
+    word = ctypes.sizeof(ctypes.c_void_p)
+    field = id(objs) + list.__basicsize__ - 2 * word
+    items = ctypes.c_void_p.from_address(field).value
+    if (
+        objs
+        and ctypes.c_ssize_t.from_address(field - word).value == len(objs)
+        and ctypes.c_void_p.from_address(items).value == id(objs[0])
+        and ctypes.c_void_p.from_address(items + word * (len(objs) - 1)).value
+        == id(objs[-1])
+    ):
+        return items, None
+    ids = array("Q", map(id, objs))
+    return ids.buffer_info()[0], ids
+
+
 class _GroupStats(ctypes.Structure):
     """``pymalloc_group_stats``."""
 
@@ -124,18 +143,22 @@ class _GroupStats(ctypes.Structure):
 def _groups(lib, objs, key, names):
     """The groups of ``objs`` by ``key(obj)``, ranked by stranded bytes, with the number
     of objects found in pools; ``names`` turns a key into its label. One call of
-    ``pymalloc_attribute`` does the counting. Keeps no object per object alive meanwhile
-    (the group numbers go straight into an array): such objects would fill the free
-    blocks of the very pools being measured."""
+    ``pymalloc_attribute`` does the counting. Keeps no Python object per object alive
+    meanwhile (addresses and group numbers go straight into C arrays): such objects would
+    fill the free blocks of the very pools being measured."""
     index = _Index()
-    numbers = array("Q", map(index.__getitem__, map(key, objs)))
-    rows = array("Q", chain.from_iterable(zip(map(id, objs), numbers)))
-    del numbers
+    groups = array("I", map(index.__getitem__, map(key, objs)))
+    n = len(objs)
+    addrs, keep = _addresses(objs)
+    scratch = (ctypes.c_uint64 * (2 * n))()
     out = (_GroupStats * max(len(index), 1))()
     attribute = lib.pymalloc_attribute
     attribute.restype = ctypes.c_size_t
-    attribute.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
-    found = attribute(rows.buffer_info()[0] if objs else None, len(objs), out, len(index))
+    attribute.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    attribute.argtypes += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    where = groups.buffer_info()[0] if n else None
+    found = attribute(addrs, where, n, scratch, out, len(index))
+    del keep, scratch, groups
     groups = [
         Group(
             names(k),
@@ -180,19 +203,21 @@ def pinning(top=20):
     Limits: it sees only what the interpreter can enumerate. Not seen: the buffers
     objects own (a list's item array, a dict's tables, a set's table: blocks of their
     own, often in other pools), objects reachable only from C (extension modules'
-    statics, the interpreter's free lists and caches), and objects of untracked
-    containers that are themselves out of reach. Their blocks are counted together as
-    ``unseen``. Objects of more than 512 bytes are not in pools and are skipped. The
-    pools' figures are a snapshot taken while the objects are enumerated; the walk
-    itself allocates (a list, a set and an int per object), freed before the pools are
-    read, so it may leave a few free pools resident until the allocator's decay gives
-    them back (0.4 to 0.8 s of activity). Other threads keep running; their
-    allocations in the meantime are counted as they are found.
+    statics, the interpreter's free lists and caches), and objects referred to only by
+    such unseen ones. Their blocks are counted together as ``unseen``. Objects of more
+    than 512 bytes are not in pools and are skipped. The pools' figures are a snapshot
+    taken in the library call; the walk keeps no Python object per object alive at that
+    moment (which would fill the free blocks of the pools it measures), only a few large
+    arrays outside the pools. Other threads keep running; their allocations in the
+    meantime are counted as they are found. Objects allocated before tracemalloc
+    started, or handed out again from a free list, have no site, or an old one.
 
-    Cost (CPython 3.11, this project's 2-core machine): about 1 s and 100 MB of
-    temporary memory for a million objects; with tracemalloc tracing about a third
-    more for the sites (and tracemalloc's own cost on every allocation). Measured by
-    ``tests/python/pinning.py``'s workload; see ``docs/stranded.md``.
+    Cost, measured on this project's 2-core machine while loaded (load average 12,
+    CPython 3.11; ``docs/stranded.md`` has the commands): for a list of a million mixed
+    objects (1.77 million distinct objects in pools), 1.6 s (median of 5, 1.05 to 2.1 s)
+    and 54 MiB of peak RSS; with tracemalloc tracing 8.4 s (6.6 to 10.2 s) and 80 MiB,
+    most of it the tracebacks' lookup and tracemalloc's cost on the walk's own
+    allocations.
 
     Raises ``NotActiveError`` when pymalloc-rs is not active (see ``is_active``).
     """
@@ -284,7 +309,7 @@ def format_report(p):
         )
     )
     lines.append(
-        "objects seen %s, in pools %s; walk took %.2f s"
+        "objects enumerated %s (with repeats), found in pools %s; walk took %.2f s"
         % ("{:,}".format(p.objects), "{:,}".format(p.in_pools), p.seconds)
     )
     lines.append("")

@@ -220,25 +220,45 @@ pub const fn is_sparse(used: u64, capacity: u64) -> bool {
 }
 
 /// Attributes pools to groups of addresses (for `pymalloc_rs.pinning()`: the objects of a
-/// Python process, grouped by type or by allocation site). Each row of `rows` is an
-/// address and its group, an index into `groups`; for each address inside a block of a
-/// pool in use (any byte of the block), its group's [`GroupStats`] are added to. Rows whose
-/// group is out of range, and addresses in no pool of ours, are skipped; two rows naming the
-/// same block count twice. Sorts `rows` by pool, then group (in place, without allocating).
-/// Returns how many rows lie in our pools.
+/// Python process, grouped by type or by allocation site): `addrs[i]` belongs to group
+/// `groups[i]`, an index into `out`; for each address inside a block of a pool in use (any
+/// byte of the block), its group's [`GroupStats`] are added to. Addresses whose group is
+/// out of range, and addresses in no pool of ours, are skipped; an address given twice in
+/// one group counts once (a caller may pass what it enumerated without removing repeats),
+/// two addresses in one block count twice. `scratch` (two values per address) receives the pairs, sorted
+/// by pool, then group: nothing is allocated. Returns how many addresses lie in our pools.
 ///
 /// Reads only pool headers (nothing is counted on the allocation paths): each pool's
 /// figures are a snapshot taken under the arena lock, which is held for
-/// [`ATTRIBUTE_CHUNK`] rows at a time.
-pub fn attribute(rows: &mut [[u64; 2]], groups: &mut [GroupStats]) -> usize {
+/// [`ATTRIBUTE_CHUNK`] addresses at a time.
+///
+/// # Panics
+/// When `groups` and `scratch` do not match `addrs` in length.
+pub fn attribute(
+    addrs: &[usize],
+    groups: &[u32],
+    scratch: &mut [[u64; 2]],
+    out: &mut [GroupStats],
+) -> usize {
+    assert!(groups.len() == addrs.len() && scratch.len() == addrs.len());
+    for ((row, &addr), &group) in scratch.iter_mut().zip(addrs).zip(groups) {
+        *row = [addr as u64, u64::from(group)];
+    }
+    let rows = scratch;
+    let groups = out;
     let pool_mask = !(crate::allocator::geometry::POOL_MASK as u64);
-    rows.sort_unstable_by_key(|&[addr, group]| (addr & pool_mask, group));
+    rows.sort_unstable_by_key(|&[addr, group]| (addr & pool_mask, group, addr));
     let mut found = 0;
+    // The previous row: repeats are adjacent.
+    let mut previous = None;
     // The last (pool, group) pair counted in `pools`: rows of one pair are adjacent.
     let mut last = (0, u64::MAX);
     for chunk in rows.chunks(ATTRIBUTE_CHUNK) {
         arena::with_pools_in_use(|in_use| {
             for &[addr, group] in chunk {
+                if previous.replace([addr, group]) == Some([addr, group]) {
+                    continue;
+                }
                 let Some(g) = usize::try_from(group).ok().and_then(|g| groups.get_mut(g)) else {
                     continue;
                 };

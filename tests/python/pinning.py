@@ -60,6 +60,6 @@ assert kind.objects >= len(kept_a) + len(kept_b) and kind.pools >= ga.pools + gb
 
 text = str(p)
 assert "by allocation site (tracemalloc):" in text and ga.name in text, text
-assert p.objects >= len(kept_a) + len(kept_b) and p.in_pools <= p.objects
+assert p.in_pools >= len(kept_a) + len(kept_b) and p.in_pools <= p.objects
 print("pinning ok: %s stranded %d, %s stranded %d, %d objects in %.2f s"
       % (ga.name, ga.stranded_bytes, gb.name, gb.stranded_bytes, p.objects, p.seconds))
