@@ -12,7 +12,7 @@
 //! further down this list, and `prepare` takes them all in this order, so it cannot
 //! deadlock with a thread already inside:
 //!
-//! 1. `cpython::INSTALL_LOCK` (installation into CPython: takes none of ours, but is
+//! 1. `cpython::INSTALL` (installation into CPython: takes none of ours, but is
 //!    outermost so that any could be taken under it; the C library's loader lock, which
 //!    `dlsym` takes, is never taken under it),
 //! 2. `heap::SHARED` (the shared heap of exited threads and debug mode; its slow path takes 3-5),
@@ -47,7 +47,7 @@ use crate::{
 
 /// Takes every allocator lock, in the order stated above.
 extern "C" fn prepare() {
-    cpython::INSTALL_LOCK.acquire();
+    cpython::INSTALL.raw_lock().acquire();
     heap::SHARED.raw_lock().acquire();
     heap::REGISTRY.raw_lock().acquire();
     meta::BUMP.raw_lock().acquire();
@@ -67,7 +67,7 @@ extern "C" fn release_all() {
         meta::BUMP.raw_lock().release();
         heap::REGISTRY.raw_lock().release();
         heap::SHARED.raw_lock().release();
-        cpython::INSTALL_LOCK.release();
+        cpython::INSTALL.raw_lock().release();
     }
 }
 

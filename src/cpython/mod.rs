@@ -26,11 +26,11 @@ pub mod config;
 pub mod dispatch;
 
 use crate::allocator::fallback::{self, AllocatorEx};
-use crate::allocator::sync::unmodeled::{AtomicBool, AtomicPtr, AtomicU8};
-use crate::allocator::sync::{Lock, Ordering};
+use crate::allocator::meta;
+use crate::allocator::sync::unmodeled::{AtomicPtr, AtomicU8};
+use crate::allocator::sync::{Locked, Ordering};
 use crate::{front::debug, introspect::stats};
 use config::{Config, Domains};
-use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::mem::MaybeUninit;
 use core::ptr;
@@ -60,20 +60,28 @@ impl Domains {
 
 type AllocatorFn = unsafe extern "C" fn(c_int, *mut AllocatorEx);
 
-/// The allocator we replaced, our fallback once installed. Written once, under
-/// `INSTALL_LOCK`, before `fallback::set` publishes it.
-struct Replaced(UnsafeCell<MaybeUninit<AllocatorEx>>);
-// SAFETY: written once under `INSTALL_LOCK` before being published, then only read.
-unsafe impl Sync for Replaced {}
-static REPLACED: Replaced = Replaced(UnsafeCell::new(MaybeUninit::uninit()));
-static FALLBACK_TAKEN: AtomicBool = AtomicBool::new(false);
+/// What the installation keeps, under its lock ([`INSTALL`]).
+///
+/// Invariant: `replaced` is null until the first domain is taken over; then it points at
+/// the allocator we replaced, in metadata memory (never freed), written once before
+/// `fallback::set` published it and never written again: our fallback.
+pub(crate) struct Install {
+    replaced: *const AllocatorEx,
+}
+// SAFETY: the struct it points to is process-wide and immutable once recorded; the
+// record lives in a `Locked` and is reached only under its lock.
+unsafe impl Send for Install {}
 /// `BIT_OBJ | BIT_MEM`: the domains we installed ourselves into (only ever set).
 static INSTALLED: AtomicU8 = AtomicU8::new(0);
 /// The domains `PYMALLOC_DOMAINS` asks for, read once (the constructor reads it; 0 until
 /// then), so that a malformed value is reported once, not again by `pymalloc_install`.
 static CONFIGURED_DOMAINS: AtomicU8 = AtomicU8::new(0);
 crate::allocator::sync::global! {
-    pub(crate) static INSTALL_LOCK: Lock = Lock::new();
+    /// The installation's record under its lock, the outermost of the allocator's locks
+    /// (see `fork`).
+    pub(crate) static INSTALL: Locked<Install> = Locked::new(Install {
+        replaced: ptr::null(),
+    });
 }
 
 /// Whether this process ever installed us as the allocator of a CPython domain. Never
@@ -230,7 +238,7 @@ pub fn install(domains: Domains) -> Outcome {
     resolve_forwarding();
     // Before the lock: the loader's lock must not be taken under ours (`search_windows`).
     let windows = dispatch::search_windows();
-    let _guard = INSTALL_LOCK.lock();
+    let mut install = INSTALL.lock();
     let (mut done, mut skipped) = (0, 0);
     for (domain, bit, wanted) in [
         (DOMAIN_OBJ, BIT_OBJ, domains.obj),
@@ -248,16 +256,22 @@ pub fn install(domains: Domains) -> Outcome {
         if is_ours(&current) {
             continue;
         }
-        if !FALLBACK_TAKEN.load(Ordering::Acquire) {
-            // SAFETY: under INSTALL_LOCK, before publication; read-only afterwards.
-            let slot = unsafe { &mut *REPLACED.0.get() };
-            slot.write(current);
-            // SAFETY: just initialised, and never written again.
-            fallback::set(unsafe { slot.assume_init_ref() });
-            FALLBACK_TAKEN.store(true, Ordering::Release);
+        if install.replaced.is_null() {
+            let slot = meta::alloc::<AllocatorEx>();
+            if slot.is_null() {
+                skipped |= bit; // no memory to keep the allocator we would replace
+                continue;
+            }
+            // SAFETY: fresh metadata memory for one `AllocatorEx`, never freed: written
+            // here, once, before it is published and recorded.
+            unsafe {
+                slot.write(current);
+                fallback::set(&*slot);
+            }
+            install.replaced = slot;
         } else {
-            // SAFETY: initialised before FALLBACK_TAKEN was set.
-            let replaced = unsafe { (*REPLACED.0.get()).assume_init_ref() };
+            // SAFETY: recorded after being written, never written again (the invariant).
+            let replaced = unsafe { &*install.replaced };
             if !same(&current, replaced) {
                 skipped |= bit;
                 continue;
