@@ -29,6 +29,11 @@ const PEERS: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// How `pymalloc compare` and `pymalloc interpreter` name Debian's `/usr/bin/python3.11`.
+const DEBIAN_311: &str = "Interpreter: /usr/bin/python3.11: CPython 3.11.";
+const DEBIAN_311_BUILD: &str =
+    "; static (libpython in the executable), PGO + LTO (Debian package python3.11-minimal 3.11.";
+
 #[test]
 fn compares_a_users_command_and_draws_the_chart() {
     let Some(python) = prereq::gate("compare", "Debian python3.11", prereq::debian_python()) else {
@@ -48,6 +53,12 @@ fn compares_a_users_command_and_draws_the_chart() {
         .args(["-c", "x = [str(i) * 3 for i in range(200000)]"]));
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
+    // Which build the ratios are for heads the table: Debian's python3.11 is static and
+    // built with PGO + LTO.
+    assert!(
+        table.starts_with(DEBIAN_311),
+        "the table does not name the build:\n{table}"
+    );
     for needle in [
         "### Wall time",
         "### Peak RSS",
@@ -92,6 +103,8 @@ fn compares_a_users_command_and_draws_the_chart() {
     for needle in [
         "\"baseline\": \"CPython pymalloc\"",
         "\"runs\": 1,",
+        "\"interpreter\": {\"path\": \"/usr/bin/python3.11\", \"version\": \"3.11.",
+        "\"build\": \"static (libpython in the executable), PGO + LTO (Debian package python3.11-minimal ",
         "\"command\": [\"/usr/bin/python3.11\", \"-c\",",
         "\"pymalloc-rs\": {\"wall_s\": [",
         "\"glibc malloc\": {\"wall_s\": [",
@@ -143,7 +156,47 @@ fn cpython_mimalloc_is_a_column_on_3_13_and_later() {
             .expect("a row for the command");
         let ratio: f64 = row.split('|').nth(column).unwrap().trim().parse().unwrap();
         assert!(ratio > 0.0, "{row}");
+        // The table names the build: pyenv's loads libpython, Debian's are static, PGO + LTO.
+        let first = table.lines().next().unwrap_or("");
+        let build = match place {
+            Place::Here => "; shared (".to_string(),
+            Place::DebianRoot(_) => {
+                let minor = python.display().to_string().replace("/usr/bin/python", "");
+                format!("; static (libpython in the executable), PGO + LTO (Debian package python{minor}-minimal {minor}.")
+            }
+        };
+        assert!(
+            first.starts_with(&format!("Interpreter: {}: CPython 3.", python.display()))
+                && first.contains(&build),
+            "{build:?} not in {first:?}"
+        );
     }
+}
+
+/// `pymalloc interpreter` names the build from what the running interpreter maps (a static
+/// executable maps no libpython) and from dpkg: Debian's sysconfig describes its shared
+/// build even for the static executable. An interpreter that cannot say is an error.
+#[test]
+fn interpreter_names_the_build() {
+    let Some(python) = support::debian_python311("pymalloc interpreter") else {
+        return;
+    };
+    let out = run(bin().arg("interpreter").arg(&python));
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        format!("Interpreter: {line}").starts_with(DEBIAN_311) && line.contains(DEBIAN_311_BUILD),
+        "{line}"
+    );
+    // The same line heads compare's table for the bundled workloads.
+    let out = run(bin().arg("interpreter").env("PYMALLOC_PYTHON", &python));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), line);
+    let out = run(bin().args(["interpreter", "false"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("false does not say which build it is"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -152,6 +205,7 @@ fn each_subcommand_has_help_and_errors_name_the_bad_option() {
         ("run", "--stats"),
         ("compare", "--json"),
         ("chart", "--output"),
+        ("interpreter", "PYTHON"),
     ] {
         let out = run(bin().args([sub, "--help"]));
         assert!(out.status.success());

@@ -4,8 +4,10 @@
 //! when installed, and CPython's own mimalloc (`PYTHONMALLOC=mimalloc`) where the
 //! interpreter has it (3.13+); alternates the allocators run by run, and prints median wall time, peak
 //! RSS and their ratios to CPython's pymalloc as markdown (`--svg FILE` draws the chart,
-//! `--json FILE` writes every measurement).
+//! `--json FILE` writes every measurement). When the command runs a Python, the table is
+//! headed by which interpreter and build it is (`interpreter.rs`): the ratios depend on it.
 
+use crate::interpreter::Interpreter;
 use crate::median::median;
 use crate::{fail, library};
 use std::ffi::OsString;
@@ -162,7 +164,7 @@ fn measure(cmd: &[String], cfg: &Config) -> Result<(f64, u64), String> {
     Ok((secs, usage.ru_maxrss as u64))
 }
 
-fn find_python() -> Result<String, String> {
+pub fn find_python() -> Result<String, String> {
     if let Ok(p) = std::env::var("PYMALLOC_PYTHON") {
         return Ok(real_executable(&p).unwrap_or(p));
     }
@@ -284,6 +286,12 @@ pub fn main(args: Args) -> ExitCode {
             }
         }
     };
+    // Named above the table; one that cannot say is measured all the same.
+    let interpreter = python.as_deref().and_then(|p| {
+        Interpreter::probe(p)
+            .map_err(|e| eprintln!("pymalloc compare: {e}; the table names no build"))
+            .ok()
+    });
     let cfgs = configs(lib, python.as_deref());
     let result = run_all(&jobs, &cfgs, runs);
     if let Some(dir) = scratch {
@@ -294,6 +302,9 @@ pub fn main(args: Args) -> ExitCode {
         Err(e) => return fail(&e, 1),
     };
     let table = medians(&samples);
+    if let Some(i) = &interpreter {
+        println!("Interpreter: {i}");
+    }
     print!("{}", markdown(&jobs, &cfgs, &table, runs));
     for (path, what, text) in [
         (
@@ -306,7 +317,7 @@ pub fn main(args: Args) -> ExitCode {
             "measurements",
             args.json
                 .as_ref()
-                .map(|_| json(&jobs, &cfgs, &samples, &table)),
+                .map(|_| json(&jobs, &cfgs, &samples, &table, interpreter.as_ref())),
         ),
     ] {
         let (Some(path), Some(text)) = (path, text) else {
@@ -394,18 +405,27 @@ fn json_string(s: &str) -> String {
 }
 
 /// Every measurement and the medians as JSON: `{"baseline", "runs", "allocators",
-/// "workloads": [{"name", "command", "allocators": {NAME: {"wall_s": [..], "peak_rss_kib":
+/// "interpreter": {"path", "version", "build"} or null, "workloads": [{"name", "command", "allocators": {NAME: {"wall_s": [..], "peak_rss_kib":
 /// [..], "median_wall_s", "median_peak_rss_kib"}}}]}`, runs in the order they ran.
 fn json(
     jobs: &[(String, Vec<String>)],
     cfgs: &[Config],
     samples: &Samples,
     table: &Table,
+    interpreter: Option<&Interpreter>,
 ) -> String {
     let names: Vec<String> = cfgs.iter().map(|c| json_string(c.name)).collect();
     let runs = samples.first().and_then(|r| r.first()).map_or(0, Vec::len);
+    let interpreter = interpreter.map_or("null".to_string(), |i| {
+        format!(
+            "{{\"path\": {}, \"version\": {}, \"build\": {}}}",
+            json_string(&i.path),
+            json_string(&i.version),
+            json_string(&i.build())
+        )
+    });
     let mut o = format!(
-        "{{\n  \"baseline\": {},\n  \"runs\": {runs},\n  \"allocators\": [{}],\n  \"workloads\": [",
+        "{{\n  \"baseline\": {},\n  \"runs\": {runs},\n  \"allocators\": [{}],\n  \"interpreter\": {interpreter},\n  \"workloads\": [",
         json_string(BASELINE),
         names.join(", ")
     );

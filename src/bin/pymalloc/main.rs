@@ -1,10 +1,12 @@
 //! The `pymalloc` command: `pymalloc run [--stats] [--debug] [--verbose] -- CMD…` runs a
 //! command with the library preloaded; `pymalloc compare [-n RUNS] [--svg FILE]
 //! [--json FILE] [-- CMD…]` compares allocators on it; `pymalloc chart` draws bar charts
-//! described on stdin as SVG. Arguments are parsed by clap.
+//! described on stdin as SVG; `pymalloc interpreter [PYTHON]` says which interpreter and
+//! build (static or shared, PGO, LTO) the measurements run on. Arguments are parsed by clap.
 
 mod chart;
 mod compare;
+mod interpreter;
 mod median;
 mod run;
 
@@ -26,6 +28,7 @@ enum Command {
     Run(run::Args),
     Compare(compare::Args),
     Chart(chart::Args),
+    Interpreter(interpreter::Args),
 }
 
 /// Prints `msg` as an error and returns the exit code for bad usage or a failure.
@@ -87,5 +90,6 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Compare(args) => compare::main(args),
         Command::Chart(args) => chart::main(args),
+        Command::Interpreter(args) => interpreter::main(args),
     }
 }
