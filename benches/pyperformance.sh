@@ -55,7 +55,6 @@ cli=$repo/target/release/pymalloc
 for f in "$lib" "$cli"; do
     [ -f "$f" ] || { echo "$0: no $f (cargo build --release)" >&2; exit 2; }
 done
-lib=$(realpath "$lib")
 # The interpreter itself, not a wrapper (pyenv's shim would be timed too, and preloaded).
 python=$(env -u LD_PRELOAD "$python" -c 'import sys; print(sys.executable)') ||
     { echo "$0: cannot run $python" >&2; exit 2; }
@@ -68,6 +67,9 @@ mkdir -p "$work" "$out"
 out=$(realpath "$out")
 log=$out/log.txt
 : >"$log"
+# A copy of the library is measured: a rebuild during the runs does not change it.
+cp "$lib" "$out/libpymalloc.so"
+lib=$out/libpymalloc.so
 say() { echo "pyperformance.sh: $*" | tee -a "$log" >&2; }
 
 # pyperformance in a venv of the measured interpreter (its version must run it), kept
