@@ -88,7 +88,7 @@ typedef struct pymalloc_stats {
    */
   uint64_t pools_returned;
   /*
-   Empty pools the thread heaps keep for reuse, free lists intact (part of
+   Empty pools the thread heaps keep for reuse (part of
    `pools_in_use`; see "Empty pools" in the heap's documentation).
    */
   uint64_t pools_cached;

@@ -41,7 +41,7 @@
 //!   head word, so it becomes the pool's free list whole, without a block being read.
 //!   Blocks are carved lazily: a pool's never-used blocks are handed out from a bump
 //!   pointer (`fresh`), unread, and only freed blocks are ever on a free list.
-//! - **Empty pools** stay with the heap that emptied them, free lists intact, as far as its
+//! - **Empty pools** stay with the heap that emptied them, as far as its
 //!   recent history justifies: a steady build-and-drop oscillation keeps its pools and
 //!   makes no system call and takes no lock, a one-off burst goes back while it is freed,
 //!   and a decay clock (0.4 s epochs, advanced by the heap's own slow paths) ages what is in

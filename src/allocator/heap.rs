@@ -12,9 +12,13 @@
 //! ## Empty pools
 //!
 //! A pool that becomes empty (and is not the last of its class) leaves its class list. The
-//! heap keeps it, on its *cache* for that class, with its free list as it was: a steady
-//! oscillation (build a structure, drop it, build the next) takes it back with no lock, no
-//! system call and no re-carving, as CPython re-uses a pool that last served the same class.
+//! heap keeps it, on its *cache* for that class, a queue: a steady oscillation (build a
+//! structure, drop it, build the next) takes its pools back with no lock and no system
+//! call, in the order they emptied, and carves each afresh from its first block, so that
+//! consecutive allocations lie at rising addresses, as they did the first time. (Handing
+//! out the pool's old free list instead, as CPython does, reads every block on the way
+//! out and hands them out backwards: twice the allocator's samples and 1.8 times the
+//! collector's in the 10,000-pair Python loop; see `docs/decisions.md`.)
 //! How many the cache may hold (its *budget*) is what recent history justifies:
 //!
 //! - it starts at [`MIN_BUDGET`] pools;
@@ -71,12 +75,13 @@ use core::ptr;
 /// - `large` is, as a wrapping two's-complement count, the fallback blocks this heap's
 ///   threads had served for us minus the foreign pointers they freed (see [`count_large`]);
 ///   only the owner writes it, with a plain load and store.
-/// - `cache[c]` is a stack (through `Pool::next`) of empty pools of class `c` this heap
-///   owns, each `cached`, not `linked`, with `used == 0`; `cache_classes` has bit `c` set
+/// - `cache[c]` heads a queue (through `Pool::next`, its last pool `cache_tail[c]`, null
+///   when empty) of empty pools of class `c` this heap owns, each `cached`, not `linked`,
+///   with `used == 0`; `cache_classes` has bit `c` set
 ///   exactly when it is non-empty; `cached` counts them all, `cached <= budget` unless the
 ///   decay is 0 (then the cache is empty), and `low_water <= cached`.
 /// - `releasing[..nreleasing]` are pools on their way back to the arenas: empty, owned by
-///   this heap still, `cached` too but on no stack; `nreleasing < POOL_BATCH` between calls.
+///   this heap still, `cached` too but on no queue; `nreleasing < POOL_BATCH` between calls.
 #[repr(C)]
 pub struct Heap {
     owner: Owner,
@@ -86,6 +91,7 @@ pub struct Heap {
     large: unmodeled::AtomicUsize,
     /// Empty pools kept for reuse, per class (see the module's "Empty pools").
     cache: [*mut Pool; NUM_CLASSES],
+    cache_tail: [*mut Pool; NUM_CLASSES],
     cache_classes: u32,
     cached: u32,
     /// Most pools the cache may hold.
@@ -141,6 +147,7 @@ crate::allocator::sync::const_unless_loom! {
             slow_events: 0,
             large: unmodeled::AtomicUsize::new(0),
             cache: [ptr::null_mut(); NUM_CLASSES],
+            cache_tail: [ptr::null_mut(); NUM_CLASSES],
             cache_classes: 0,
             cached: 0,
             budget: MIN_BUDGET,
@@ -514,7 +521,7 @@ unsafe fn retire(heap: *mut Heap, pool: *mut Pool) {
     }
 }
 
-/// Pushes the empty `pool` on `heap`'s cache for its class.
+/// Appends the empty `pool` to `heap`'s cache for its class.
 ///
 /// # Safety
 /// As for [`retire`].
@@ -523,15 +530,22 @@ unsafe fn cache_push(heap: *mut Heap, pool: *mut Pool) {
     unsafe {
         let class = class_index(pool);
         (*pool).cached = true;
-        (*pool).next = (*heap).cache[class];
-        (*heap).cache[class] = pool;
+        (*pool).next = ptr::null_mut();
+        let tail = (*heap).cache_tail[class];
+        if tail.is_null() {
+            (*heap).cache[class] = pool;
+        } else {
+            (*tail).next = pool;
+        }
+        (*heap).cache_tail[class] = pool;
         (*heap).cache_classes |= 1 << class;
         (*heap).cached += 1;
     }
 }
 
-/// Pops a pool from `heap`'s cache for `class`, or from any other class's (then set up
-/// afresh for `class`); NULL when the cache is empty. The pool is on no list.
+/// Takes the first pool of `heap`'s cache for `class`, or of any other class's, and sets
+/// it up afresh for `class` (its blocks carved again from the first; the page is not
+/// touched); NULL when the cache is empty. The pool is on no list.
 ///
 /// # Safety
 /// The caller acts as `heap`'s owner; `class < NUM_CLASSES`.
@@ -550,14 +564,13 @@ unsafe fn cache_pop(heap: *mut Heap, class: usize) -> *mut Pool {
         let pool = h.cache[from];
         h.cache[from] = (*pool).next;
         if h.cache[from].is_null() {
+            h.cache_tail[from] = ptr::null_mut();
             h.cache_classes &= !(1 << from);
         }
         h.cached -= 1;
         h.low_water = h.low_water.min(h.cached);
         (*pool).cached = false;
-        if from != class {
-            pool::init(pool, owner(heap), class);
-        }
+        pool::init(pool, owner(heap), class);
         pool
     }
 }
@@ -578,8 +591,8 @@ unsafe fn fetch(heap: *mut Heap, class: usize) -> *mut Pool {
         let room = budget(heap).saturating_sub((*heap).cached) as usize;
         let mut got = [ptr::null_mut(); POOL_BATCH];
         let n = arena::alloc_pools(&mut got[..(room + 1).min(POOL_BATCH)]);
-        // Stacked last first, so that the cache hands them out in address order.
-        for &pool in got[1..n.max(1)].iter().rev() {
+        // In address order, as the cache hands them out.
+        for &pool in got[1..n.max(1)].iter() {
             pool::init(pool, owner(heap), class);
             cache_push(heap, pool);
         }

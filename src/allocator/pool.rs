@@ -166,7 +166,7 @@ pub fn remote_list(word: usize) -> (*mut Block, u32) {
 ///   handed out;
 /// - `linked` is true exactly while the pool is on its owner's class list for `class`;
 ///   `cached` exactly while it is on its owner's cache of empty pools for `class` or in
-///   its release batch, with `used == 0` and its free list as it was left (never both);
+///   its release batch, with `used == 0` (never both);
 ///   a pool neither linked nor cached is parked: it has no block on `free`, `fresh == 0`,
 ///   and `NOTIFY` set or a block on its owner's delayed list;
 /// - `remote` is either exactly `NOTIFY` or a list of blocks (possibly empty) without it,

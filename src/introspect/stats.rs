@@ -70,7 +70,7 @@ pub struct Stats {
     pub pools_free: u64,
     /// Free pools whose memory was returned to the OS.
     pub pools_returned: u64,
-    /// Empty pools the thread heaps keep for reuse, free lists intact (part of
+    /// Empty pools the thread heaps keep for reuse (part of
     /// `pools_in_use`; see "Empty pools" in the heap's documentation).
     pub pools_cached: u64,
     /// Bytes in blocks handed out (class sizes).
