@@ -78,6 +78,29 @@ pub fn owns_arena_of(addr: usize) -> bool {
     table_of(addr) != 0
 }
 
+/// The root, its address taken PC-relative: rustc reaches statics of a crate that is also an
+/// rlib through the GOT, one load more on every free (docs/benchmarks.md, "The fast paths'
+/// code"); the symbol is local to the library, so the linker resolves `lea` directly.
+#[inline(always)]
+fn root() -> &'static [AtomicUsize; ROOT_SLOTS] {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    {
+        let root: *const [AtomicUsize; ROOT_SLOTS];
+        // SAFETY: computes the address of `ROOT` (a `lea`, no memory access).
+        unsafe {
+            core::arch::asm!(
+                "lea {root}, [rip + {sym}]",
+                root = out(reg) root,
+                sym = sym ROOT,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+            &*root
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    &ROOT
+}
+
 /// The header table ([`header_table`]) of our arena containing `addr`, or 0 when `addr` is
 /// in none of ours.
 #[inline(always)]
@@ -92,7 +115,7 @@ pub fn table_of(addr: usize) -> usize {
     if i >= ROOT_SLOTS {
         return 0; // above the 47-bit range
     }
-    let entry = ROOT[i].load(Ordering::Acquire);
+    let entry = root()[i].load(Ordering::Acquire);
     if entry == 0 {
         return 0;
     }
