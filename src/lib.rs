@@ -58,8 +58,12 @@
 //!
 //! Each structure states its invariants where it is defined: [`arena::Arena`] and the
 //! arenas' global state (`arena`), [`pool::Pool`], [`pool::Owner`], [`heap::Heap`],
-//! [`ownership`], [`dispatch`] (the interpreter's struct), and the fallback's counters. [`check::verify`] (C: `pymalloc_check`)
-//! walks everything and checks them; the tests call it between phases.
+//! [`ownership`], [`dispatch`] (the interpreter's struct), and the fallback's counters.
+//! [`check::verify`] (C: `pymalloc_check`) walks everything and checks them; the tests call
+//! it between phases, and `debug_assert!`s check each pool state change as it happens (CI
+//! runs a subset of the tests in the debug profile). Every lock-guarded global is a
+//! [`sync::Locked`], whose data is reached only through its lock's guard; the order in
+//! which the locks nest is in [`fork`].
 //!
 //! ## Layers
 //!
