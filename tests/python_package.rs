@@ -125,6 +125,9 @@ assert [c["size"] for c in s["classes"]] == list(range(16, 513, 16))
 assert s["arenas_current"] > 0 and s["bytes_in_use"] > 0 and s["pools_in_use"] > 0
 assert all(sum(c["occupancy"]) == c["pools"] for c in s["classes"])
 assert s["bytes_stranded"] == s["bytes_resident"] - s["bytes_in_use"] > 0
+p = pymalloc_rs.pinning(top=3)
+assert p.in_pools > 3000 and p.by_site is None and len(p.by_type) == 3, p.by_type
+assert "by type:" in str(p)
 more = [str(i) * 3 for i in range(100000)]
 assert pymalloc_rs.stats()["bytes_in_use"] > s["bytes_in_use"]
 del more

@@ -23,7 +23,7 @@ _CHUNK = 10000
 UNSEEN = "(blocks of no object seen)"
 
 #: The report's name for objects tracemalloc has no traceback for.
-UNTRACED = "(no traceback: allocated before tracemalloc started)"
+UNTRACED = "(no traceback: allocated before tracemalloc started, or from a free list)"
 
 Group = namedtuple(
     "Group", "name objects live_bytes pools pool_bytes stranded_bytes"
