@@ -4,12 +4,15 @@
 # ratios and the geometric mean as markdown. This script makes the venvs; the runs and the
 # table are benches/pyperformance_run.py's. See benches/README.md.
 #
-#   benches/pyperformance.sh [-p PYTHON] [-r ROUNDS] [-b BENCHMARKS] [-o DIR] [-l LOCKFILE]
+#   benches/pyperformance.sh [-p PYTHON] [-r ROUNDS] [-P PROCESSES] [-b BENCHMARKS] [-o DIR]
+#                            [-l LOCKFILE]
 #
 #   -p PYTHON      the interpreter measured (default /usr/bin/python3.11, Debian's PGO + LTO
 #                  build); a pyenv shim is resolved to the interpreter behind it
 #   -r ROUNDS      rounds, at least 3 (default 3); each round runs every benchmark under
 #                  both allocators, back to back, which first swapped every time
+#   -P PROCESSES   pyperf worker processes per run (default: pyperf's for --fast, 10);
+#                  fewer make a round shorter, more rounds make up for them
 #   -b BENCHMARKS  comma-separated pyperformance benchmarks (default: the 24 below)
 #   -o DIR         where the JSON results, logs and the table go
 #                  (default target/pyperformance/<date>-<interpreter>)
@@ -26,6 +29,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 version=${PYPERFORMANCE_VERSION:-1.14.0}
 python=/usr/bin/python3.11
 rounds=3
+processes=
 out=
 lock=
 # No benchmark that needs a package beyond pyperf (no install can fail, nothing but the
@@ -33,13 +37,14 @@ lock=
 benchmarks=async_tree,chaos,comprehensions,coroutines,deepcopy,deltablue,float,gc_collect,gc_traversal,generators,go,hexiom,json_dumps,json_loads,logging,nbody,nqueens,pathlib,pickle_pure_python,raytrace,richards,spectral_norm,unpickle_pure_python,xml_etree
 
 usage() {
-    sed -n '6,16p' "$0" >&2
+    sed -n '6,20p' "$0" >&2
     exit 2
 }
-while getopts p:r:b:o:l:h opt; do
+while getopts p:r:P:b:o:l:h opt; do
     case $opt in
     p) python=$OPTARG ;;
     r) rounds=$OPTARG ;;
+    P) processes=$OPTARG ;;
     b) benchmarks=$OPTARG ;;
     o) out=$OPTARG ;;
     l) lock=$OPTARG ;;
@@ -48,6 +53,7 @@ while getopts p:r:b:o:l:h opt; do
 done
 [ $OPTIND -gt $# ] || usage
 case $rounds in '' | *[!0-9]*) usage ;; esac
+case $processes in *[!0-9]*) usage ;; esac
 [ "$rounds" -ge 3 ] || { echo "$0: -r $rounds: at least 3 rounds (one round swings by 5-10 %)" >&2; exit 2; }
 
 lib=${PYMALLOC_LIB:-$repo/target/release/libpymalloc.so}
@@ -92,4 +98,4 @@ echo "$made" >>"$log"
 
 # The timed runs and the table (benches/pyperformance_run.py).
 "$tool/bin/python" "$repo/benches/pyperformance_run.py" "$python" "$lib" "$rounds" \
-    "$benchmarks" "$out" "$lock" "$described" 2> >(tee -a "$log" >&2)
+    "$benchmarks" "$out" "$lock" "$described" "$processes" 2> >(tee -a "$log" >&2)

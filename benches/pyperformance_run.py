@@ -1,6 +1,8 @@
 """The timed part of benches/pyperformance.sh, run by the venv that holds pyperformance.
 
-usage: pyperformance_run.py PYTHON LIBRARY ROUNDS BENCHMARKS OUTDIR LOCKFILE DESCRIBED
+usage: pyperformance_run.py PYTHON LIBRARY ROUNDS BENCHMARKS OUTDIR LOCKFILE DESCRIBED PROCESSES
+
+(LOCKFILE and PROCESSES may be empty: no lock, pyperf's number of worker processes.)
 
 Runs each benchmark under CPython's pymalloc and under pymalloc-rs (LIBRARY preloaded) back
 to back, the order swapped from one benchmark and round to the next, so that both see the
@@ -68,9 +70,11 @@ def locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_one(bench, venv_python, runid, config, library, loops, log):
+def run_one(bench, venv_python, runid, config, library, loops, processes, log):
     """One pyperf run of `bench` under `config`; the result suite."""
     opts = ["--fast", "--verbose", "--inherit-environ", "LD_PRELOAD,PYMALLOC_VERBOSE"]
+    if processes:
+        opts.append(f"--processes={processes}")
     if bench.name in loops:
         opts.append(f"--loops={loops[bench.name]}")
     for var in ("LD_PRELOAD", "PYMALLOC_VERBOSE", "PYTHONMALLOC"):
@@ -97,7 +101,8 @@ def run_one(bench, venv_python, runid, config, library, loops, log):
     return result, installed
 
 
-def table(out, rounds, described, names):
+def table(out, rounds, described, names, processes):
+    procs = f" with {processes} worker processes" if processes else ""
     def load(config, r):
         suite = pyperf.BenchmarkSuite.load(f"{out}/r{r}-{config}.json")
         return {b.get_name(): b.median() for b in suite.get_benchmarks()}
@@ -112,7 +117,7 @@ def table(out, rounds, described, names):
         f"Interpreter: {described}",
         "",
         f"pyperformance {pyperformance.__version__}, {len(names)} benchmarks, "
-        f"{len(results)} results, `--fast`, {rounds} rounds, the two allocators back to back "
+        f"{len(results)} results, `--fast`{procs}, {rounds} rounds, the two allocators back to back "
         "per benchmark; time: median over rounds of each round's median; ratio: pymalloc-rs "
         "/ CPython pymalloc (lower is better)",
         "",
@@ -141,7 +146,7 @@ def table(out, rounds, described, names):
 
 
 def main():
-    python, library, rounds, names, out, lock, described = sys.argv[1:]
+    python, library, rounds, names, out, lock, described, processes = sys.argv[1:]
     rounds, names = int(rounds), names.split(",")
     manifest = _manifest.load_manifest(None)
     known = {b.name: b for b in manifest.benchmarks}
@@ -164,7 +169,9 @@ def main():
                 for config in order:
                     say(f"round {r}/{rounds}, {name} under {NAMES[config]}, load {loads[-1]}")
                     log = f"{out}/logs/r{r}-{name}-{config}.txt"
-                    result, n = run_one(bench, venv_python, runid, config, library, loops, log)
+                    result, n = run_one(
+                        bench, venv_python, runid, config, library, loops, processes, log
+                    )
                     installs += n
                     for res in result.get_benchmarks():
                         res.update_metadata({"performance_version": pyperformance.__version__})
@@ -182,7 +189,7 @@ def main():
         f"load average (1 min) before each pair: {min(loads)}-{max(loads)}, "
         f"median {statistics.median(loads)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    text = table(out, rounds, described, names)
+    text = table(out, rounds, described, names, processes)
     with open(f"{out}/table.md", "w") as f:
         f.write(text)
     print(text, end="")
