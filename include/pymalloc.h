@@ -43,12 +43,14 @@ typedef struct pymalloc_class_stats {
    The class's pools by occupancy, in tenths: `occupancy[k]` counts the pools whose
    blocks in use are at least `k / 10` and less than `(k + 1) / 10` of the blocks a pool
    of the class holds (`blocks_per_pool`); full pools count in `occupancy[9]`, pools
-   with no block in use in `occupancy[0]`. Sums to `pools`. (10 bins: `OCCUPANCY_BINS`.)
+   with no block in use in `occupancy[0]`. Sums to `pools` less the class's empty pools
+   the heaps keep for reuse (counted in `pools_cached`). (10 bins: `OCCUPANCY_BINS`.)
    */
   uint64_t occupancy[10];
   /*
-   Bytes *stranded* in the class's pools: their pages (`pools` * 4096 bytes, all
-   resident: a pool in use is never decommitted) minus the bytes of the blocks in use
+   Bytes *stranded* in the class's pools: the pages of those `occupancy` counts (4096
+   bytes each, all resident: a pool in use is never decommitted) minus the bytes of the
+   blocks in use
    (`blocks_in_use * size`): free blocks, the never-carved rest and the remainder a
    class size leaves at a page's end. What sparse pools cost beyond their live data.
    */
@@ -116,14 +118,16 @@ typedef struct pymalloc_stats {
   /*
    Bytes of the arenas' pages not given back to the OS: pools in use, free pools not
    returned, and each arena's header page:
-   `(pools_in_use + pools_free - pools_returned + arenas_current) * 4096`. The arenas' share of the resident set, at most: a page
-   never touched since its arena was mapped counts though it is not yet resident.
+   `(pools_in_use + pools_free - pools_returned + arenas_current) * 4096`. The arenas'
+   share of the resident set, at most: a page never touched since its arena was mapped
+   (a pool a heap fetched and has not carved from yet) counts though not yet resident.
    */
   uint64_t bytes_resident;
   /*
    `bytes_resident - bytes_in_use`: resident but holding no live block. The sum of the
-   classes' `bytes_stranded`, plus the free pools not returned yet (only with
-   `PYMALLOC_DECAY_MS=-1`, until `pymalloc_trim`) and the header pages.
+   classes' `bytes_stranded`, plus the empty pools kept by heaps, the free pools not
+   returned yet (only with `PYMALLOC_DECAY_MS=-1`, until `pymalloc_trim`) and the
+   header pages.
    */
   uint64_t bytes_stranded;
   /*

@@ -293,7 +293,7 @@ def format_report(p):
     lines = [
         "pymalloc-rs: which objects keep memory stranded",
         "resident in arenas %s, in live blocks %s, stranded %s "
-        "(in pools in use %s, the rest free pools and arena headers)"
+        "(in pools in use %s, the rest empty pools and arena headers)"
         % (
             _mib(s["bytes_resident"]),
             _mib(s["bytes_in_use"]),

@@ -30,10 +30,12 @@ pub struct ClassStats {
     /// The class's pools by occupancy, in tenths: `occupancy[k]` counts the pools whose
     /// blocks in use are at least `k / 10` and less than `(k + 1) / 10` of the blocks a pool
     /// of the class holds (`blocks_per_pool`); full pools count in `occupancy[9]`, pools
-    /// with no block in use in `occupancy[0]`. Sums to `pools`. (10 bins: `OCCUPANCY_BINS`.)
+    /// with no block in use in `occupancy[0]`. Sums to `pools` less the class's empty pools
+    /// the heaps keep for reuse (counted in `pools_cached`). (10 bins: `OCCUPANCY_BINS`.)
     pub occupancy: [u64; 10],
-    /// Bytes *stranded* in the class's pools: their pages (`pools` * 4096 bytes, all
-    /// resident: a pool in use is never decommitted) minus the bytes of the blocks in use
+    /// Bytes *stranded* in the class's pools: the pages of those `occupancy` counts (4096
+    /// bytes each, all resident: a pool in use is never decommitted) minus the bytes of the
+    /// blocks in use
     /// (`blocks_in_use * size`): free blocks, the never-carved rest and the remainder a
     /// class size leaves at a page's end. What sparse pools cost beyond their live data.
     pub bytes_stranded: u64,
@@ -86,12 +88,14 @@ pub struct Stats {
     pub heaps_abandoned: u64,
     /// Bytes of the arenas' pages not given back to the OS: pools in use, free pools not
     /// returned, and each arena's header page:
-    /// `(pools_in_use + pools_free - pools_returned + arenas_current) * 4096`. The arenas' share of the resident set, at most: a page
-    /// never touched since its arena was mapped counts though it is not yet resident.
+    /// `(pools_in_use + pools_free - pools_returned + arenas_current) * 4096`. The arenas'
+    /// share of the resident set, at most: a page never touched since its arena was mapped
+    /// (a pool a heap fetched and has not carved from yet) counts though not yet resident.
     pub bytes_resident: u64,
     /// `bytes_resident - bytes_in_use`: resident but holding no live block. The sum of the
-    /// classes' `bytes_stranded`, plus the free pools not returned yet (only with
-    /// `PYMALLOC_DECAY_MS=-1`, until `pymalloc_trim`) and the header pages.
+    /// classes' `bytes_stranded`, plus the empty pools kept by heaps, the free pools not
+    /// returned yet (only with `PYMALLOC_DECAY_MS=-1`, until `pymalloc_trim`) and the
+    /// header pages.
     pub bytes_stranded: u64,
     /// Per size class (32, `NUM_CLASSES`; a literal so that the C header spells it).
     pub classes: [ClassStats; 32],
@@ -136,7 +140,8 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
                 // SAFETY: a pool in use of a mapped arena; the arena lock keeps it mapped.
                 let (class, used, heap) = unsafe { pool::snapshot(pool::header(base, i)) };
                 // SAFETY: as above.
-                s.pools_cached += u64::from(unsafe { pool::is_cached(pool::header(base, i)) });
+                let cached = unsafe { pool::is_cached(pool::header(base, i)) };
+                s.pools_cached += u64::from(cached);
                 if class < NUM_CLASSES {
                     let cs = &mut s.classes[class];
                     let capacity = blocks_per_pool(class) as u64;
@@ -144,7 +149,11 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
                     cs.pools += 1;
                     cs.blocks_in_use += used;
                     cs.blocks_free += capacity - used;
-                    cs.occupancy[occupancy_bin(used, capacity)] += 1;
+                    // A kept empty pool serves no class (any class may take it next): it
+                    // counts in the total stranded bytes, not in the class's.
+                    if !cached {
+                        cs.occupancy[occupancy_bin(used, capacity)] += 1;
+                    }
                     if let Some(k) = index_of(heap) {
                         per_heap[k].pools += 1;
                         per_heap[k].blocks_in_use += used;
@@ -164,7 +173,9 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
     s.pools_returned = counts.pools_decommitted;
     s.bytes_mapped = counts.current * ARENA_SIZE as u64;
     for c in s.classes.iter_mut() {
-        c.bytes_stranded = resident_pools(c.pools) * POOL_SIZE as u64 - c.blocks_in_use * c.size;
+        let serving: u64 = c.occupancy.iter().sum();
+        c.bytes_stranded =
+            (resident_pools(serving) * POOL_SIZE as u64).saturating_sub(c.blocks_in_use * c.size);
     }
     s.bytes_in_use = s.classes.iter().map(|c| c.blocks_in_use * c.size).sum();
     s.bytes_resident = (resident_pools(s.pools_in_use) + s.pools_free - s.pools_returned
@@ -402,7 +413,8 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
 /// [`ClassStats::occupancy`]) and the bytes stranded in them, in the per-class table's
 /// layout.
 fn occupancy_table(o: &mut String, s: &Stats) {
-    o.push_str("Pools by blocks in use, in tenths of a pool (column 10% = 10% to 19.9%):\n\n");
+    o.push_str("Pools by blocks in use, in tenths of a pool (column 10% = 10% to 19.9%;\n");
+    o.push_str("empty pools kept by heaps not counted):\n\n");
     o.push_str("class   size   num pools ");
     for k in 0..OCCUPANCY_BINS {
         let _ = write!(o, "{:>6}", format!("{}%", k * 100 / OCCUPANCY_BINS));
@@ -414,7 +426,12 @@ fn occupancy_table(o: &mut String, s: &Stats) {
     o.push_str("   --------------\n");
     for (i, c) in s.classes.iter().enumerate() {
         if c.pools > 0 {
-            let _ = write!(o, "{i:5} {:6} {:11} ", c.size, c.pools);
+            let _ = write!(
+                o,
+                "{i:5} {:6} {:11} ",
+                c.size,
+                c.occupancy.iter().sum::<u64>()
+            );
             for n in c.occupancy {
                 let _ = write!(o, "{n:6}");
             }
