@@ -9,7 +9,7 @@
 
 use super::prereq::Missing;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The minor versions of CPython 3 the root holds.
@@ -107,13 +107,5 @@ impl Place {
         }
         c.arg(cmd.get_program()).args(cmd.get_args());
         c
-    }
-
-    /// The root's directory, if this is inside it.
-    pub fn root(&self) -> Option<&Path> {
-        match self {
-            Place::Here => None,
-            Place::DebianRoot(r) => Some(r),
-        }
     }
 }
