@@ -28,7 +28,7 @@ typedef struct pymalloc_class_stats {
    */
   uint64_t size;
   /*
-   Pools serving the class.
+   Pools serving the class (not the empty ones kept for reuse: `pools_cached`).
    */
   uint64_t pools;
   /*
@@ -43,8 +43,7 @@ typedef struct pymalloc_class_stats {
    The class's pools by occupancy, in tenths: `occupancy[k]` counts the pools whose
    blocks in use are at least `k / 10` and less than `(k + 1) / 10` of the blocks a pool
    of the class holds (`blocks_per_pool`); full pools count in `occupancy[9]`, pools
-   with no block in use in `occupancy[0]`. Sums to `pools` less the class's empty pools
-   the heaps keep for reuse (counted in `pools_cached`). (10 bins: `OCCUPANCY_BINS`.)
+   with no block in use in `occupancy[0]`. Sums to `pools`. (10 bins: `OCCUPANCY_BINS`.)
    */
   uint64_t occupancy[10];
   /*

@@ -77,7 +77,7 @@ use core::ptr;
 ///   only the owner writes it, with a plain load and store.
 /// - `cache[c]` heads a queue (through `Pool::next`, its last pool `cache_tail[c]`, null
 ///   when empty) of empty pools of class `c` this heap owns, each `cached`, not `linked`,
-///   with `used == 0`; `cache_classes` has bit `c` set
+///   with `used == 0` and a null `heap` (see [`Pool::heap`]); `cache_classes` has bit `c` set
 ///   exactly when it is non-empty; `cached` counts them all, `cached <= budget` unless the
 ///   decay is 0 (then the cache is empty), and `low_water <= cached`.
 /// - `releasing[..nreleasing]` are pools on their way back to the arenas: empty, owned by
@@ -530,6 +530,7 @@ unsafe fn cache_push(heap: *mut Heap, pool: *mut Pool) {
     unsafe {
         let class = class_index(pool);
         (*pool).cached = true;
+        (*pool).heap = ptr::null_mut(); // a free into it is a double free: caught
         (*pool).next = ptr::null_mut();
         let tail = (*heap).cache_tail[class];
         if tail.is_null() {
@@ -613,6 +614,7 @@ unsafe fn release(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
         (*pool).cached = true;
+        (*pool).heap = ptr::null_mut(); // as in the cache
         let h = &mut *heap;
         h.releasing[h.nreleasing as usize % POOL_BATCH] = pool;
         h.nreleasing += 1;

@@ -166,7 +166,7 @@ pub fn remote_list(word: usize) -> (*mut Block, u32) {
 ///   handed out;
 /// - `linked` is true exactly while the pool is on its owner's class list for `class`;
 ///   `cached` exactly while it is on its owner's cache of empty pools for `class` or in
-///   its release batch, with `used == 0` (never both);
+///   its release batch, with `used == 0` and a null `heap` (never both);
 ///   a pool neither linked nor cached is parked: it has no block on `free`, `fresh == 0`,
 ///   and `NOTIFY` set or a block on its owner's delayed list;
 /// - `remote` is either exactly `NOTIFY` or a list of blocks (possibly empty) without it,
@@ -189,7 +189,9 @@ pub struct Pool {
     /// pools").
     pub cached: bool,
     _pad: u8,
-    /// The owning heap (its [`Owner`] part); null while the pool is free in its arena.
+    /// The owning heap (its [`Owner`] part); null while the pool is free in its arena, and
+    /// while it is kept empty by a heap (`cached`): a free into such a pool is a double
+    /// free, and the null sends it to the free path's check instead of onto a free list.
     pub heap: *mut Owner,
     /// Blocks freed by other threads: a list head and its length, or the [`NOTIFY`] bit.
     pub remote: AtomicUsize,

@@ -122,7 +122,12 @@ unsafe fn check_heap(
             n += 1;
             // SAFETY: pools on a live heap's cache are in use.
             let p = unsafe { &*pool };
-            if p.class as usize != class || !p.cached || p.linked || p.used != 0 {
+            if p.class as usize != class
+                || !p.cached
+                || p.linked
+                || p.used != 0
+                || !p.heap.is_null()
+            {
                 return Err(format!(
                     "heap {h:p}: pool {pool:p} misfiled on cache {class}"
                 ));
@@ -139,7 +144,12 @@ unsafe fn check_heap(
     for pool in releasing {
         // SAFETY: as above.
         let p = unsafe { &*pool };
-        if !p.cached || p.linked || p.used != 0 || !kept.insert(pool as usize) {
+        if !p.cached
+            || p.linked
+            || p.used != 0
+            || !p.heap.is_null()
+            || !kept.insert(pool as usize)
+        {
             return Err(format!(
                 "heap {h:p}: pool {pool:p} misfiled in the release batch"
             ));
@@ -224,7 +234,8 @@ unsafe fn check_pool(
     // SAFETY: per the caller.
     let p = unsafe { &*pool };
     let class = p.class as usize;
-    if class >= NUM_CLASSES || !heaps.contains(&(p.heap as usize)) {
+    // A kept empty pool names no heap (its heap's cache lists it, checked there).
+    if class >= NUM_CLASSES || (!p.cached && !heaps.contains(&(p.heap as usize))) {
         return Err(format!(
             "pool {pool:p}: class {class} / heap {:p} invalid",
             p.heap

@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 pub struct ClassStats {
     /// Block size of the class.
     pub size: u64,
-    /// Pools serving the class.
+    /// Pools serving the class (not the empty ones kept for reuse: `pools_cached`).
     pub pools: u64,
     /// Blocks handed out.
     pub blocks_in_use: u64,
@@ -30,8 +30,7 @@ pub struct ClassStats {
     /// The class's pools by occupancy, in tenths: `occupancy[k]` counts the pools whose
     /// blocks in use are at least `k / 10` and less than `(k + 1) / 10` of the blocks a pool
     /// of the class holds (`blocks_per_pool`); full pools count in `occupancy[9]`, pools
-    /// with no block in use in `occupancy[0]`. Sums to `pools` less the class's empty pools
-    /// the heaps keep for reuse (counted in `pools_cached`). (10 bins: `OCCUPANCY_BINS`.)
+    /// with no block in use in `occupancy[0]`. Sums to `pools`. (10 bins: `OCCUPANCY_BINS`.)
     pub occupancy: [u64; 10],
     /// Bytes *stranded* in the class's pools: the pages of those `occupancy` counts (4096
     /// bytes each, all resident: a pool in use is never decommitted) minus the bytes of the
@@ -140,8 +139,11 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
                 // SAFETY: a pool in use of a mapped arena; the arena lock keeps it mapped.
                 let (class, used, heap) = unsafe { pool::snapshot(pool::header(base, i)) };
                 // SAFETY: as above.
-                let cached = unsafe { pool::is_cached(pool::header(base, i)) };
-                s.pools_cached += u64::from(cached);
+                if unsafe { pool::is_cached(pool::header(base, i)) } {
+                    // Kept empty for reuse: serves no class now (its own line).
+                    s.pools_cached += 1;
+                    continue;
+                }
                 if class < NUM_CLASSES {
                     let cs = &mut s.classes[class];
                     let capacity = blocks_per_pool(class) as u64;
@@ -149,11 +151,7 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
                     cs.pools += 1;
                     cs.blocks_in_use += used;
                     cs.blocks_free += capacity - used;
-                    // A kept empty pool serves no class (any class may take it next): it
-                    // counts in the total stranded bytes, not in the class's.
-                    if !cached {
-                        cs.occupancy[occupancy_bin(used, capacity)] += 1;
-                    }
+                    cs.occupancy[occupancy_bin(used, capacity)] += 1;
                     if let Some(k) = index_of(heap) {
                         per_heap[k].pools += 1;
                         per_heap[k].blocks_in_use += used;
@@ -344,7 +342,6 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     line(&mut o, "# arenas reclaimed", s.arenas_reclaimed);
     line(&mut o, "# arenas highwater mark", s.arenas_highwater);
     line(&mut o, "# arenas allocated current", s.arenas_current);
-    line(&mut o, "# empty pools kept by heaps", s.pools_cached);
     line(
         &mut o,
         &format!("{} arenas * {ARENA_SIZE} bytes/arena", s.arenas_current),
@@ -357,8 +354,9 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     let headers = s.pools_in_use * POOL_HEADER_SIZE as u64;
     let arena_headers = s.arenas_current * POOL_SIZE as u64 - headers;
     // Saturating: the per-class figures are a snapshot taken while other threads run.
-    let quantization =
-        (s.pools_in_use * POOL_SIZE as u64).saturating_sub(s.bytes_in_use + free_bytes);
+    let kept = s.pools_cached * POOL_SIZE as u64;
+    let quantization = ((s.pools_in_use * POOL_SIZE as u64).saturating_sub(kept))
+        .saturating_sub(s.bytes_in_use + free_bytes);
     let unused = s.pools_free - s.pools_returned;
     line(&mut o, "# bytes in allocated blocks", s.bytes_in_use);
     line(&mut o, "# bytes in available blocks", free_bytes);
@@ -372,6 +370,11 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
         &format!("{} returned pools * {POOL_SIZE} bytes", s.pools_returned),
         s.pools_returned * POOL_SIZE as u64,
     );
+    line(
+        &mut o,
+        &format!("{} kept empty pools * {POOL_SIZE} bytes", s.pools_cached),
+        kept,
+    );
     line(&mut o, "# bytes lost to pool headers", headers);
     line(&mut o, "# bytes lost to arena headers", arena_headers);
     line(&mut o, "# bytes lost to quantization", quantization);
@@ -381,6 +384,7 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
         s.bytes_in_use
             + free_bytes
             + s.pools_free * POOL_SIZE as u64
+            + kept
             + headers
             + arena_headers
             + quantization,
