@@ -144,11 +144,7 @@ unsafe fn check_heap(
     for pool in releasing {
         // SAFETY: as above.
         let p = unsafe { &*pool };
-        if !p.cached
-            || p.linked
-            || p.used != 0
-            || !p.heap.is_null()
-            || !kept.insert(pool as usize)
+        if !p.cached || p.linked || p.used != 0 || !p.heap.is_null() || !kept.insert(pool as usize)
         {
             return Err(format!(
                 "heap {h:p}: pool {pool:p} misfiled in the release batch"
