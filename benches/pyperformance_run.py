@@ -10,10 +10,11 @@ same load on a shared machine; ROUNDS rounds. Each run goes through pyperformanc
 code (its benchmark scripts, pyperf `--fast`, in its benchmark venv for PYTHON), with the
 loop counts of the first run of each benchmark. A run under pymalloc-rs counts only if
 every interpreter process of it (the pyperf master and each worker) said it installed
-itself (`PYMALLOC_VERBOSE=1`); a baseline run must have no such line. Writes every result
-as pyperf JSON (`OUTDIR/rN-cpython.json`, `OUTDIR/rN-pymalloc-rs.json`), each run's output
-(`OUTDIR/logs/`), and prints the markdown table: per benchmark the median over rounds of
-each round's median, their ratio, each round's ratio, and the geometric means.
+itself (`PYMALLOC_VERBOSE=1`); a baseline run must have no such line. Writes each run's
+result as pyperf JSON as soon as it is measured (`OUTDIR/runs/`; run again with the same
+OUTDIR, the script measures only what is missing) and its output (`OUTDIR/logs/`), and
+prints the markdown table: per benchmark the median over rounds of each round's median,
+their ratio, each round's ratio, and the geometric means.
 """
 
 import contextlib
@@ -71,12 +72,13 @@ def locked(path):
 
 
 def run_one(bench, venv_python, runid, config, library, loops, processes, log):
-    """One pyperf run of `bench` under `config`; the result suite."""
+    """One pyperf run of `bench` under `config` (`loops` per value if not None); the
+    result suite and the number of processes pymalloc-rs installed itself in."""
     opts = ["--fast", "--verbose", "--inherit-environ", "LD_PRELOAD,PYMALLOC_VERBOSE"]
     if processes:
         opts.append(f"--processes={processes}")
-    if bench.name in loops:
-        opts.append(f"--loops={loops[bench.name]}")
+    if loops:
+        opts.append(f"--loops={loops}")
     for var in ("LD_PRELOAD", "PYMALLOC_VERBOSE", "PYTHONMALLOC"):
         os.environ.pop(var, None)
     if config == "pymalloc-rs":
@@ -102,12 +104,22 @@ def run_one(bench, venv_python, runid, config, library, loops, processes, log):
 
 
 def table(out, rounds, described, names, processes):
+    """The markdown table from the runs measured so far: the benchmarks measured under both
+    allocators in every round (a shorter run says how many rounds it had)."""
     procs = f" with {processes} worker processes" if processes else ""
-    def load(config, r):
-        suite = pyperf.BenchmarkSuite.load(f"{out}/r{r}-{config}.json")
-        return {b.get_name(): b.median() for b in suite.get_benchmarks()}
 
-    data = {c: [load(c, r) for r in range(1, rounds + 1)] for c in CONFIGS}
+    def load(config, r, name):
+        path = run_file(out, r, name, config)
+        if not os.path.exists(path):
+            return None
+        return {b.get_name(): b.median() for b in pyperf.BenchmarkSuite.load(path).get_benchmarks()}
+
+    done = [r for r in range(1, rounds + 1) if all(load(c, r, n) for c in CONFIGS for n in names)]
+    data = {c: [{} for _ in done] for c in CONFIGS}
+    for c in CONFIGS:
+        for k, r in enumerate(done):
+            for n in names:
+                data[c][k].update(load(c, r, n))
     results = sorted(set.intersection(*(set(m) for c in CONFIGS for m in data[c])))
 
     def geo(xs):
@@ -117,21 +129,21 @@ def table(out, rounds, described, names, processes):
         f"Interpreter: {described}",
         "",
         f"pyperformance {pyperformance.__version__}, {len(names)} benchmarks, "
-        f"{len(results)} results, `--fast`{procs}, {rounds} rounds, the two allocators back to back "
-        "per benchmark; time: median over rounds of each round's median; ratio: pymalloc-rs "
-        "/ CPython pymalloc (lower is better)",
+        f"{len(results)} results, `--fast`{procs}, {len(done)} rounds, the two allocators back "
+        "to back per benchmark; time: median over rounds of each round's median; ratio: "
+        "pymalloc-rs / CPython pymalloc (lower is better)",
         "",
         "| benchmark | CPython pymalloc (ms) | pymalloc-rs (ms) | ratio | ratio per round |",
         "|---|---|---|---|---|",
     ]
-    ratios, by_round = [], [[] for _ in range(rounds)]
+    ratios, by_round = [], [[] for _ in done]
     for n in results:
         base = statistics.median(m[n] for m in data["cpython"])
         ours = statistics.median(m[n] for m in data["pymalloc-rs"])
         ratios.append(ours / base)
-        each = [data["pymalloc-rs"][r][n] / data["cpython"][r][n] for r in range(rounds)]
-        for r, x in enumerate(each):
-            by_round[r].append(x)
+        each = [data["pymalloc-rs"][k][n] / data["cpython"][k][n] for k in range(len(done))]
+        for k, x in enumerate(each):
+            by_round[k].append(x)
         lines.append(
             f"| {n} | {base * 1e3:.2f} | {ours * 1e3:.2f} | {ours / base:.3f} | "
             + " ".join(f"{x:.3f}" for x in each)
@@ -157,42 +169,52 @@ def main():
     info = _pythoninfo.get_info(python)
     venv_python = _venv.resolve_venv_python(_venv.get_venv_root(get_run_id(info).name, python=info))
     os.makedirs(f"{out}/logs", exist_ok=True)
-    loops, loads, installs = {}, [], 0
+    os.makedirs(f"{out}/runs", exist_ok=True)
+    loads, installs = [], 0
     for r in range(1, rounds + 1):
-        suites = {c: None for c in CONFIGS}
         for i, name in enumerate(names):
             bench = known[name]
             runid = get_run_id(info, bench)
             order = CONFIGS if (r + i) % 2 else CONFIGS[::-1]
+            # A pair already measured (an interrupted run started again) is kept.
+            if all(os.path.exists(run_file(out, r, name, c)) for c in CONFIGS):
+                continue
             with locked(lock):
                 loads.append(float(open("/proc/loadavg").read().split()[0]))
                 for config in order:
                     say(f"round {r}/{rounds}, {name} under {NAMES[config]}, load {loads[-1]}")
                     log = f"{out}/logs/r{r}-{name}-{config}.txt"
                     result, n = run_one(
-                        bench, venv_python, runid, config, library, loops, processes, log
+                        bench, venv_python, runid, config, library, loops(out, name), processes, log
                     )
                     installs += n
-                    for res in result.get_benchmarks():
-                        res.update_metadata({"performance_version": pyperformance.__version__})
-                        if suites[config] is None:
-                            suites[config] = pyperf.BenchmarkSuite([res])
-                        else:
-                            suites[config].add_benchmark(res)
-                        meta = res.get_metadata()
-                        if res.get_name() == name and "loops" in meta:
-                            loops.setdefault(name, meta["loops"])
-        for config in CONFIGS:
-            suites[config].dump(f"{out}/r{r}-{config}.json", replace=True)
-    say(
-        f"pymalloc-rs installed itself in all {installs} interpreter processes of its runs; "
-        f"load average (1 min) before each pair: {min(loads)}-{max(loads)}, "
-        f"median {statistics.median(loads)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-    )
+                    result.dump(run_file(out, r, name, config), replace=True)
+    if loads:
+        say(
+            f"pymalloc-rs installed itself in all {installs} interpreter processes of its runs; "
+            f"load average (1 min) before each pair: {min(loads)}-{max(loads)}, "
+            f"median {statistics.median(loads)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        )
     text = table(out, rounds, described, names, processes)
     with open(f"{out}/table.md", "w") as f:
         f.write(text)
     print(text, end="")
+
+
+def run_file(out, r, name, config):
+    return f"{out}/runs/r{r}-{name}-{config}.json"
+
+
+def loops(out, name):
+    """The loop count of the first run of `name` (round 1, either allocator), if any."""
+    for config in CONFIGS:
+        path = run_file(out, 1, name, config)
+        if os.path.exists(path):
+            for res in pyperf.BenchmarkSuite.load(path).get_benchmarks():
+                meta = res.get_metadata()
+                if res.get_name() == name and "loops" in meta:
+                    return meta["loops"]
+    return None
 
 
 if __name__ == "__main__":
