@@ -9,8 +9,9 @@
 #
 #   -p PYTHON      the interpreter measured (default /usr/bin/python3.11, Debian's PGO + LTO
 #                  build); a pyenv shim is resolved to the interpreter behind it
-#   -r ROUNDS      rounds, at least 3 (default 3); each round runs every benchmark under
-#                  both allocators, back to back, which first swapped every time
+#   -r ROUNDS      rounds, at least 3 (default 3): each benchmark runs ROUNDS times under
+#                  both allocators, back to back, which first swapped every time; one
+#                  benchmark's rounds run together, so a run cut short leaves whole ones
 #   -P PROCESSES   pyperf worker processes per run (default: pyperf's for --fast, 10);
 #                  fewer make a round shorter, more rounds make up for them
 #   -b BENCHMARKS  comma-separated pyperformance benchmarks (default: the 24 below)

@@ -5,8 +5,8 @@ usage: pyperformance_run.py PYTHON LIBRARY ROUNDS BENCHMARKS OUTDIR LOCKFILE DES
 (LOCKFILE and PROCESSES may be empty: no lock, pyperf's number of worker processes.)
 
 Runs each benchmark under CPython's pymalloc and under pymalloc-rs (LIBRARY preloaded) back
-to back, the order swapped from one benchmark and round to the next, so that both see the
-same load on a shared machine; ROUNDS rounds. Each run goes through pyperformance's own
+to back, the order swapped from one round and benchmark to the next, so that both see the
+same load on a shared machine; ROUNDS rounds of one benchmark, then the next benchmark. Each run goes through pyperformance's own
 code (its benchmark scripts, pyperf `--fast`, in its benchmark venv for PYTHON), with the
 loop counts of the first run of each benchmark. A run under pymalloc-rs counts only if
 every interpreter process of it (the pyperf master and each worker) said it installed
@@ -105,7 +105,7 @@ def run_one(bench, venv_python, runid, config, library, loops, processes, log):
 
 def table(out, rounds, described, names, processes):
     """The markdown table from the runs measured so far: the benchmarks measured under both
-    allocators in every round (a shorter run says how many rounds it had)."""
+    allocators in every round (a run cut short says how many it had)."""
     procs = f" with {processes} worker processes" if processes else ""
 
     def load(config, r, name):
@@ -114,13 +114,16 @@ def table(out, rounds, described, names, processes):
             return None
         return {b.get_name(): b.median() for b in pyperf.BenchmarkSuite.load(path).get_benchmarks()}
 
-    done = [r for r in range(1, rounds + 1) if all(load(c, r, n) for c in CONFIGS for n in names)]
-    data = {c: [{} for _ in done] for c in CONFIGS}
+    complete = [n for n in names if all(load(c, r, n) for c in CONFIGS for r in range(1, rounds + 1))]
+    data = {c: [{} for _ in range(rounds)] for c in CONFIGS}
     for c in CONFIGS:
-        for k, r in enumerate(done):
-            for n in names:
-                data[c][k].update(load(c, r, n))
+        for r in range(rounds):
+            for n in complete:
+                data[c][r].update(load(c, r + 1, n))
     results = sorted(set.intersection(*(set(m) for c in CONFIGS for m in data[c])))
+    if not results:
+        return f"Interpreter: {described}\n\nno benchmark measured in all {rounds} rounds yet\n"
+    done = range(rounds)
 
     def geo(xs):
         return math.exp(sum(map(math.log, xs)) / len(xs))
@@ -128,8 +131,8 @@ def table(out, rounds, described, names, processes):
     lines = [
         f"Interpreter: {described}",
         "",
-        f"pyperformance {pyperformance.__version__}, {len(names)} benchmarks, "
-        f"{len(results)} results, `--fast`{procs}, {len(done)} rounds, the two allocators back "
+        f"pyperformance {pyperformance.__version__}, {len(complete)} of {len(names)} benchmarks, "
+        f"{len(results)} results, `--fast`{procs}, {rounds} rounds, the two allocators back "
         "to back per benchmark; time: median over rounds of each round's median; ratio: "
         "pymalloc-rs / CPython pymalloc (lower is better)",
         "",
@@ -171,8 +174,9 @@ def main():
     os.makedirs(f"{out}/logs", exist_ok=True)
     os.makedirs(f"{out}/runs", exist_ok=True)
     loads, installs = [], 0
-    for r in range(1, rounds + 1):
-        for i, name in enumerate(names):
+    # Benchmark by benchmark, its rounds together: a run cut short leaves whole benchmarks.
+    for i, name in enumerate(names):
+        for r in range(1, rounds + 1):
             bench = known[name]
             runid = get_run_id(info, bench)
             order = CONFIGS if (r + i) % 2 else CONFIGS[::-1]
