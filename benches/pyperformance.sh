@@ -16,7 +16,8 @@
 #                  fewer make a round shorter, more rounds make up for them
 #   -b BENCHMARKS  comma-separated pyperformance benchmarks (default: the 24 below)
 #   -o DIR         where the JSON results, logs and the table go
-#                  (default target/pyperformance/<date>-<interpreter>)
+#                  (default target/pyperformance/<date>-<interpreter>; the same DIR again
+#                  measures only what is missing there)
 #   -l LOCKFILE    hold this flock(2) lock around each benchmark's pair of runs (a machine
 #                  shared with other benchmarks)
 #
@@ -38,7 +39,7 @@ lock=
 benchmarks=async_tree,chaos,comprehensions,coroutines,deepcopy,deltablue,float,gc_collect,gc_traversal,generators,go,hexiom,json_dumps,json_loads,logging,nbody,nqueens,pathlib,pickle_pure_python,raytrace,richards,spectral_norm,unpickle_pure_python,xml_etree
 
 usage() {
-    sed -n '6,20p' "$0" >&2
+    sed -n '7,22p' "$0" >&2
     exit 2
 }
 while getopts p:r:P:b:o:l:h opt; do
