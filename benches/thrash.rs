@@ -1,16 +1,17 @@
-//! Build-and-drop oscillation (issue 13, part 1): the cost of a working set that grows and
+//! Build-and-drop oscillation: the cost of a working set that grows and
 //! shrinks again and again, and the system calls it makes per cycle.
 //!
 //! - C: a loop that allocates N blocks of 64 bytes and frees them all, repeated, for
 //!   N = 4k … 131k (one to eight arenas), against CPython 3.11's pymalloc, glibc and
-//!   mimalloc: nanoseconds per malloc+free pair (median of fresh child processes,
+//!   mimalloc: CPU nanoseconds (user and system, so that waiting for a core on a busy
+//!   machine does not count) per malloc+free pair (median of fresh child processes,
 //!   allocators alternating), and `mmap`/`munmap`/`madvise` calls per cycle (counted by
 //!   `strace -c` over two cycle counts, 1.2 s (three decay epochs) apart, so start-up
 //!   cancels out and the decay's own give-back would show).
 //! - Python: CPython 3.11 building a list of N `(i, {'a': i})` pairs and dropping it,
 //!   4M objects in all, for N = 2k … 200k, under CPython's pymalloc, pymalloc-rs
 //!   (`LD_PRELOAD`), glibc (`PYTHONMALLOC=malloc`) and mimalloc (preloaded, with
-//!   `PYTHONMALLOC=malloc`): nanoseconds per object.
+//!   `PYTHONMALLOC=malloc`): CPU nanoseconds per object.
 //!
 //! - Idle after a burst: CPython 3.11 builds 1.5M tuples, dicts, lists and strings, keeps
 //!   a random 0 %, 1 % or 10 % of them, drops the rest and runs `gc.collect()`; then RSS held
@@ -28,7 +29,6 @@ mod median_of;
 use common::{load, Alloc};
 use median_of::median;
 use std::process::Command;
-use std::time::Instant;
 
 /// Blocks per cycle of the C loop.
 const C_SIZES: [usize; 5] = [4_000, 8_000, 16_000, 33_000, 131_000];
@@ -43,11 +43,11 @@ const C_ALLOCS: [&str; 4] = ["cpython-pymalloc", "pymalloc-rs", "glibc", "mimall
 const PY_LOOP: &str = "
 import sys, time
 n = int(sys.argv[1]); cycles = max(1, 4_000_000 // (2 * n))
-t = time.perf_counter()
+t = time.process_time()
 for _ in range(cycles):
     l = [(i, {'a': i}) for i in range(n)]
     del l
-print((time.perf_counter() - t) * 1e9 / (cycles * n * 2))
+print((time.process_time() - t) * 1e9 / (cycles * n * 2))
 ";
 
 /// Fractions of the burst's objects kept.
@@ -75,6 +75,18 @@ while time.monotonic() - t < 1.0:
 print(now, idle, rss() - start)
 ";
 
+/// CPU seconds this process has used (user and system): unlike wall time, not inflated by
+/// waiting for a core on a busy shared machine.
+fn cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid out-parameter; the clock id always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
 /// Child: `cycles` rounds of allocating `n` 64-byte blocks and freeing them all, after one
 /// warm-up round. Prints nanoseconds per pair.
 fn c_child(a: &Alloc, n: usize, cycles: usize) {
@@ -89,11 +101,11 @@ fn c_child(a: &Alloc, n: usize, cycles: usize) {
         }
     };
     round(&mut blocks);
-    let t = Instant::now();
+    let t = cpu_seconds();
     for _ in 0..cycles {
         round(&mut blocks);
     }
-    println!("{}", t.elapsed().as_secs_f64() * 1e9 / (cycles * n) as f64);
+    println!("{}", (cpu_seconds() - t) * 1e9 / (cycles * n) as f64);
 }
 
 /// Runs this executable as a C child; `strace` counts its memory system calls when given.
@@ -226,7 +238,7 @@ fn main() {
         eprintln!("strace not found: no system call counts (apt-get install strace)");
     }
 
-    println!("## C: allocate N × 64 B, free them all, repeat (ns per pair, median of {runs}; memory system calls per cycle)\n");
+    println!("## C: allocate N × 64 B, free them all, repeat (CPU ns per pair, median of {runs}; memory system calls per cycle)\n");
     print!("| N |");
     for name in &allocs {
         print!(" {name} | ratio | calls/cycle |");
@@ -268,7 +280,7 @@ fn main() {
             }
         })
         .collect();
-    println!("\n## Python 3.11: build a list of N `(i, {{'a': i}})` pairs, drop it, 4M objects in all (ns per object, median of {runs})\n");
+    println!("\n## Python 3.11: build a list of N `(i, {{'a': i}})` pairs, drop it, 4M objects in all (CPU ns per object, median of {runs})\n");
     print!("| N |");
     for (name, _) in &envs {
         print!(" {name} | ratio |");

@@ -1188,3 +1188,86 @@ pub unsafe fn delayed_of(heap: *mut Heap) -> *mut Block {
     // SAFETY: per the caller.
     unsafe { (*heap).owner.delayed.load(Ordering::Acquire) }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A heap of the test's own (heaps are never freed), for the policy's numbers.
+    fn test_heap() -> *mut Heap {
+        let h = crate::allocator::meta::alloc::<Heap>();
+        assert!(!h.is_null());
+        // SAFETY: fresh metadata memory, sized and aligned for a heap.
+        unsafe { h.write(blank_heap()) };
+        h
+    }
+
+    /// Takes `n` pools of class 3 the way `refill` does: the cache first, then the arenas.
+    ///
+    /// # Safety
+    /// The caller owns `h`.
+    unsafe fn take(h: *mut Heap, n: usize) -> Vec<*mut Pool> {
+        (0..n)
+            .map(|_| {
+                // SAFETY: per the caller.
+                let p = unsafe { cache_pop(h, 3) };
+                if p.is_null() {
+                    // SAFETY: per the caller.
+                    unsafe { fetch(h, 3) }
+                } else {
+                    p
+                }
+            })
+            .inspect(|p| assert!(!p.is_null()))
+            .collect()
+    }
+
+    #[test]
+    fn the_budget_follows_reuse_and_idleness() {
+        // (No unit test changes the decay setting: the library's default holds here.)
+        assert_eq!(arena::decay_ms(), arena::DEFAULT_DECAY_MS);
+        let h = test_heap();
+        // SAFETY: this test owns `h`; the pools are empty and on no list when retired.
+        unsafe {
+            // A first cycle of 40 pools: fetched in batches, the extras cached.
+            let pools = take(h, 40);
+            assert_eq!((*h).budget, MIN_BUDGET, "no reuse seen yet");
+            let owned = 40 + (*h).cached;
+            for &p in &pools {
+                retire(h, p);
+            }
+            // The budget keeps 16; the rest went back (overflow), nothing waits in a batch
+            // beyond one.
+            assert_eq!((*h).cached, MIN_BUDGET);
+            assert_eq!((*h).overflow, owned - MIN_BUDGET);
+            assert!(((*h).nreleasing as usize) < POOL_BATCH);
+            // The second cycle fetches them back: that justifies keeping them.
+            let pools = take(h, 40);
+            for &p in &pools {
+                retire(h, p);
+            }
+            assert_eq!((*h).overflow, 0, "the second cycle was kept whole");
+            assert!((*h).budget >= 40 && (*h).cached >= 40, "{}", (*h).cached);
+            let kept = (*h).cached;
+            // A third cycle touches 10 pools only, across a whole epoch: the pools it left
+            // unused all along (its low-water mark) go back at the epoch's end, and the
+            // budget shrinks by as many.
+            let start = 1_000_000;
+            age_cache(h, start); // an epoch begins
+            assert_eq!((*h).low_water, kept);
+            let few = take(h, 10);
+            for &p in &few {
+                retire(h, p);
+            }
+            let budget = (*h).budget;
+            age_cache(h, start + u64::from(arena::DEFAULT_DECAY_MS) - 1);
+            assert_eq!((*h).cached, kept, "before the epoch's end nothing moves");
+            age_cache(h, start + u64::from(arena::DEFAULT_DECAY_MS));
+            assert_eq!((*h).cached, 10, "only the pools used in the epoch stay");
+            assert_eq!((*h).budget, (budget - (kept - 10)).max(MIN_BUDGET));
+            shrink_cache(h, u32::MAX);
+            assert_eq!((*h).cached, 0);
+            assert_eq!((*h).nreleasing, 0);
+        }
+    }
+}
