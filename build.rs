@@ -3,16 +3,8 @@
 //! The header is written to `$OUT_DIR/pymalloc.h`. With `PYMALLOC_BLESS=1`,
 //! `include/pymalloc.h` is refreshed too when it differs; otherwise the committed copy is
 //! left alone and `tests/header.rs` fails if it is stale, on every machine.
-//!
-//! With the `wheel` feature (maturin, pyproject.toml) it also builds the C library into
-//! `$OUT_DIR/libpymalloc.so`, which maturin copies into the wheel's `pymalloc_rs/` package.
-//! Cargo builds only the rlib of a library that a binary uses, and maturin's `bin` bindings
-//! build only the binary, so the cdylib comes from a nested `cargo build --lib` of this
-//! package (without default features: no clap, no `wheel`, so no recursion) in a target
-//! directory of its own under `OUT_DIR` (the outer build holds the lock on its own).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 fn main() {
     let crate_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -35,10 +27,6 @@ fn main() {
         .generate()
         .expect("cbindgen generates the header");
     bindings.write_to_file(&out);
-
-    if std::env::var_os("CARGO_FEATURE_WHEEL").is_some() {
-        bundle_library(&crate_dir, out.parent().unwrap());
-    }
 
     if std::env::var_os("PYMALLOC_BLESS").is_some_and(|v| v == "1") {
         let committed = crate_dir.join("include").join("pymalloc.h");
@@ -66,48 +54,4 @@ fn static_unwinder_for_the_cdylib() {
     )
     .unwrap();
     println!("cargo:rustc-cdylib-link-arg=-L{}", dir.display());
-}
-
-/// Builds `libpymalloc.so` with this build's profile and target into `out/libpymalloc.so`.
-fn bundle_library(crate_dir: &Path, out: &Path) {
-    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("cargo sets {k}"));
-    let target = env("TARGET");
-    let target_dir = out.join("lib");
-    let mut cmd = Command::new(env("CARGO"));
-    cmd.arg("build")
-        .arg("--lib")
-        .arg("--no-default-features")
-        .arg("--manifest-path")
-        .arg(crate_dir.join("Cargo.toml"))
-        .arg("--target")
-        .arg(&target)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    // Cargo tells a build script its features through CARGO_FEATURE_*; the nested build
-    // would inherit them, see `wheel` again and recurse without end.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("CARGO_FEATURE_") {
-            cmd.env_remove(k);
-        }
-    }
-    // PROFILE is "release" for release-based profiles, "debug" otherwise.
-    let profile = env("PROFILE");
-    if profile == "release" {
-        cmd.arg("--release");
-    }
-    // A build script's stdout is read as instructions to cargo: keep the nested one's away.
-    let status = cmd
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("cargo runs");
-    assert!(
-        status.success(),
-        "building libpymalloc.so for the wheel failed"
-    );
-    let built = target_dir
-        .join(&target)
-        .join(&profile)
-        .join("libpymalloc.so");
-    std::fs::copy(&built, out.join("libpymalloc.so"))
-        .unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
 }

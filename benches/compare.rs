@@ -116,7 +116,7 @@ fn child_cmd(spec: &str, preload: Option<&str>) -> Command {
     c
 }
 
-#[path = "../src/bin/pymalloc/median.rs"]
+#[path = "../cli/src/median.rs"]
 mod median_of;
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -15,7 +15,7 @@
 
 mod common;
 
-#[path = "../src/bin/pymalloc/median.rs"]
+#[path = "../cli/src/median.rs"]
 mod median_of;
 
 use median_of::median;

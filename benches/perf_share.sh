@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The allocator's share of CPU time (issue 13) in CPython 3.11 running the bundled Python
-# workloads (src/bin/pymalloc/workloads/*.py): `perf record -e cpu-clock` samples of each
+# workloads (cli/src/workloads/*.py): `perf record -e cpu-clock` samples of each
 # run, under CPython's own pymalloc (no preload) and under pymalloc-rs
 # (LD_PRELOAD=target/release/libpymalloc.so). Prints a markdown table of the shares and
 # their ratio (target: pymalloc-rs / CPython's pymalloc <= 0.6).
@@ -27,7 +27,7 @@ die() {
 }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-workloads="$root/src/bin/pymalloc/workloads"
+workloads="$root/cli/src/workloads"
 lib="$root/target/release/libpymalloc.so"
 runs=${PERF_RUNS:-3}
 freq=${PERF_FREQ:-10000}

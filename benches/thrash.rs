@@ -23,7 +23,7 @@
 
 mod common;
 
-#[path = "../src/bin/pymalloc/median.rs"]
+#[path = "../cli/src/median.rs"]
 mod median_of;
 
 use common::{load, Alloc};

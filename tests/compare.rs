@@ -10,7 +10,7 @@ use support::prereq::{self, Missing};
 use support::{library_dir, run, scratch};
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pymalloc"));
+    let mut c = Command::new(support::command());
     c.env("PYMALLOC_LIB", library_dir().join("libpymalloc.so"));
     c
 }

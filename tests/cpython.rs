@@ -466,7 +466,7 @@ fn has_regrtest(py: &Python, exe: &Path, name: &str) -> bool {
 
 #[test]
 fn pymalloc_run_preloads_and_reports_errors() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pymalloc"));
+    let bin = support::command();
     over_all_pythons("pymalloc run", |py, exe| {
         let out = py.run(
             Command::new(&bin)
@@ -618,7 +618,7 @@ fn free_threaded_interpreter_is_left_alone() {
         );
         // `pymalloc run` tells by the exported symbol (a file has no Py_GetVersion to ask).
         let out = support::run(
-            Command::new(env!("CARGO_BIN_EXE_pymalloc"))
+            Command::new(support::command())
                 .args(["run", "--"])
                 .arg(&exe)
                 .env("PYMALLOC_LIB", lib()),
@@ -697,7 +697,7 @@ fn report_option_prints_the_report_at_exit() {
     std::fs::write(&app, STRANDING_APP).unwrap();
     let svg = dir.join("report.svg");
     // The chart is drawn by the `pymalloc` command, found on PATH.
-    let bin = Path::new(env!("CARGO_BIN_EXE_pymalloc")).parent().unwrap();
+    let bin = support::library_dir();
     let search = format!(
         "{}:{}",
         bin.display(),

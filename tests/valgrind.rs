@@ -16,6 +16,8 @@ fn feature_library() -> PathBuf {
         .args([
             "build",
             "--release",
+            "--package",
+            "pymalloc-rs",
             "--lib",
             "--quiet",
             "--features",

@@ -25,14 +25,16 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds `libpymalloc.so` / `.a` (cargo builds only the rlib for tests) and returns the
-/// directory holding them. Runs once per test binary.
+/// Builds `libpymalloc.so` / `.a` and the `pymalloc` command with the running test's
+/// profile, as `cargo build` does (cargo builds only the rlib for tests, and the command is
+/// the workspace's other package), and returns the directory holding them. Runs once per
+/// test binary.
 pub fn library_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = profile_dir();
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(root()).args(["build", "--lib", "--quiet"]);
+        cmd.current_dir(root()).args(["build", "--quiet"]);
         match dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => {}
             Some("release") => {
@@ -44,7 +46,7 @@ pub fn library_dir() -> &'static Path {
             None => panic!("unexpected target layout: {}", dir.display()),
         }
         let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "cargo build --lib failed");
+        assert!(status.success(), "cargo build failed");
         assert!(
             dir.join("libpymalloc.so").exists(),
             "no libpymalloc.so in {}",
@@ -52,6 +54,11 @@ pub fn library_dir() -> &'static Path {
         );
         dir
     })
+}
+
+/// The `pymalloc` command, built beside the library.
+pub fn command() -> PathBuf {
+    library_dir().join("pymalloc")
 }
 
 /// Where compiled C programs go.
