@@ -45,7 +45,7 @@
 //!   recent history justifies: a steady build-and-drop oscillation keeps its pools and
 //!   makes no system call and takes no lock, a one-off burst goes back while it is freed,
 //!   and a decay clock (0.4 s epochs, advanced by the heap's own slow paths) ages what is in
-//!   between ([`heap`]'s "Empty pools").
+//!   between ("Empty pools" in `heap/cache.rs`).
 //! - **Heaps** belong to one thread ([`heap`]). A thread's first allocation gives it a heap;
 //!   at its exit (a pthread key destructor) the heap is tidied and abandoned whole, and the
 //!   next new thread adopts it, blocks left behind and all. Heaps are never unmapped.

@@ -1,0 +1,220 @@
+//! The registry of heaps: every heap ever made, a thread's heap given at its first
+//! allocation and abandoned at its exit, the abandoned heaps adopted by new threads, the
+//! shared heap under its lock, and trim.
+
+use super::cache::{release, shrink_cache};
+use super::lists::unlink;
+use super::thread::{self, ThreadState};
+use super::{alloc_from, blank_heap, drain_delayed, empty_pool, Heap};
+use crate::allocator::geometry::NUM_CLASSES;
+use crate::allocator::pool;
+use crate::allocator::sync::{self, Locked, Ordering};
+use core::ptr;
+
+/// The registry of heaps: every heap ever made (heaps are never unmapped) and the
+/// abandoned ones waiting for a new thread, in [`REGISTRY`].
+///
+/// Invariants: `all` links every heap through `next_all`; `abandoned` and `vanished` link
+/// disjoint sets of them through `next_abandoned`; `shared` is the shared heap once made
+/// (null before), on neither list.
+pub(crate) struct Registry {
+    pub(super) all: *mut Heap,
+    pub(super) abandoned: *mut Heap,
+    /// Heaps of threads that did not survive a `fork` (see `fork`): owned by nobody, never
+    /// adopted.
+    pub(super) vanished: *mut Heap,
+    pub(super) shared: *mut Heap,
+}
+// SAFETY: heaps are process-wide metadata, never freed and not tied to a thread; the
+// registry lives in a `Locked` and is reached only under its lock.
+unsafe impl Send for Registry {}
+
+/// The shared heap (null until first needed), in [`SHARED`].
+pub(crate) struct SharedHeap(*mut Heap);
+// SAFETY: as for `Registry`: the heap is reached only under `SHARED`'s lock.
+unsafe impl Send for SharedHeap {}
+
+crate::allocator::sync::global! {
+    /// The registry under its lock.
+    pub(crate) static REGISTRY: Locked<Registry> = Locked::new(Registry {
+        all: ptr::null_mut(),
+        abandoned: ptr::null_mut(),
+        vanished: ptr::null_mut(),
+        shared: ptr::null_mut(),
+    });
+}
+
+crate::allocator::sync::global! {
+    /// The shared heap under its lock: it serves threads whose own heap was handed back at
+    /// exit (their thread-local destructors may still allocate), threads that could get no
+    /// heap, and debug mode's blocks. The holder of the lock acts as its owner. Made once,
+    /// and then also recorded in the registry (`Registry::shared`) under both locks.
+    pub(crate) static SHARED: Locked<SharedHeap> = Locked::new(SharedHeap(ptr::null_mut()));
+}
+
+/// Gives the calling thread a heap: an abandoned one if any, else a new one. False when
+/// no metadata memory could be had.
+pub(super) fn attach() -> bool {
+    // (The fork handlers are registered by `fork`'s own constructor, before any heap.)
+    let heap = {
+        let mut reg = REGISTRY.lock();
+        if reg.abandoned.is_null() {
+            let heap = crate::allocator::meta::alloc::<Heap>();
+            if heap.is_null() {
+                return false;
+            }
+            // SAFETY: fresh metadata memory, sized and aligned for a Heap.
+            unsafe {
+                heap.write(blank_heap());
+                (*heap).next_all = reg.all;
+            }
+            reg.all = heap;
+            heap
+        } else {
+            let heap = reg.abandoned;
+            // SAFETY: heaps on the abandoned list are live and ours under the lock.
+            reg.abandoned = unsafe { (*heap).next_abandoned };
+            heap
+        }
+    };
+    thread::set_thread_heap(heap);
+    thread::set_thread_state(ThreadState::Active);
+    sync::at_thread_exit(heap.cast(), on_thread_exit);
+    true
+}
+
+/// pthread key destructor: the thread is exiting; hand its heap back.
+unsafe extern "C" fn on_thread_exit(heap: *mut libc::c_void) {
+    let heap = heap.cast::<Heap>();
+    thread::set_thread_heap(Heap::empty());
+    thread::set_thread_state(ThreadState::Exited);
+    let mut reg = REGISTRY.lock();
+    // SAFETY: the exiting thread owned `heap` until now; under the registry lock nobody
+    // else can adopt it before it is on the abandoned list.
+    unsafe {
+        tidy(heap);
+        (*heap).next_abandoned = reg.abandoned;
+        reg.abandoned = heap;
+    }
+}
+
+/// Loom models have no pthread key destructors: a model thread calls this as its last act,
+/// standing for the destructor that hands its heap back.
+#[cfg(loom)]
+pub fn exit_thread() {
+    let heap = thread::thread_heap();
+    if heap != Heap::empty() {
+        // SAFETY: the calling thread owns `heap` and is done with it.
+        unsafe { on_thread_exit(heap.cast()) };
+    }
+}
+
+/// Takes back delayed and remote frees and gives every empty pool back to its arena,
+/// the last pool of a class and the cache included.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner.
+unsafe fn tidy(heap: *mut Heap) {
+    // SAFETY: per the caller.
+    unsafe {
+        drain_delayed(heap);
+        for class in 0..NUM_CLASSES {
+            let mut pool = (*heap).lists[class];
+            while pool != empty_pool() && !pool.is_null() {
+                let next = (*pool).next;
+                pool::collect_remote(pool);
+                if (*pool).used == 0 {
+                    debug_assert!(
+                        (*pool).linked
+                            && (*pool).remote.load(Ordering::Relaxed) & !pool::NOTIFY == 0
+                    );
+                    unlink(heap, pool);
+                    release(heap, pool);
+                }
+                pool = next;
+            }
+        }
+        shrink_cache(heap, u32::MAX);
+    }
+}
+
+/// Allocates `n` bytes (`1 <= n <= 512`) from the shared heap, under its lock.
+pub fn alloc_shared(n: usize) -> *mut u8 {
+    let mut shared = SHARED.lock();
+    // SAFETY: the lock is held, so we act as the owner of the shared heap.
+    unsafe {
+        if shared.0.is_null() {
+            let heap = crate::allocator::meta::alloc::<Heap>();
+            if heap.is_null() {
+                return ptr::null_mut();
+            }
+            heap.write(blank_heap());
+            let mut reg = REGISTRY.lock();
+            (*heap).next_all = reg.all;
+            reg.all = heap;
+            reg.shared = heap;
+            shared.0 = heap;
+        }
+        alloc_from(shared.0, n)
+    }
+}
+
+/// Returns to the arenas every empty pool of the calling thread's heap, of the shared heap
+/// and of every abandoned heap (see `pymalloc_trim`).
+pub fn trim() {
+    let own = thread::thread_heap();
+    if own != Heap::empty() {
+        // SAFETY: the calling thread owns its heap.
+        unsafe { tidy(own) };
+    }
+    {
+        let shared = SHARED.lock();
+        if !shared.0.is_null() {
+            // SAFETY: the lock is held, so we act as the owner of the shared heap. Its
+            // blocks come back as remote frees, and a pool emptied by collected remote
+            // frees stays on its lists until tidied.
+            unsafe { tidy(shared.0) };
+        }
+    }
+    let reg = REGISTRY.lock();
+    // SAFETY: abandoned heaps are owned by the registry lock holder.
+    unsafe {
+        let mut heap = reg.abandoned;
+        while !heap.is_null() {
+            tidy(heap);
+            heap = (*heap).next_abandoned;
+        }
+    }
+}
+
+/// In a child just forked, with the registry lock held by the forking thread (the fork
+/// handlers hold every lock): marks every heap that was active in the parent, other than
+/// the calling thread's own, as vanished.
+///
+/// # Safety
+/// Called only from the child's fork handler, before it releases the registry lock.
+#[cfg(not(loom))]
+pub(crate) unsafe fn forget_vanished_threads() {
+    let own = thread::thread_heap();
+    // SAFETY: the registry lock is held by this thread (per the caller), the only one;
+    // heaps are never freed.
+    unsafe {
+        let reg = &mut *REGISTRY.held();
+        let shared = reg.shared;
+        let mut listed = Vec::new();
+        for mut h in [reg.abandoned, reg.vanished] {
+            while !h.is_null() {
+                listed.push(h);
+                h = (*h).next_abandoned;
+            }
+        }
+        let mut h = reg.all;
+        while !h.is_null() {
+            if h != own && h != shared && !listed.contains(&h) {
+                (*h).next_abandoned = reg.vanished;
+                reg.vanished = h;
+            }
+            h = (*h).next_all;
+        }
+    }
+}
