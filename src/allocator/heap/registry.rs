@@ -177,13 +177,37 @@ pub fn trim() {
         }
     }
     let reg = REGISTRY.lock();
-    // SAFETY: abandoned heaps are owned by the registry lock holder.
-    unsafe {
-        let mut heap = reg.abandoned;
-        while !heap.is_null() {
-            tidy(heap);
-            heap = (*heap).next_abandoned;
-        }
+    // SAFETY: the registry lock is held, and abandoned heaps are owned by its holder;
+    // `tidy` leaves the registry's links alone.
+    unsafe { each(reg.abandoned, Link::Abandoned, |heap| tidy(heap)) };
+}
+
+/// The link a list of the registry is made of.
+#[derive(Clone, Copy)]
+pub(super) enum Link {
+    /// `next_all`: the list of every heap (`Registry::all`).
+    All,
+    /// `next_abandoned`: the abandoned heaps, or the vanished ones.
+    Abandoned,
+}
+
+/// Calls `f` on every heap of the registry's list that begins at `heap` (null: empty) and
+/// is made of `link`, reading each heap's link after `f` returns.
+///
+/// # Safety
+/// The registry lock is held, `heap` heads one of its lists made of `link`, and `f` leaves
+/// that link of every heap as it was.
+pub(super) unsafe fn each(mut heap: *mut Heap, link: Link, mut f: impl FnMut(*mut Heap)) {
+    while !heap.is_null() {
+        f(heap);
+        // SAFETY: per the caller `heap` is on one of the registry's lists, whose links
+        // change only under its lock; heaps are never freed.
+        heap = unsafe {
+            match link {
+                Link::All => (*heap).next_all,
+                Link::Abandoned => (*heap).next_abandoned,
+            }
+        };
     }
 }
 
@@ -197,24 +221,19 @@ pub fn trim() {
 pub(crate) unsafe fn forget_vanished_threads() {
     let own = thread::thread_heap();
     // SAFETY: the registry lock is held by this thread (per the caller), the only one;
-    // heaps are never freed.
+    // heaps are never freed. The walk of `all` writes only `next_abandoned` links.
     unsafe {
         let reg = &mut *REGISTRY.held();
         let shared = reg.shared;
         let mut listed = Vec::new();
-        for mut h in [reg.abandoned, reg.vanished] {
-            while !h.is_null() {
-                listed.push(h);
-                h = (*h).next_abandoned;
-            }
+        for h in [reg.abandoned, reg.vanished] {
+            each(h, Link::Abandoned, |h| listed.push(h));
         }
-        let mut h = reg.all;
-        while !h.is_null() {
+        each(reg.all, Link::All, |h| {
             if h != own && h != shared && !listed.contains(&h) {
                 (*h).next_abandoned = reg.vanished;
                 reg.vanished = h;
             }
-            h = (*h).next_all;
-        }
+        });
     }
 }

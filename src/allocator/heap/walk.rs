@@ -1,7 +1,7 @@
 //! Read-only accessors over the heaps, for the statistics and the invariant walker.
 
 use super::cache::POOL_BATCH;
-use super::registry::REGISTRY;
+use super::registry::{each, Link, REGISTRY};
 use super::Heap;
 use crate::allocator::geometry::NUM_CLASSES;
 use crate::allocator::pool::{Block, Pool};
@@ -36,20 +36,12 @@ pub enum HeapRole {
 pub fn heap_roles() -> Vec<(usize, HeapRole)> {
     let reg = REGISTRY.lock();
     let shared = reg.shared;
-    // SAFETY: the registry lock is held; heaps are never freed.
+    let (mut abandoned, mut vanished, mut roles) = (Vec::new(), Vec::new(), Vec::new());
+    // SAFETY: the registry lock is held and nothing here writes a link.
     unsafe {
-        let on = |mut h: *mut Heap| {
-            let mut v = Vec::new();
-            while !h.is_null() {
-                v.push(h);
-                h = (*h).next_abandoned;
-            }
-            v
-        };
-        let (abandoned, vanished) = (on(reg.abandoned), on(reg.vanished));
-        let mut roles = Vec::new();
-        let mut h = reg.all;
-        while !h.is_null() {
+        each(reg.abandoned, Link::Abandoned, |h| abandoned.push(h));
+        each(reg.vanished, Link::Abandoned, |h| vanished.push(h));
+        each(reg.all, Link::All, |h| {
             let role = if h == shared {
                 HeapRole::Shared
             } else if abandoned.contains(&h) {
@@ -60,24 +52,18 @@ pub fn heap_roles() -> Vec<(usize, HeapRole)> {
                 HeapRole::Active
             };
             roles.push((h as usize, role));
-            h = (*h).next_all;
-        }
-        roles
+        });
     }
+    roles
 }
 
 /// Calls `f` on every heap ever made, under the registry lock. Callers that read a heap's
 /// lists must ensure no other thread is inside the allocator.
-pub fn for_each_heap(mut f: impl FnMut(*mut Heap)) {
+pub fn for_each_heap(f: impl FnMut(*mut Heap)) {
     let reg = REGISTRY.lock();
-    // SAFETY: the registry lock is held; heaps are never freed.
-    unsafe {
-        let mut heap = reg.all;
-        while !heap.is_null() {
-            f(heap);
-            heap = (*heap).next_all;
-        }
-    }
+    // SAFETY: the registry lock is held; the links are private to the heap module, so `f`
+    // cannot write them.
+    unsafe { each(reg.all, Link::All, f) };
 }
 
 /// Read-only view of a heap for the invariant walker.
