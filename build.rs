@@ -13,11 +13,15 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=PYMALLOC_BLESS");
-    static_unwinder_for_the_cdylib();
+    // The C library, named here: rustc leaves the `libc` crate's own request for it off the
+    // shared library's link when one build makes the cdylib, staticlib and rlib together
+    // without std (seen with Rust 1.95), and the library then loads without libc's symbols.
+    println!("cargo:rustc-link-lib=dylib=c");
     // Hot code first in the shared library's text (see the script).
     let script = crate_dir.join("link").join("hot-text.ld");
     println!("cargo:rerun-if-changed={}", script.display());
     println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,max-page-size=65536");
 
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is readable");
@@ -36,22 +40,4 @@ fn main() {
             std::fs::write(&committed, fresh).expect("include/pymalloc.h is writable");
         }
     }
-}
-
-/// The shared library depends on the C library only (it is loaded into every
-/// preloaded process). Rust's std asks the linker for `-lgcc_s`, the shared unwinder, which
-/// the library never uses (its entry points are `extern "C"`: a panic aborts at the
-/// boundary rather than unwind into C). For the cdylib's link only, a directory searched
-/// before the compiler's own holds a `libgcc_s.so` linker script naming the static unwinder
-/// instead: the few unwinder functions std references are linked in (and never run), and no
-/// `libgcc_s.so.1` is loaded. Tests, benches and the CLI link as usual.
-fn static_unwinder_for_the_cdylib() {
-    let dir = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("static-unwinder");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("libgcc_s.so"),
-        "/* pymalloc build.rs: the static unwinder in place of libgcc_s.so.1 */\nGROUP ( -lgcc_eh -lgcc )\n",
-    )
-    .unwrap();
-    println!("cargo:rustc-cdylib-link-arg=-L{}", dir.display());
 }

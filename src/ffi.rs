@@ -18,7 +18,7 @@ pub use crate::cpython::dispatch::{
 /// `PY_SSIZE_T_MAX`.
 #[no_mangle]
 pub extern "C" fn pymalloc_malloc(size: usize) -> *mut c_void {
-    api::malloc(size).cast()
+    api::malloc_inline(size).cast()
 }
 
 /// Allocates zeroed memory for `nelem * elsize` bytes; NULL if the product overflows or
@@ -47,7 +47,7 @@ pub unsafe extern "C" fn pymalloc_realloc(ptr: *mut c_void, size: usize) -> *mut
 #[no_mangle]
 pub unsafe extern "C" fn pymalloc_free(ptr: *mut c_void) {
     // SAFETY: forwarded caller contract.
-    unsafe { api::free(ptr.cast()) }
+    unsafe { api::free_inline(ptr.cast()) }
 }
 
 /// The class size of a block of ours (16..=512), 0 for any other pointer.

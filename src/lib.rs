@@ -90,9 +90,47 @@
 //! | 9 | `introspect` | [`stats`] the statistics · [`check`] the invariant walker |
 //! | 10 | `cpython` | [`config`] the environment variables · [`dispatch`] the exported `PyObject_*` names' dispatch through the interpreter's OBJ domain |
 //! | 11 | `cpython` | [`cpython`] injection into CPython, statistics at exit |
-//! | 12 | top | [`ffi`] the C ABI · [`fork`] `pthread_atfork` handlers and the global lock order |
+//! | 12 | top | [`ffi`] the C ABI · [`fork`] `pthread_atfork` handlers and the global lock order · [`runtime`] the panic handler and `alloc`'s allocator |
+//!
+//! ## No `std`
+//!
+//! The library is `#![no_std]`: it uses `core`, and `alloc` for the strings, vectors and
+//! maps of its cold paths (reports, the walker, debug mode's map of large blocks), which
+//! the C library's `malloc` serves ([`runtime`]). The shipped library is built with
+//! `panic = "abort"` (both profiles), and then brings its own panic handler: a panic
+//! reports where it happened on stderr and aborts, and nothing unwinds. Tests and benches
+//! are always built to unwind (the test harness needs it); that build links `std`, which
+//! supplies the panic handler and the allocator instead. So the shipped `libpymalloc.so`
+//! needs nothing but the C library, and holds no formatting or unwinding machinery it
+//! does not use (`tests/lean.rs`). The `pymalloc` command, which does use `std` (and
+//! clap), is the workspace's other package, `cli/`; it does not link this crate.
 
+#![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+// The test harness (tests and benches always unwind): its panic handler and allocator.
+#[cfg(panic = "unwind")]
+#[macro_use]
+extern crate std;
+
+extern crate alloc;
+
+/// `format!` through `core::fmt::Write`: `alloc`'s own calls a function the toolchain ships
+/// precompiled with unwinding, which would make the library need the unwinder.
+macro_rules! format {
+    ($($arg:tt)*) => {{
+        let mut text = alloc::string::String::new();
+        let _ = core::fmt::Write::write_fmt(&mut text, format_args!($($arg)*));
+        text
+    }};
+}
+
+/// `eprintln!` without `std`: the line goes to stderr in one `write(2)`.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {
+        $crate::allocator::fault::to_stderr(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
 
 /// The allocator: geometry and shared structures, concurrency primitives, the OS, the
 /// ownership map, metadata memory, the fallback, pools, arenas and heaps.
@@ -123,6 +161,7 @@ pub mod cpython;
 pub mod ffi;
 #[cfg(not(loom))]
 pub mod fork;
+pub mod runtime;
 
 // The modules under their short names, for the tests, benches and tools.
 pub use allocator::{

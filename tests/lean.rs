@@ -1,6 +1,8 @@
 //! The shared library stays lean: it needs the C library only (no `libgcc_s`:
-//! nothing in it unwinds), and what it costs a CPython process in resident memory at start
-//! is measured from `/proc/self/smaps` and printed.
+//! nothing in it unwinds), every symbol it takes from outside is the C library's, its fast
+//! paths reach nothing through the GOT but the thread slot's offset, and what it costs a
+//! CPython process in resident memory at start is measured from `/proc/self/smaps` and
+//! printed.
 
 #[path = "../benches/common/smaps.rs"]
 mod smaps;
@@ -12,13 +14,7 @@ use support::{debian_python311, library_dir, prereq};
 #[test]
 fn the_shared_library_needs_only_the_c_library() {
     let lib = library_dir().join("libpymalloc.so");
-    let out = Command::new("readelf")
-        .arg("-d")
-        .arg(&lib)
-        .output()
-        .expect("readelf runs (apt-get install binutils)");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = inspect("readelf", &["-d"], &lib);
     let needed: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("(NEEDED)"))
@@ -31,6 +27,77 @@ fn the_shared_library_needs_only_the_c_library() {
             *n == "libc.so.6" || n.starts_with("ld-linux"),
             "{} needs {n}: {needed:?}",
             lib.display()
+        );
+    }
+}
+
+/// What `tool args... lib` prints.
+fn inspect(tool: &str, args: &[&str], lib: &std::path::Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(lib)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} runs (apt-get install binutils): {e}"));
+    assert!(out.status.success(), "{tool} {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The library is `no_std` and aborts on panic: the unwinder (`_Unwind_Resume`) and std's
+/// personality routine, which the toolchain's precompiled `alloc` and `core` can pull in,
+/// must not be asked of the process. Every undefined symbol is a versioned one of the C
+/// library, or weak.
+#[test]
+fn every_symbol_the_shared_library_imports_is_the_c_librarys() {
+    let lib = library_dir().join("libpymalloc.so");
+    let text = inspect("nm", &["-D", "--undefined-only"], &lib);
+    let foreign: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("w "))
+        .filter(|l| !l.contains("@GLIBC_"))
+        .collect();
+    assert!(
+        !text.is_empty() && foreign.is_empty(),
+        "not from libc: {foreign:?}"
+    );
+}
+
+/// The instructions of `function` in `disassembly` (`objdump -d` output), one per line.
+fn body<'a>(disassembly: &'a str, function: &str) -> Vec<&'a str> {
+    let head = format!("<{function}>:");
+    let start = disassembly
+        .find(&head)
+        .unwrap_or_else(|| panic!("{function} not in the library"));
+    disassembly[start + head.len()..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| !l.contains("int3"))
+        .collect()
+}
+
+/// The fast paths reach their slow paths with direct jumps, and load through the GOT only
+/// the thread slot's offset (an initial-exec TLS offset, which a shared library learns
+/// only when it is loaded): docs/decisions.md#no-got-on-the-fast-paths.
+#[test]
+fn the_fast_paths_load_nothing_through_the_got_but_the_thread_slot() {
+    let lib = library_dir().join("libpymalloc.so");
+    let disassembly = inspect("objdump", &["-d", "--no-show-raw-insn"], &lib);
+    for function in ["pymalloc_malloc", "pymalloc_free"] {
+        let code = body(&disassembly, function);
+        println!("{function}:\n{}", code.join("\n"));
+        let through_got: Vec<usize> = (0..code.len())
+            .filter(|&i| code[i].contains("(%rip)") && code[i].contains("_DYNAMIC"))
+            .collect();
+        assert_eq!(through_got.len(), 1, "{function}: {through_got:?}");
+        let i = through_got[0];
+        assert!(
+            code[i].contains("mov") && code.get(i + 1).is_some_and(|l| l.contains("%fs:")),
+            "{function}: the GOT load is not the thread slot's offset: {}",
+            code[i]
+        );
+        assert!(
+            !code.iter().any(|l| l.contains("*")),
+            "{function} has an indirect jump or call"
         );
     }
 }
@@ -60,8 +127,10 @@ fn resident_memory_at_cpython_start_is_measured_and_has_no_unwinder() {
         kib(&without, "libgcc_s"),
     );
     assert!(kib(&with, "libpymalloc") > 0, "the library was not mapped");
-    // Linked by lld (the default linker since Rust 1.90), link/hot-text.ld puts all the code
-    // a starting CPython runs in the text's first 64 KiB: one fault-around window.
+    // Linked by lld (the default linker since Rust 1.90), link/hot-text.ld puts the code a
+    // starting CPython runs in a segment of its own, whose one fault-around window is all
+    // of it, and leaves the rest of the text, the cold constants and the unwind tables in
+    // segments no page of which is touched.
     if !linked_by_lld(&lib) {
         // The layout script orders the text for lld only: say so rather than pass quietly.
         prereq::skip(
@@ -73,11 +142,12 @@ fn resident_memory_at_cpython_start_is_measured_and_has_no_unwinder() {
             ),
         );
     } else {
-        let text = smaps::text_resident_kib(&with, "libpymalloc");
+        let total = kib(&with, "libpymalloc");
         assert!(
-            text <= 64,
-            "{text} KiB of the library's text resident at start: code run at start is outside \
-             the hot list of link/hot-text.ld (a new module?)"
+            total <= 64,
+            "{total} KiB of the library resident at start (text {} KiB): code run at start is \
+             outside the hot list of link/hot-text.ld (a new module?), or the library grew",
+            smaps::text_resident_kib(&with, "libpymalloc")
         );
     }
     assert_eq!(kib(&without, "libpymalloc"), 0);

@@ -26,6 +26,7 @@ use crate::allocator::geometry::{
 use crate::allocator::pool::{self, Pool};
 use crate::allocator::sync::{unmodeled, Locked, Ordering};
 use crate::{allocator::os, allocator::ownership};
+use alloc::string::String;
 use core::ptr;
 
 /// Arenas mapped before new ones are populated at once (see [`Arenas::map`]).
@@ -373,7 +374,15 @@ pub fn alloc_pools(out: &mut [*mut Pool]) -> usize {
 /// Every pool came from [`alloc_pools`], appears once, and is unused: no block of it is in
 /// use and none waits on a remote or delayed list.
 pub unsafe fn release_pools(pools: &mut [*mut Pool]) {
-    pools.sort_unstable();
+    // An insertion sort: a batch is at most 16 pools, and `sort_unstable` would put 10 KiB
+    // of code on the pages every process touches (docs/benchmarks.md).
+    for i in 1..pools.len() {
+        let mut j = i;
+        while j > 0 && pools[j - 1] > pools[j] {
+            pools.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     let keep = decay_ms() == DECAY_NEVER;
     locked(|s| {
         let mut rest = &pools[..];

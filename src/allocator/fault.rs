@@ -1,6 +1,19 @@
 //! Misuse reports: a clear paragraph on stderr, then abort. Written with `write(2)` from a
 //! stack buffer, because the heap may be what is broken.
 
+/// Writes `text` to stderr with `write(2)`, retrying a partial write; a closed or broken
+/// stderr loses it.
+pub fn to_stderr(mut text: &[u8]) {
+    while !text.is_empty() {
+        // SAFETY: `text` is valid for its length.
+        let n = unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+        if n <= 0 {
+            return;
+        }
+        text = &text[n as usize..];
+    }
+}
+
 /// A fixed-capacity text buffer on the stack.
 pub struct Report {
     buf: [u8; 1024],
@@ -58,11 +71,9 @@ impl Report {
     /// Writes the report to stderr and aborts.
     pub fn abort(&mut self) -> ! {
         self.text("aborting\n");
-        // SAFETY: the buffer is valid for `len` bytes; fd 2 may be closed, which is fine.
-        unsafe {
-            libc::write(2, self.buf.as_ptr().cast(), self.len);
-            libc::abort()
-        }
+        to_stderr(&self.buf[..self.len]);
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() }
     }
 }
 
@@ -73,7 +84,7 @@ impl Report {
 /// would infer that it never returns.
 #[cold]
 #[inline(never)]
-pub extern "C" fn double_free(p: *mut u8) {
+pub(crate) extern "C" fn double_free(p: *mut u8) {
     if p.is_null() {
         return;
     }
@@ -110,7 +121,7 @@ mod tests {
             .dec(0)
             .text(" ")
             .dec(4096);
-        let text = std::str::from_utf8(&r.buf[..r.len]).unwrap();
+        let text = core::str::from_utf8(&r.buf[..r.len]).unwrap();
         assert_eq!(text, "pymalloc: x\n0x0 0x7f001234 0 4096");
     }
 }

@@ -3,6 +3,8 @@
 //! recycled through the heap registry instead.
 
 use crate::allocator::sync::Locked;
+#[cfg(loom)]
+use alloc::vec::Vec;
 use core::ptr;
 
 const CHUNK: usize = 64 * 1024;

@@ -1,22 +1,21 @@
 //! Every concurrency primitive the allocator uses: atomics, the one lock type and data under
-//! it ([`Locked`]), `thread_local!` and the thread-exit hook. Nothing else in the crate
-//! names `std::sync` or `std::thread_local!`, so a `--cfg loom` build can swap these for
-//! loom's. (The thread's heap pointer, a thread-local the heap layer defines, is in
-//! `heap::thread`.)
+//! it ([`Locked`]), and the thread-exit hook. Nothing else in the crate names
+//! `core::sync::atomic`, so a `--cfg loom` build can swap these for loom's. (The thread's
+//! heap pointer and state, thread-locals the heap layer defines, are in `heap::thread`.)
 
+pub use core::sync::atomic::Ordering;
+#[cfg(not(loom))]
+pub use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 #[cfg(loom)]
 pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
-pub use std::sync::atomic::Ordering;
-#[cfg(not(loom))]
-pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 
-/// Atomics that stay `std`'s under loom too, because no model is about them: the ownership
+/// Atomics that stay `core`'s under loom too, because no model is about them: the ownership
 /// map (its root in `.bss` and its leaves, written under the arena lock and read after
 /// whatever synchronisation handed the pointer over), the process-wide fallback allocator
 /// and the other start-up settings (CPython forwarding and dispatch, debug mode, the decay
 /// epoch), and the statistics counters of large blocks.
 pub mod unmodeled {
-    pub use std::sync::atomic::{
+    pub use core::sync::atomic::{
         AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
     };
 }
@@ -48,12 +47,6 @@ macro_rules! const_unless_loom {
 pub(crate) use const_unless_loom;
 
 use core::cell::UnsafeCell;
-
-/// `thread_local!`, std's or (under loom) loom's: thread-locals are declared through this.
-#[cfg(loom)]
-pub(crate) use loom::thread_local;
-#[cfg(not(loom))]
-pub(crate) use std::thread_local;
 
 /// A test-and-test-and-set lock. It never allocates, has a `const` constructor (it guards
 /// statics), and can be released without a guard, which `fork` handling needs.
@@ -247,7 +240,7 @@ pub(crate) fn at_thread_exit(
     data: *mut libc::c_void,
     on_exit: unsafe extern "C" fn(*mut libc::c_void),
 ) {
-    use std::sync::atomic::AtomicU32;
+    use core::sync::atomic::AtomicU32;
     const UNSET: u32 = u32::MAX;
     static KEY: AtomicU32 = AtomicU32::new(UNSET);
 

@@ -3,6 +3,28 @@
 //! decay of `arena`). All optional; a malformed value gets one clear line on stderr and the
 //! default.
 
+use alloc::string::{String, ToString};
+
+/// The value of the environment variable `name` (at most 63 bytes and no NUL, as every
+/// name the library reads is), or None when it is unset or not UTF-8. Read with `getenv`: the
+/// library reads its settings from its constructor, before the program starts threads.
+pub fn var(name: &str) -> Option<String> {
+    let mut c_name = [0u8; 64];
+    if name.len() >= c_name.len() {
+        return None;
+    }
+    c_name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `c_name` is NUL-terminated; getenv's result, if not NULL, is a NUL-terminated
+    // string that stays valid until the environment changes, and is copied at once.
+    let value = unsafe { libc::getenv(c_name.as_ptr().cast()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
+    core::str::from_utf8(bytes).ok().map(ToString::to_string)
+}
+
 /// Which CPython allocator domains to take over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Domains {
@@ -121,13 +143,14 @@ impl Config {
 
     /// Reads the process environment, warning on stderr.
     pub fn from_env() -> Config {
-        Config::read(|k| std::env::var(k).ok(), |msg| eprintln!("{msg}"))
+        Config::read(var, |msg| eprintln!("{msg}"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
     use std::collections::HashMap;
 
     fn read(vars: &[(&str, &str)]) -> (Config, Vec<String>) {

@@ -39,7 +39,7 @@ type ReallocFn = unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c
 type FreeFn = unsafe extern "C" fn(*mut c_void, *mut c_void);
 
 unsafe extern "C" fn ctx_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    api::malloc(size).cast()
+    api::malloc_inline(size).cast()
 }
 unsafe extern "C" fn ctx_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     api::calloc(nelem, elsize).cast()
@@ -50,7 +50,7 @@ unsafe extern "C" fn ctx_realloc(_ctx: *mut c_void, ptr: *mut c_void, size: usiz
 }
 unsafe extern "C" fn ctx_free(_ctx: *mut c_void, ptr: *mut c_void) {
     // SAFETY: the caller passes a block it may free.
-    unsafe { api::free(ptr.cast()) }
+    unsafe { api::free_inline(ptr.cast()) }
 }
 
 /// This allocator as a `PyMemAllocatorEx`: `ctx` NULL (ignored), the functions of [`api`].
@@ -89,11 +89,11 @@ unsafe fn forward<F: Copy>(slot: &AtomicPtr<c_void>) -> Option<F> {
 /// `PyObject_Malloc`: in CPython, the interpreter's dispatch (directly where [`locate`]
 /// found its struct, else by forwarding); outside it, ours. NULL above `PY_SSIZE_T_MAX`.
 #[inline(always)]
-pub fn malloc(size: usize) -> *mut c_void {
+pub(crate) fn malloc(size: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.malloc.load(Ordering::Relaxed);
         if f == ctx_malloc as *const () as usize {
-            return api::malloc(size).cast();
+            return api::malloc_inline(size).cast();
         }
         if size > PY_SSIZE_T_MAX {
             return ptr::null_mut();
@@ -105,7 +105,7 @@ pub fn malloc(size: usize) -> *mut c_void {
     match unsafe { forward::<unsafe extern "C" fn(usize) -> *mut c_void>(&FORWARD_MALLOC) } {
         // SAFETY: the interpreter's PyObject_Malloc.
         Some(f) => unsafe { f(size) },
-        None => api::malloc(size).cast(),
+        None => api::malloc_inline(size).cast(),
     }
 }
 
@@ -169,13 +169,13 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
 /// # Safety
 /// As for [`realloc`].
 #[inline(always)]
-pub unsafe fn free(ptr: *mut c_void) {
+pub(crate) unsafe fn free(ptr: *mut c_void) {
     if let Some(obj) = obj_domain() {
         let f = obj.free.load(Ordering::Relaxed);
         if f == ctx_free as *const () as usize {
             // SAFETY: per the caller, a block of the OBJ domain's allocator, which is ours:
             // one of our pools', or one `api` hands on to the allocator we replaced.
-            return unsafe { api::free(ptr.cast()) };
+            return unsafe { api::free_inline(ptr.cast()) };
         }
         // SAFETY: the OBJ domain's free, with its ctx and the caller's block.
         return unsafe { transmute::<usize, FreeFn>(f)(obj.ctx.load(Ordering::Relaxed), ptr) };
@@ -185,7 +185,7 @@ pub unsafe fn free(ptr: *mut c_void) {
         // SAFETY: the interpreter's PyObject_Free, with the caller's contract.
         Some(f) => unsafe { f(ptr) },
         // SAFETY: forwarded caller contract.
-        None => unsafe { api::free(ptr.cast()) },
+        None => unsafe { api::free_inline(ptr.cast()) },
     }
 }
 

@@ -30,6 +30,8 @@ use crate::allocator::meta;
 use crate::allocator::sync::unmodeled::{AtomicPtr, AtomicU8};
 use crate::allocator::sync::{Locked, Ordering};
 use crate::{front::debug, introspect::stats};
+use alloc::string::String;
+use alloc::vec::Vec;
 use config::{Config, Domains};
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::mem::MaybeUninit;
@@ -452,7 +454,7 @@ unsafe extern "C" fn constructor(
     }
     // SAFETY: glibc passes the real argv.
     let args = unsafe { arguments(argc, argv) };
-    if let Some(why) = python_resets_allocators(&args, |k| std::env::var(k).ok()) {
+    if let Some(why) = python_resets_allocators(&args, config::var) {
         say(&config, &format!("not installing: {why}"));
         return;
     }
@@ -518,6 +520,7 @@ pub extern "C" fn print_at_exit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
 
     fn resets(args: &[&str], env: &[(&str, &str)]) -> bool {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();

@@ -15,8 +15,16 @@ pub fn owns(p: *const u8) -> bool {
 }
 
 /// `PyObject_Malloc`: 1..=512 bytes from a pool, anything else from the fallback.
-#[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
+    malloc_inline(n)
+}
+
+/// [`malloc`] for the C entry points, always inlined. Only a crate-private function may be:
+/// a public `#[inline]` one would make its slow paths symbols the library exports to
+/// other Rust crates, which the compiler then reaches through the GOT
+/// (docs/decisions.md#no-got-on-the-fast-paths).
+#[inline(always)]
+pub(crate) fn malloc_inline(n: usize) -> *mut u8 {
     if is_small(n) {
         let p = heap::alloc(n);
         valgrind::allocated(p, n);
@@ -70,8 +78,17 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
 /// # Safety
 /// `p` is NULL, a live block from [`malloc`]/[`calloc`]/[`realloc`], or a pointer the
 /// fallback allocator can free.
-#[inline(always)]
 pub unsafe fn free(p: *mut u8) {
+    // SAFETY: forwarded caller contract.
+    unsafe { free_inline(p) }
+}
+
+/// [`free`] for the C entry points, always inlined (see [`malloc_inline`]).
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+pub(crate) unsafe fn free_inline(p: *mut u8) {
     let table = ownership::table_of(p as usize);
     if table != 0 {
         valgrind::freed(p);

@@ -27,8 +27,9 @@ use crate::allocator::pool::{in_header_page, is_block_start, pool_of};
 use crate::allocator::sync::unmodeled::{AtomicBool, AtomicU64};
 use crate::allocator::sync::{Locked, Ordering};
 use crate::{allocator::fallback, allocator::fault::Report, allocator::heap, allocator::ownership};
+use alloc::collections::VecDeque;
 use core::ptr;
-use std::collections::{HashMap, VecDeque};
+use hashbrown::HashMap;
 
 /// Bytes before the data: free-list word, magic, size, api, leading guard.
 const HEAD: usize = 48;

@@ -7,7 +7,8 @@ use crate::allocator::geometry::{blocks_per_pool, class_size, NUM_CLASSES, POOLS
 use crate::allocator::heap::{self, empty_pool, Heap};
 use crate::allocator::pool::{self, is_block_start, pool_of, Block, Pool, NOTIFY};
 use crate::{allocator::arena, allocator::sync::Ordering};
-use std::collections::{HashMap, HashSet};
+use alloc::string::String;
+use hashbrown::{HashMap, HashSet};
 
 /// What the walker counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -13,7 +13,9 @@ use crate::allocator::geometry::{
 };
 use crate::allocator::heap::HeapRole;
 use crate::allocator::pool;
-use std::fmt::Write as _;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt::Write as _;
 
 /// Per size class figures.
 #[repr(C)]

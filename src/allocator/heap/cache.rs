@@ -256,6 +256,7 @@ pub(super) unsafe fn heartbeat(heap: *mut Heap) {
 mod tests {
     use super::super::blank_heap;
     use super::*;
+    use alloc::vec::Vec;
 
     /// A heap of the test's own (heaps are never freed), for the policy's numbers.
     fn test_heap() -> *mut Heap {

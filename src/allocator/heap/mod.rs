@@ -219,7 +219,7 @@ pub fn owner(heap: *mut Heap) -> *mut Owner {
 /// When no arena can be mapped the block comes from the fallback allocator instead; NULL
 /// only if that fails too.
 #[inline(always)]
-pub fn alloc(n: usize) -> *mut u8 {
+pub(crate) fn alloc(n: usize) -> *mut u8 {
     // SAFETY: the calling thread owns its heap (or has the empty heap, which owns nothing).
     unsafe { alloc_from(thread::thread_heap(), n) }
 }
@@ -318,7 +318,7 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
 /// `p` lies in our arena whose header table ([`crate::allocator::geometry::header_table`]) is `table`
 /// and is a block handed out and not yet freed.
 #[inline(always)]
-pub unsafe fn free(p: *mut u8, table: usize) {
+pub(crate) unsafe fn free(p: *mut u8, table: usize) {
     let pool = pool::pool_in(table, p as usize);
     let heap = thread::thread_heap();
     // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;

@@ -9,6 +9,8 @@ use super::{alloc_from, blank_heap, drain_delayed, empty_pool, Heap};
 use crate::allocator::geometry::NUM_CLASSES;
 use crate::allocator::pool;
 use crate::allocator::sync::{self, Locked, Ordering};
+#[cfg(not(loom))]
+use alloc::vec::Vec;
 use core::ptr;
 
 /// The registry of heaps: every heap ever made (heaps are never unmapped) and the

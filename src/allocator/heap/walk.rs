@@ -6,6 +6,7 @@ use super::Heap;
 use crate::allocator::geometry::NUM_CLASSES;
 use crate::allocator::pool::{Block, Pool};
 use crate::allocator::sync::Ordering;
+use alloc::vec::Vec;
 
 /// The sum of every heap's `large` count (see [`count_large`](super::count_large)), read
 /// without stopping the owners: a statistic, current to within the blocks being counted
