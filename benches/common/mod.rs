@@ -59,18 +59,6 @@ pub fn preload_for(name: &str) -> Option<&'static str> {
     }
 }
 
-unsafe extern "C" fn ours_malloc(n: usize) -> *mut c_void {
-    pymalloc::api::malloc(n).cast()
-}
-unsafe extern "C" fn ours_free(p: *mut c_void) {
-    // SAFETY: `p` came from `ours_malloc`/`ours_realloc`.
-    unsafe { pymalloc::api::free(p.cast()) }
-}
-unsafe extern "C" fn ours_realloc(p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: `p` is NULL or came from `ours_malloc`/`ours_realloc`.
-    unsafe { pymalloc::api::realloc(p.cast(), n).cast() }
-}
-
 static mut EMPTY_BLOCK: [u8; 1 << 16] = [0; 1 << 16];
 unsafe extern "C" fn empty_malloc(_: usize) -> *mut c_void {
     std::ptr::addr_of_mut!(EMPTY_BLOCK).cast()
@@ -122,11 +110,13 @@ pub fn load(name: &str) -> Result<Alloc, String> {
         })
     };
     match name {
+        // The C entry points, linked in: the fast paths inlined as in the shared library
+        // (`api::malloc`/`free` are out-of-line wrappers for Rust callers).
         "pymalloc-rs" => Ok(Alloc {
             name: "pymalloc-rs",
-            malloc: ours_malloc,
-            free: ours_free,
-            realloc: ours_realloc,
+            malloc: pymalloc::ffi::pymalloc_malloc,
+            free: pymalloc::ffi::pymalloc_free,
+            realloc: pymalloc::ffi::pymalloc_realloc,
         }),
         "glibc" => Ok(Alloc {
             name: "glibc",
