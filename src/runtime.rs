@@ -1,6 +1,9 @@
 //! What the `no_std` library supplies itself when it is built to abort on panic, as the
 //! shipped `libpymalloc.so` and `.a` are (tests and benches unwind, and link `std`, which
-//! supplies both instead): the panic handler, and the allocator behind `alloc`.
+//! supplies both instead): the panic handler, and the allocator behind `alloc`. They are
+//! the Rust runtime's own symbols, which a `std` in the same program defines too: the
+//! static library cannot be linked beside other Rust code
+//! (docs/decisions.md#the-library-is-no_std-and-aborts-on-panic).
 
 #[cfg(panic = "abort")]
 mod abort {
@@ -76,8 +79,9 @@ mod abort {
     // The toolchain's precompiled `core` is built to unwind, so its unwind tables name a
     // personality routine, which only `std` defines; the one function of it the library
     // links with a table (the report `alloc` makes when memory runs out) never unwinds,
-    // so the routine is never called. This stands in for it, hidden (local to the library,
-    // so it cannot take the place of a Rust program's own), and traps if it ever runs.
+    // so the routine is never called. This stands in for it, and traps if it ever runs. It
+    // is hidden, so the shared library keeps it to itself; in the static library it is an
+    // ordinary definition, which clashes with a `std` linked beside it.
     core::arch::global_asm!(
         ".pushsection .text.rust_eh_personality,\"ax\",@progbits",
         ".globl rust_eh_personality",
