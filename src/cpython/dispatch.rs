@@ -109,7 +109,7 @@ pub(crate) fn malloc(size: usize) -> *mut c_void {
     }
 }
 
-/// `PyObject_Calloc`: see [`malloc`]; NULL when `nelem * elsize` exceeds `PY_SSIZE_T_MAX`.
+/// `PyObject_Calloc`: as `malloc` (this module's); NULL when `nelem * elsize` exceeds `PY_SSIZE_T_MAX`.
 pub fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.calloc.load(Ordering::Relaxed);
@@ -132,7 +132,7 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
     }
 }
 
-/// `PyObject_Realloc`: see [`malloc`].
+/// `PyObject_Realloc`: as `malloc` (this module's).
 ///
 /// # Safety
 /// `ptr` is NULL or a live block of the OBJ domain's allocator (outside CPython: ours, or

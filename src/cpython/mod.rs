@@ -154,7 +154,7 @@ fn allocator_api() -> Option<(AllocatorFn, AllocatorFn)> {
 /// replacement. Recognised from outside by either of two signs: the process exports
 /// `_Py_MergeZeroLocalRefcount` (biased reference counting, only in free-threaded builds),
 /// or `Py_GetVersion()` says "free-threading build" (3.13: "experimental free-threading
-/// build"). Call only where [`allocator_api`] found CPython.
+/// build"). Call only where `allocator_api` found CPython.
 pub fn free_threaded() -> Option<&'static str> {
     if !lookup(libc::RTLD_DEFAULT, c"_Py_MergeZeroLocalRefcount").is_null() {
         return Some(FREE_THREADED);

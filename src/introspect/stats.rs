@@ -241,7 +241,7 @@ pub const fn is_sparse(used: u64, capacity: u64) -> bool {
 ///
 /// Reads only pool headers (nothing is counted on the allocation paths): each pool's
 /// figures are a snapshot taken under the arena lock, which is held for
-/// [`ATTRIBUTE_CHUNK`] addresses at a time.
+/// `ATTRIBUTE_CHUNK` (4096) addresses at a time.
 ///
 /// # Panics
 /// When `groups` and `scratch` do not match `addrs` in length.
