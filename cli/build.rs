@@ -13,7 +13,21 @@ fn main() {
         let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
         let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
         let root = root.parent().expect("cli/ sits in the workspace root");
-        println!("cargo:rerun-if-changed={}", root.join("src").display());
+        // Every input of the library's own build (its build script watches `src`,
+        // `cbindgen.toml` and the link script; cargo, its manifest, lock file and build
+        // script): a change to any of them runs the nested build again, which decides
+        // what is stale. Watching `src` alone left a wheel's library stale after a change
+        // to the link script (tests/python_package.rs).
+        for input in [
+            "src",
+            "build.rs",
+            "Cargo.toml",
+            "Cargo.lock",
+            "cbindgen.toml",
+            "link",
+        ] {
+            println!("cargo:rerun-if-changed={}", root.join(input).display());
+        }
         bundle_library(root, &out);
     }
 }

@@ -289,6 +289,86 @@ assert any(n.endswith(".data/scripts/pymalloc") for n in names), names
     );
 }
 
+/// The newest `output` of a build script run of `package` under `dir` (a target
+/// directory): the file cargo keeps of what the script printed.
+fn build_script_output(dir: &Path, package: &str) -> PathBuf {
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for profile in std::fs::read_dir(dir).unwrap().flatten() {
+        let Ok(runs) = std::fs::read_dir(profile.path().join("build")) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let output = run.path().join("output");
+            let name = run.file_name().to_string_lossy().into_owned();
+            if name
+                .strip_prefix(package)
+                .is_some_and(|h| h.starts_with('-'))
+            {
+                if let Ok(meta) = output.metadata() {
+                    found.push((meta.modified().unwrap(), output));
+                }
+            }
+        }
+    }
+    found.sort();
+    let (_, newest) = found.pop().unwrap_or_else(|| {
+        panic!(
+            "no build script output of {package} under {}",
+            dir.display()
+        )
+    });
+    newest
+}
+
+/// The paths a build script's `output` says it watches, relative ones taken from `base`
+/// (cargo reads them against the package's directory).
+fn watched(output: &Path, base: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string(output)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("cargo:rerun-if-changed="))
+        .map(|p| base.join(p))
+        .collect()
+}
+
+/// The wheel's build script re-runs, so the library it bundles is rebuilt, whenever an
+/// input of the library's own build changes: every path the library's build script
+/// watches, and the manifest, lock file and build script cargo watches for it. (Watching
+/// `src` alone, a change to the link script left the wheel with the old library.)
+#[test]
+fn the_wheel_rebuilds_its_library_when_any_input_of_the_library_changes() {
+    if !have_pythons(
+        "package: the_wheel_rebuilds_its_library_when_any_input_of_the_library_changes",
+    ) {
+        return;
+    }
+    wheel();
+    let root = root();
+    let outer = build_script_output(&wheel_target_dir(), "pymalloc-cli");
+    let nested = outer.parent().unwrap().join("out").join("lib");
+    let triples: Vec<PathBuf> = std::fs::read_dir(&nested)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("release").is_dir() || p.join("debug").is_dir())
+        .collect();
+    assert_eq!(triples.len(), 1, "one target under {}", nested.display());
+    let inner = build_script_output(&triples[0], "pymalloc-rs");
+    let wheel_watches = watched(&outer, &root);
+    let mut inputs = watched(&inner, &root);
+    assert!(!inputs.is_empty(), "{} watches nothing", inner.display());
+    inputs.extend(["build.rs", "Cargo.toml", "Cargo.lock"].map(|f| root.join(f)));
+    for input in inputs {
+        assert!(
+            wheel_watches
+                .iter()
+                .any(|w| input == *w || input.starts_with(w)),
+            "cli/build.rs does not re-run when {} changes (it watches {wheel_watches:?})",
+            input.display()
+        );
+    }
+}
+
 #[test]
 fn wheel_installs_and_runs_on_python_3_8_and_3_13() {
     if !have_pythons("package: wheel_installs_and_runs_on_python_3_8_and_3_13") {
