@@ -75,30 +75,51 @@ fn body<'a>(disassembly: &'a str, function: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Whether an instruction of `objdump -d` reads through the GOT: a `%rip`-relative operand
+/// that objdump names after the symbol before the GOT (`_DYNAMIC` as lld lays the library
+/// out, `_GLOBAL_OFFSET_TABLE_` as GNU ld does).
+fn through_got(instruction: &str) -> bool {
+    instruction.contains("(%rip)")
+        && (instruction.contains("<_DYNAMIC") || instruction.contains("<_GLOBAL_OFFSET_TABLE_"))
+}
+
 /// The fast paths reach their slow paths with direct jumps, and load through the GOT only
 /// the thread slot's offset (an initial-exec TLS offset, which a shared library learns
-/// only when it is loaded): docs/decisions.md#no-got-on-the-fast-paths.
+/// only when it is loaded): docs/decisions.md#no-got-on-the-fast-paths. `PyObject_Malloc`
+/// and `PyObject_Free`, which the interpreter's own calls reach on builds with a shared
+/// libpython, also test which allocator the interpreter has installed (a static of ours
+/// against a function of ours) and jump through a register to the interpreter's when it
+/// is not ours: nothing more through the GOT there either.
 #[test]
 fn the_fast_paths_load_nothing_through_the_got_but_the_thread_slot() {
     let lib = library_dir().join("libpymalloc.so");
     let disassembly = inspect("objdump", &["-d", "--no-show-raw-insn"], &lib);
-    for function in ["pymalloc_malloc", "pymalloc_free"] {
+    for (function, dispatches) in [
+        ("pymalloc_malloc", false),
+        ("pymalloc_free", false),
+        ("PyObject_Malloc", true),
+        ("PyObject_Free", true),
+    ] {
         let code = body(&disassembly, function);
         println!("{function}:\n{}", code.join("\n"));
-        let through_got: Vec<usize> = (0..code.len())
-            .filter(|&i| code[i].contains("(%rip)") && code[i].contains("_DYNAMIC"))
-            .collect();
-        assert_eq!(through_got.len(), 1, "{function}: {through_got:?}");
-        let i = through_got[0];
-        assert!(
-            code[i].contains("mov") && code.get(i + 1).is_some_and(|l| l.contains("%fs:")),
-            "{function}: the GOT load is not the thread slot's offset: {}",
-            code[i]
-        );
-        assert!(
-            !code.iter().any(|l| l.contains("*")),
-            "{function} has an indirect jump or call"
-        );
+        let loads: Vec<usize> = (0..code.len()).filter(|&i| through_got(code[i])).collect();
+        // `PyObject_*` inline the fast path twice: with the interpreter's struct found,
+        // and without it outside CPython.
+        let expected = if dispatches { 2 } else { 1 };
+        assert_eq!(loads.len(), expected, "{function}: GOT loads at {loads:?}");
+        for i in loads {
+            assert!(
+                code[i].contains("mov") && code.get(i + 1).is_some_and(|l| l.contains("%fs:")),
+                "{function}: a GOT load is not the thread slot's offset: {}",
+                code[i]
+            );
+        }
+        for l in code.iter().filter(|l| l.contains('*')) {
+            assert!(
+                dispatches && l.contains("jmp") && l.contains("*%"),
+                "{function}: an indirect jump or call other than to the interpreter's: {l}"
+            );
+        }
     }
 }
 

@@ -55,7 +55,7 @@ unsafe extern "C" fn ctx_free(_ctx: *mut c_void, ptr: *mut c_void) {
 
 /// This allocator as a `PyMemAllocatorEx`: `ctx` NULL (ignored), the functions of [`api`].
 #[inline(always)]
-pub fn allocator() -> AllocatorEx {
+pub(crate) fn allocator() -> AllocatorEx {
     AllocatorEx {
         ctx: ptr::null_mut(),
         malloc: ctx_malloc,
@@ -67,10 +67,10 @@ pub fn allocator() -> AllocatorEx {
 
 /// The interpreter's own `PyObject_Malloc`, `_Calloc`, `_Realloc`, `_Free`, set by
 /// `cpython::resolve_forwarding`; null outside CPython, where the exported names are ours.
-pub static FORWARD_MALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-pub static FORWARD_CALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-pub static FORWARD_REALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-pub static FORWARD_FREE: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+pub(crate) static FORWARD_MALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+pub(crate) static FORWARD_CALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+pub(crate) static FORWARD_REALLOC: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+pub(crate) static FORWARD_FREE: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
 
 /// Loads a forwarding slot: the interpreter's function of type `F`, or `None` outside CPython.
 ///
@@ -216,7 +216,7 @@ static OBJ_DOMAIN: AtomicPtr<Live> = AtomicPtr::new(ptr::null_mut());
 
 /// The interpreter's live OBJ-domain allocator, once [`locate`] found it.
 #[inline(always)]
-pub fn obj_domain() -> Option<&'static Live> {
+pub(crate) fn obj_domain() -> Option<&'static Live> {
     let p = OBJ_DOMAIN.load(Ordering::Relaxed);
     // SAFETY: per the invariant, non-null means the interpreter's struct, which lives for
     // good; its words are read as atomics.
