@@ -25,7 +25,7 @@ pub extern "C" fn pymalloc_malloc(size: usize) -> *mut c_void {
 /// exceeds `PY_SSIZE_T_MAX`.
 #[no_mangle]
 pub extern "C" fn pymalloc_calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    api::calloc(nelem, elsize).cast()
+    api::calloc_inline(nelem, elsize).cast()
 }
 
 /// Resizes `ptr` with CPython's rules (see the README). NULL leaves `ptr` untouched.
@@ -36,7 +36,7 @@ pub extern "C" fn pymalloc_calloc(nelem: usize, elsize: usize) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn pymalloc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: forwarded caller contract.
-    unsafe { api::realloc(ptr.cast(), size).cast() }
+    unsafe { api::realloc_inner(ptr.cast(), size).cast() }
 }
 
 /// Frees `ptr`; NULL is a no-op; pointers not from our pools go to the system allocator.

@@ -123,6 +123,36 @@ fn the_fast_paths_load_nothing_through_the_got_but_the_thread_slot() {
     }
 }
 
+/// The calloc and realloc entry points, too, reach the library's own code directly: through
+/// the GOT they load only the thread slot's offset and reach only the C library (`memset`),
+/// and `PyObject_*` jump through a register only to the interpreter's functions.
+#[test]
+fn calloc_and_realloc_reach_the_library_without_the_got() {
+    let lib = library_dir().join("libpymalloc.so");
+    let disassembly = inspect("objdump", &["-d", "--no-show-raw-insn"], &lib);
+    for (function, dispatches) in [
+        ("pymalloc_calloc", false),
+        ("pymalloc_realloc", false),
+        ("PyObject_Calloc", true),
+        ("PyObject_Realloc", true),
+    ] {
+        let code = body(&disassembly, function);
+        for (i, l) in code.iter().enumerate() {
+            if through_got(l) {
+                assert!(
+                    l.contains("mov") && code.get(i + 1).is_some_and(|n| n.contains("%fs:")),
+                    "{function}: a GOT load is not the thread slot's offset: {l}"
+                );
+            } else if l.contains('*') {
+                assert!(
+                    l.contains("@GLIBC") || (dispatches && l.contains("jmp") && l.contains("*%")),
+                    "{function}: an indirect jump or call into the library: {l}"
+                );
+            }
+        }
+    }
+}
+
 /// Whether `lib` was linked by lld (its `.comment` says so).
 fn linked_by_lld(lib: &std::path::Path) -> bool {
     std::fs::read(lib)

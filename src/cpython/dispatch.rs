@@ -42,11 +42,11 @@ unsafe extern "C" fn ctx_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
     api::malloc_inline(size).cast()
 }
 unsafe extern "C" fn ctx_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    api::calloc(nelem, elsize).cast()
+    api::calloc_inline(nelem, elsize).cast()
 }
 unsafe extern "C" fn ctx_realloc(_ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: the caller passes a block it may reallocate.
-    unsafe { api::realloc(ptr.cast(), size).cast() }
+    unsafe { api::realloc_inner(ptr.cast(), size).cast() }
 }
 unsafe extern "C" fn ctx_free(_ctx: *mut c_void, ptr: *mut c_void) {
     // SAFETY: the caller passes a block it may free.
@@ -110,11 +110,11 @@ pub(crate) fn malloc(size: usize) -> *mut c_void {
 }
 
 /// `PyObject_Calloc`: as `malloc` (this module's); NULL when `nelem * elsize` exceeds `PY_SSIZE_T_MAX`.
-pub fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
+pub(crate) fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.calloc.load(Ordering::Relaxed);
         if f == ctx_calloc as *const () as usize {
-            return api::calloc(nelem, elsize).cast();
+            return api::calloc_inline(nelem, elsize).cast();
         }
         if nelem.checked_mul(elsize).is_none_or(|n| n > PY_SSIZE_T_MAX) {
             return ptr::null_mut();
@@ -128,7 +128,7 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
     match unsafe { forward::<unsafe extern "C" fn(usize, usize) -> *mut c_void>(&FORWARD_CALLOC) } {
         // SAFETY: the interpreter's PyObject_Calloc.
         Some(f) => unsafe { f(nelem, elsize) },
-        None => api::calloc(nelem, elsize).cast(),
+        None => api::calloc_inline(nelem, elsize).cast(),
     }
 }
 
@@ -137,13 +137,13 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// # Safety
 /// `ptr` is NULL or a live block of the OBJ domain's allocator (outside CPython: ours, or
 /// one the system allocator can reallocate).
-pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+pub(crate) unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.realloc.load(Ordering::Relaxed);
         if f == ctx_realloc as *const () as usize {
             // SAFETY: per the caller, a block of the OBJ domain's allocator, which is ours:
             // one of our pools', or one `api` hands on to the allocator we replaced.
-            return unsafe { api::realloc(ptr.cast(), size).cast() };
+            return unsafe { api::realloc_inner(ptr.cast(), size).cast() };
         }
         if size > PY_SSIZE_T_MAX {
             return ptr::null_mut();
@@ -160,7 +160,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: the interpreter's PyObject_Realloc, with the caller's contract.
         Some(f) => unsafe { f(ptr, size) },
         // SAFETY: forwarded caller contract.
-        None => unsafe { api::realloc(ptr.cast(), size).cast() },
+        None => unsafe { api::realloc_inner(ptr.cast(), size).cast() },
     }
 }
 

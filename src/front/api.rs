@@ -50,6 +50,12 @@ extern "C" fn large_malloc(n: usize) -> *mut u8 {
 
 /// `PyObject_Calloc`: zeroed memory for `nelem * elsize` bytes, NULL on overflow.
 pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
+    calloc_inline(nelem, elsize)
+}
+
+/// [`calloc`] for the C entry points, always inlined (see [`malloc_inline`]).
+#[inline(always)]
+pub(crate) fn calloc_inline(nelem: usize, elsize: usize) -> *mut u8 {
     // A multiplication with an overflow check, not CPython's division by `elsize` (tens of
     // cycles on every calloc, which CPython's objects call for every GC-tracked object).
     let n = match nelem.checked_mul(elsize) {
@@ -65,11 +71,17 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
         }
         return p;
     }
+    large_calloc(nelem, elsize)
+}
+
+/// Requests of `nelem * elsize` bytes (at most `PY_SSIZE_T_MAX`) pools do not serve.
+#[cold]
+extern "C" fn large_calloc(nelem: usize, elsize: usize) -> *mut u8 {
     if debug::enabled() {
         return debug::calloc(nelem, elsize, Api::Native);
     }
     let fb = fallback::get();
-    // SAFETY: the product fits in PY_SSIZE_T_MAX.
+    // SAFETY: the product fits in PY_SSIZE_T_MAX (checked by the caller).
     heap::count_large(unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() })
 }
 
@@ -126,6 +138,16 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
 /// # Safety
 /// As for [`free`].
 pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+    // SAFETY: forwarded caller contract.
+    unsafe { realloc_inner(p, n) }
+}
+
+/// [`realloc`] for the C entry points: crate-private, so that they reach it with a direct
+/// call (see [`malloc_inline`]); out of line, as it is long and three of them share it.
+///
+/// # Safety
+/// As for [`realloc`].
+pub(crate) unsafe fn realloc_inner(p: *mut u8, n: usize) -> *mut u8 {
     if n > PY_SSIZE_T_MAX {
         return ptr::null_mut();
     }
