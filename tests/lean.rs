@@ -83,9 +83,35 @@ fn through_got(instruction: &str) -> bool {
         && (instruction.contains("<_DYNAMIC") || instruction.contains("<_GLOBAL_OFFSET_TABLE_"))
 }
 
+/// Checks the code of `function` in `disassembly`: every load through the GOT is the thread
+/// slot's offset (an initial-exec TLS offset, which a shared library learns only when it is
+/// loaded), and every other indirect jump or call goes to the C library (where `libc`
+/// allows it) or, in a `PyObject_*` that `dispatches`, through a register to the
+/// interpreter's own function. Returns the number of loads through the GOT.
+fn check_indirections(disassembly: &str, function: &str, dispatches: bool, libc: bool) -> usize {
+    let code = body(disassembly, function);
+    println!("{function}:\n{}", code.join("\n"));
+    let mut loads = 0;
+    for (i, l) in code.iter().enumerate() {
+        if through_got(l) {
+            loads += 1;
+            assert!(
+                l.contains("mov") && code.get(i + 1).is_some_and(|n| n.contains("%fs:")),
+                "{function}: a GOT load is not the thread slot's offset: {l}"
+            );
+        } else if l.contains('*') {
+            assert!(
+                (libc && l.contains("@GLIBC"))
+                    || (dispatches && l.contains("jmp") && l.contains("*%")),
+                "{function}: an indirect jump or call into the library: {l}"
+            );
+        }
+    }
+    loads
+}
+
 /// The fast paths reach their slow paths with direct jumps, and load through the GOT only
-/// the thread slot's offset (an initial-exec TLS offset, which a shared library learns
-/// only when it is loaded): docs/decisions.md#no-got-on-the-fast-paths. `PyObject_Malloc`
+/// the thread slot's offset: docs/decisions.md#no-got-on-the-fast-paths. `PyObject_Malloc`
 /// and `PyObject_Free`, which the interpreter's own calls reach on builds with a shared
 /// libpython, also test which allocator the interpreter has installed (a static of ours
 /// against a function of ours) and jump through a register to the interpreter's when it
@@ -100,32 +126,16 @@ fn the_fast_paths_load_nothing_through_the_got_but_the_thread_slot() {
         ("PyObject_Malloc", true),
         ("PyObject_Free", true),
     ] {
-        let code = body(&disassembly, function);
-        println!("{function}:\n{}", code.join("\n"));
-        let loads: Vec<usize> = (0..code.len()).filter(|&i| through_got(code[i])).collect();
         // `PyObject_*` inline the fast path twice: with the interpreter's struct found,
         // and without it outside CPython.
         let expected = if dispatches { 2 } else { 1 };
-        assert_eq!(loads.len(), expected, "{function}: GOT loads at {loads:?}");
-        for i in loads {
-            assert!(
-                code[i].contains("mov") && code.get(i + 1).is_some_and(|l| l.contains("%fs:")),
-                "{function}: a GOT load is not the thread slot's offset: {}",
-                code[i]
-            );
-        }
-        for l in code.iter().filter(|l| l.contains('*')) {
-            assert!(
-                dispatches && l.contains("jmp") && l.contains("*%"),
-                "{function}: an indirect jump or call other than to the interpreter's: {l}"
-            );
-        }
+        let loads = check_indirections(&disassembly, function, dispatches, false);
+        assert_eq!(loads, expected, "{function}: {loads} loads through the GOT");
     }
 }
 
 /// The calloc and realloc entry points, too, reach the library's own code directly: through
-/// the GOT they load only the thread slot's offset and reach only the C library (`memset`),
-/// and `PyObject_*` jump through a register only to the interpreter's functions.
+/// the GOT they load only the thread slot's offset and reach only the C library (`memset`).
 #[test]
 fn calloc_and_realloc_reach_the_library_without_the_got() {
     let lib = library_dir().join("libpymalloc.so");
@@ -136,20 +146,7 @@ fn calloc_and_realloc_reach_the_library_without_the_got() {
         ("PyObject_Calloc", true),
         ("PyObject_Realloc", true),
     ] {
-        let code = body(&disassembly, function);
-        for (i, l) in code.iter().enumerate() {
-            if through_got(l) {
-                assert!(
-                    l.contains("mov") && code.get(i + 1).is_some_and(|n| n.contains("%fs:")),
-                    "{function}: a GOT load is not the thread slot's offset: {l}"
-                );
-            } else if l.contains('*') {
-                assert!(
-                    l.contains("@GLIBC") || (dispatches && l.contains("jmp") && l.contains("*%")),
-                    "{function}: an indirect jump or call into the library: {l}"
-                );
-            }
-        }
+        check_indirections(&disassembly, function, dispatches, true);
     }
 }
 
