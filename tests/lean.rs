@@ -115,38 +115,31 @@ fn check_indirections(disassembly: &str, function: &str, dispatches: bool, libc:
 /// and `PyObject_Free`, which the interpreter's own calls reach on builds with a shared
 /// libpython, also test which allocator the interpreter has installed (a static of ours
 /// against a function of ours) and jump through a register to the interpreter's when it
-/// is not ours: nothing more through the GOT there either.
+/// is not ours: nothing more through the GOT there either. The calloc and realloc entry
+/// points, too, reach the library's own code directly; besides the thread slot's offset
+/// they reach only the C library (`memset`) through the GOT.
 #[test]
-fn the_fast_paths_load_nothing_through_the_got_but_the_thread_slot() {
+fn the_entry_points_load_nothing_through_the_got_but_the_thread_slot() {
     let lib = library_dir().join("libpymalloc.so");
     let disassembly = inspect("objdump", &["-d", "--no-show-raw-insn"], &lib);
-    for (function, dispatches) in [
-        ("pymalloc_malloc", false),
-        ("pymalloc_free", false),
-        ("PyObject_Malloc", true),
-        ("PyObject_Free", true),
+    // (function, dispatches to the interpreter's, a malloc/free fast path)
+    for (function, dispatches, fast) in [
+        ("pymalloc_malloc", false, true),
+        ("pymalloc_free", false, true),
+        ("PyObject_Malloc", true, true),
+        ("PyObject_Free", true, true),
+        ("pymalloc_calloc", false, false),
+        ("pymalloc_realloc", false, false),
+        ("PyObject_Calloc", true, false),
+        ("PyObject_Realloc", true, false),
     ] {
-        // `PyObject_*` inline the fast path twice: with the interpreter's struct found,
-        // and without it outside CPython.
-        let expected = if dispatches { 2 } else { 1 };
-        let loads = check_indirections(&disassembly, function, dispatches, false);
-        assert_eq!(loads, expected, "{function}: {loads} loads through the GOT");
-    }
-}
-
-/// The calloc and realloc entry points, too, reach the library's own code directly: through
-/// the GOT they load only the thread slot's offset and reach only the C library (`memset`).
-#[test]
-fn calloc_and_realloc_reach_the_library_without_the_got() {
-    let lib = library_dir().join("libpymalloc.so");
-    let disassembly = inspect("objdump", &["-d", "--no-show-raw-insn"], &lib);
-    for (function, dispatches) in [
-        ("pymalloc_calloc", false),
-        ("pymalloc_realloc", false),
-        ("PyObject_Calloc", true),
-        ("PyObject_Realloc", true),
-    ] {
-        check_indirections(&disassembly, function, dispatches, true);
+        let loads = check_indirections(&disassembly, function, dispatches, !fast);
+        if fast {
+            // `PyObject_*` inline the fast path twice: with the interpreter's struct
+            // found, and without it outside CPython.
+            let expected = if dispatches { 2 } else { 1 };
+            assert_eq!(loads, expected, "{function}: {loads} loads through the GOT");
+        }
     }
 }
 
