@@ -1,10 +1,13 @@
 /* Debug mode's faults, one per run: argv[1] names the fault to commit. Run with
  * PYMALLOC_DEBUG=1; each fault must be reported and abort (tests/debug.rs). "ok" exercises
- * the debug allocator without a fault and must exit 0. */
+ * the debug allocator without a fault and must exit 0; "large-churn" frees large blocks
+ * over and over and prints its peak RSS; "check-after-free" writes to a freed block and
+ * says whether pymalloc_check saw it. */
 #include "pymalloc.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
@@ -28,6 +31,26 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 5000; i++) pymalloc_free(pymalloc_malloc((size_t)i % 700));
         pymalloc_free(NULL);
         printf("ok\n");
+        return 0;
+    }
+    if (!strcmp(f, "large-churn")) {
+        /* 8 MiB blocks (beyond the quarantine's byte budget) and 1 MiB ones (within it). */
+        for (int i = 0; i < 64; i++) {
+            size_t n = i % 2 ? (size_t)1 << 20 : (size_t)8 << 20;
+            char *b = pymalloc_malloc(n);
+            if (!b) return 1;
+            memset(b, 1, n);
+            pymalloc_free(b);
+        }
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf("maxrss %ld\n", ru.ru_maxrss);
+        return 0;
+    }
+    if (!strcmp(f, "check-after-free")) {
+        pymalloc_free(p);
+        p[3] = 1;
+        printf(pymalloc_check() ? "caught by pymalloc_check\n" : "not caught by pymalloc_check\n");
         return 0;
     }
     if (!strcmp(f, "overrun")) { p[20] = 'x'; pymalloc_free(p); }

@@ -28,6 +28,7 @@ use crate::allocator::sync::unmodeled::{AtomicBool, AtomicU64};
 use crate::allocator::sync::{Locked, Ordering};
 use crate::{allocator::fallback, allocator::fault::Report, allocator::heap, allocator::ownership};
 use alloc::collections::VecDeque;
+use alloc::string::String;
 use core::ptr;
 use hashbrown::HashMap;
 
@@ -41,8 +42,14 @@ const MAGIC_FREED: u64 = 0x4652_4545_4445_4144; // "FREEDEAD"
 const FORBIDDEN: u8 = 0xFD;
 const CLEAN: u8 = 0xCD;
 const DEAD: u8 = 0xDD;
-/// Freed blocks held back from reuse, so double frees and writes after free are seen.
+/// Freed blocks held back from reuse, so double frees and writes after free are seen: at
+/// most this many,
 const QUARANTINE: usize = 1024;
+/// and at most this many bytes of their inner allocations. Counting blocks alone let large
+/// freed blocks, each poisoned and so resident, hold gigabytes (docs/decisions.md, "Debug
+/// mode's quarantine is bounded in bytes"). A block bigger than this is not quarantined: it
+/// goes back when freed, poisoned, as under CPython's `PYTHONMALLOC=debug`.
+const QUARANTINE_BYTES: usize = 4 << 20;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -91,15 +98,50 @@ impl Api {
 
 /// Debug state under one lock.
 ///
-/// Invariants: `quarantine` holds the data pointers of at most [`QUARANTINE`] freed debug
-/// blocks, oldest first, each marked `MAGIC_FREED` and poisoned, none yet given back to its
-/// allocator, in room for `QUARANTINE + 1` reserved when it was made (if that reservation
-/// failed it has less, and nothing is quarantined); `large` maps the inner address of every
-/// fallback-backed debug block that is live or quarantined, and nothing else, to the bytes
-/// its inner allocation holds ([`room_for`] its stored size).
+/// Invariants: `large` maps the inner address of every fallback-backed debug block that is
+/// live or quarantined, and nothing else, to the bytes its inner allocation holds
+/// ([`room_for`] its stored size).
 pub(crate) struct State {
-    quarantine: Option<VecDeque<usize>>,
+    quarantine: Option<Quarantine>,
     large: Option<HashMap<usize, usize>>,
+}
+
+/// Freed debug blocks held back from reuse.
+///
+/// Invariants: `blocks` holds the data pointer and inner room of each quarantined block,
+/// oldest first, each marked `MAGIC_FREED` and poisoned, none yet given back to its
+/// allocator, in room for `QUARANTINE + 1` reserved when it was made (if that reservation
+/// failed it has less, and nothing is quarantined); `bytes` is the sum of their rooms.
+/// Between calls (under the lock) there are at most [`QUARANTINE`] blocks and
+/// [`QUARANTINE_BYTES`] bytes, but for blocks [`Quarantine::admit`] just added, which the
+/// freeing thread evicts ([`Quarantine::evict`]) before it returns.
+struct Quarantine {
+    blocks: VecDeque<(usize, usize)>,
+    bytes: usize,
+}
+
+impl Quarantine {
+    /// Quarantines the freed block at `p` with `room` bytes; false (nothing done) if it is
+    /// too big for the quarantine or the quarantine has no room reserved.
+    fn admit(&mut self, p: usize, room: usize) -> bool {
+        if room > QUARANTINE_BYTES || self.blocks.capacity() <= QUARANTINE {
+            return false;
+        }
+        // Never grows: at most QUARANTINE blocks were held, and QUARANTINE + 1 reserved.
+        self.blocks.push_back((p, room));
+        self.bytes += room;
+        true
+    }
+
+    /// Takes out the oldest block while the quarantine holds too many blocks or bytes.
+    fn evict(&mut self) -> Option<usize> {
+        if self.blocks.len() <= QUARANTINE && self.bytes <= QUARANTINE_BYTES {
+            return None;
+        }
+        let (p, room) = self.blocks.pop_front()?;
+        self.bytes -= room;
+        Some(p)
+    }
 }
 crate::allocator::sync::global! {
     /// The state under its lock, innermost of the allocator's locks (see `fork`).
@@ -112,14 +154,14 @@ crate::allocator::sync::global! {
 /// Runs `f` on the state under its lock. Nothing in it allocates unless it says so, and then
 /// only fallibly: memory may be exhausted (an address-space limit), and debug mode must
 /// answer NULL then, not abort.
-fn with_state<R>(f: impl FnOnce(&mut VecDeque<usize>, &mut HashMap<usize, usize>) -> R) -> R {
+fn with_state<R>(f: impl FnOnce(&mut Quarantine, &mut HashMap<usize, usize>) -> R) -> R {
     let mut guard = STATE.lock();
     let s = &mut *guard;
     f(
         s.quarantine.get_or_insert_with(|| {
-            let mut q = VecDeque::new();
-            let _ = q.try_reserve_exact(QUARANTINE + 1);
-            q
+            let mut blocks = VecDeque::new();
+            let _ = blocks.try_reserve_exact(QUARANTINE + 1);
+            Quarantine { blocks, bytes: 0 }
         }),
         s.large.get_or_insert_with(HashMap::new),
     )
@@ -177,17 +219,26 @@ fn header(p: usize) -> Option<Header> {
         with_state(|_, large| large.get(&inner).copied())?
     };
     // SAFETY: `inner` starts one of our pool blocks of at least HEAD + TAIL bytes, or a
-    // registered fallback block of at least that size; the header lies inside it.
+    // registered fallback block of at least that size.
+    Some(unsafe { read_header(inner, room) })
+}
+
+/// The header of the debug block whose inner allocation at `inner` holds `room` bytes.
+///
+/// # Safety
+/// `inner` starts an inner allocation of ours of `room >= HEAD + TAIL` bytes.
+unsafe fn read_header(inner: usize, room: usize) -> Header {
+    // SAFETY: the header lies inside the inner allocation (per the caller).
     unsafe {
         let w = inner as *const u64;
-        Some(Header {
+        Header {
             inner,
             room,
             // Atomic: another thread's free may be claiming the block ([`claim`]).
             magic: (*w.add(1).cast::<AtomicU64>()).load(Ordering::Acquire),
             size: w.add(2).read() as usize,
             api: (inner as *const u8).add(24).read(),
-        })
+        }
     }
 }
 
@@ -387,18 +438,11 @@ pub unsafe fn free(p: *mut u8, api: Api) {
     }
     // SAFETY: a live debug block of `h.size` bytes, now ours alone (claimed).
     unsafe { ptr::write_bytes(p, DEAD, h.size) };
-    let evicted = with_state(|q, _| {
-        if q.capacity() <= QUARANTINE {
-            return Some(p as usize); // no quarantine (its room could not be had)
-        }
-        q.push_back(p as usize);
-        if q.len() > QUARANTINE {
-            q.pop_front()
-        } else {
-            None
-        }
-    });
-    if let Some(old) = evicted {
+    if !with_state(|q, _| q.admit(p as usize, h.room)) {
+        give_back(&h);
+        return;
+    }
+    while let Some(old) = with_state(|q, _| q.evict()) {
         release(old);
     }
 }
@@ -421,13 +465,24 @@ fn claim(h: &Header) -> bool {
         .is_ok()
 }
 
+/// The offset of the first byte of a freed block's data that is no longer poisoned (a write
+/// after free), if any.
+///
+/// # Safety
+/// `p` is the data pointer of a quarantined block of ours, `h` its header, and `h`'s size
+/// fits the block ([`Header::size_fits`]).
+unsafe fn first_written(p: usize, h: &Header) -> Option<usize> {
+    // SAFETY: per the caller, `h.size` bytes of data lie inside the block.
+    let data = unsafe { core::slice::from_raw_parts(p as *const u8, h.size) };
+    data.iter().position(|&b| b != DEAD)
+}
+
 /// Really frees a quarantined block, after checking nobody wrote to it meanwhile.
 fn release(p: usize) {
     let h = header(p).expect("quarantined blocks keep their header");
     check_size(p, &h);
-    // SAFETY: the block is ours (quarantined), `h.size` bytes of data.
-    let data = unsafe { core::slice::from_raw_parts(p as *const u8, h.size) };
-    if let Some(i) = data.iter().position(|&b| b != DEAD) {
+    // SAFETY: a quarantined block whose size fits (checked).
+    if let Some(i) = unsafe { first_written(p, &h) } {
         let mut r = Report::new("write to a freed block (use after free)");
         describe(&mut r, p, Some(&h));
         r.text("    byte at offset ")
@@ -435,6 +490,36 @@ fn release(p: usize) {
             .text(" changed after the block was freed\n")
             .abort();
     }
+    give_back(&h);
+}
+
+/// For the walker ([`crate::introspect::check::verify`]): checks that every quarantined
+/// block still has its header and its poison; the first that does not is described.
+pub(crate) fn check_quarantine() -> Result<(), String> {
+    let found = with_state(|q, _| {
+        q.blocks.iter().find_map(|&(p, room)| {
+            // SAFETY: a quarantined block: its inner allocation of `room` bytes is ours.
+            let h = unsafe { read_header(p - HEAD, room) };
+            if h.magic != MAGIC_FREED || !h.size_fits() {
+                return Some((p, None));
+            }
+            // SAFETY: as above, and its size fits.
+            unsafe { first_written(p, &h) }.map(|i| (p, Some(i)))
+        })
+    });
+    match found {
+        None => Ok(()),
+        Some((p, None)) => Err(format!(
+            "quarantined debug block {p:#x}: its header was overwritten after it was freed"
+        )),
+        Some((p, Some(i))) => Err(format!(
+            "write to a freed block (use after free): quarantined debug block {p:#x}, byte at offset {i} changed after it was freed"
+        )),
+    }
+}
+
+/// Gives a freed debug block's inner allocation back to the allocator it came from.
+fn give_back(h: &Header) {
     if ownership::owns_arena_of(h.inner) {
         // SAFETY: a pool block of the shared heap, not in use any more.
         unsafe {

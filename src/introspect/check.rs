@@ -1,5 +1,6 @@
 //! The invariant walker: checks every arena, pool, free list and heap list against the
-//! invariants stated where those structures are defined, and counts what is in use.
+//! invariants stated where those structures are defined, and counts what is in use; in
+//! debug mode it checks the quarantine's poison too, so a write after free shows here.
 //! Tests call it between phases; it must run while no other thread is inside the allocator
 //! ([`verify`]'s contract).
 
@@ -26,6 +27,7 @@ pub struct Summary {
 /// the heaps' class lists and the pools' headers, which their owners change with plain
 /// stores and no lock. (Other threads may exist; they must be parked outside it.)
 pub unsafe fn verify() -> Result<Summary, String> {
+    crate::front::debug::check_quarantine()?;
     // Heaps first (registry lock), then arenas (arena lock): never both at once.
     let mut heaps = HashSet::new();
     let mut linked = HashSet::new();
