@@ -145,6 +145,63 @@ fn the_walker_sees_a_write_after_free() {
     );
 }
 
+/// A setuid program ignores every `PYMALLOC_*` setting when an unprivileged user runs it
+/// (`AT_SECURE`): here `PYMALLOC_DEBUG=1` and `PYMALLOC_STATS=1` from user `nobody` change
+/// nothing, while the same program without the setuid bit honours them (the program is
+/// linked statically, so the loader's search path plays no part).
+#[test]
+fn a_setuid_program_ignores_the_settings() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: a plain system call.
+    let root = unsafe { libc::geteuid() } == 0;
+    let Some(setpriv) = support::prereq::gate(
+        "setuid",
+        "a setuid program",
+        support::which("setpriv")
+            .filter(|_| root)
+            .ok_or_else(|| support::prereq::Missing::new("root and setpriv", "sudo cargo test")),
+    ) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("pymalloc-setuid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plain = dir.join("faults");
+    support::compile_c(
+        &support::root().join("ctests/debug/faults.c"),
+        &plain,
+        support::Link::Static,
+        &[],
+    );
+    let setuid = dir.join("faults-setuid");
+    std::fs::copy(&plain, &setuid).unwrap();
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let as_nobody = |exe: &std::path::Path| {
+        run(Command::new(&setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(exe)
+            .arg("overrun")
+            .env("PYMALLOC_DEBUG", "1")
+            .env("PYMALLOC_STATS", "1"))
+    };
+    let honoured = as_nobody(&plain);
+    let ignored = as_nobody(&setuid);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        honoured.status.signal(),
+        Some(libc::SIGABRT),
+        "without the setuid bit debug mode should catch the overrun: {:?}",
+        honoured.status
+    );
+    assert!(ignored.status.success(), "{:?}", ignored.status);
+    assert!(String::from_utf8_lossy(&ignored.stdout).contains("not caught"));
+    assert!(
+        ignored.stderr.is_empty(),
+        "statistics or a report from a setuid program: {}",
+        String::from_utf8_lossy(&ignored.stderr)
+    );
+}
+
 #[test]
 fn without_debug_mode_overruns_go_unseen() {
     // The same overrun, release mode: no guard bytes, so no report (this is what debug

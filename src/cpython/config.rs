@@ -1,22 +1,47 @@
 //! The environment variables (the README's table): `PYMALLOC_INSTALL`, `PYMALLOC_DOMAINS`,
 //! `PYMALLOC_STATS`, `PYMALLOC_DEBUG`, `PYMALLOC_VERBOSE`, and `PYMALLOC_DECAY_MS` (the
 //! decay of `arena`). All optional; a malformed value gets one clear line on stderr and the
-//! default.
+//! default. In a program that runs with privileges its caller lacks (setuid, setgid or file
+//! capabilities: the kernel's `AT_SECURE`) they are all ignored, as glibc ignores its own
+//! `MALLOC_*` tunables there: an unprivileged caller must not switch on debug reports (which
+//! print heap addresses) or statistics in it.
 
 use alloc::string::{String, ToString};
+use core::ffi::c_char;
+
+extern "C" {
+    /// `getenv`'s contract. glibc's and musl's `getenv` that answers NULL under `AT_SECURE` (not in the `libc`
+    /// crate for Linux).
+    fn secure_getenv(name: *const c_char) -> *mut c_char;
+}
 
 /// The value of the environment variable `name` (at most 63 bytes and no NUL, as every
-/// name the library reads is), or None when it is unset or not UTF-8. Read with `getenv`: the
-/// library reads its settings from its constructor, before the program starts threads.
+/// name the library reads is), or None when it is unset or not UTF-8. Read with `getenv`,
+/// for the interpreter's own variables (`PYTHONMALLOC`…), which CPython reads whatever the
+/// program's privileges. The library reads the environment from its constructor, before
+/// the program starts threads.
 pub fn var(name: &str) -> Option<String> {
+    read_with(name, libc::getenv)
+}
+
+/// A `PYMALLOC_*` setting: as [`var`], but None in a privileged program (`AT_SECURE`).
+fn setting(name: &str) -> Option<String> {
+    read_with(name, secure_getenv)
+}
+
+/// `name`'s value through `get`, a function with `getenv`'s contract.
+fn read_with(
+    name: &str,
+    get: unsafe extern "C" fn(*const c_char) -> *mut c_char,
+) -> Option<String> {
     let mut c_name = [0u8; 64];
     if name.len() >= c_name.len() {
         return None;
     }
     c_name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: `c_name` is NUL-terminated; getenv's result, if not NULL, is a NUL-terminated
+    // SAFETY: `c_name` is NUL-terminated; the result, if not NULL, is a NUL-terminated
     // string that stays valid until the environment changes, and is copied at once.
-    let value = unsafe { libc::getenv(c_name.as_ptr().cast()) };
+    let value = unsafe { get(c_name.as_ptr().cast()) };
     if value.is_null() {
         return None;
     }
@@ -141,9 +166,9 @@ impl Config {
         c
     }
 
-    /// Reads the process environment, warning on stderr.
+    /// Reads the process environment (nothing in a privileged program), warning on stderr.
     pub fn from_env() -> Config {
-        Config::read(var, |msg| eprintln!("{msg}"))
+        Config::read(setting, |msg| eprintln!("{msg}"))
     }
 }
 
