@@ -92,7 +92,8 @@ impl Default for Config {
     }
 }
 
-/// Parses a 0/1 switch. `None` for a malformed value.
+/// Parses a switch: `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`, in any case (the
+/// README's spellings). `None` for a malformed value.
 fn switch(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "yes" | "true" | "on" => Some(true),
@@ -136,7 +137,7 @@ impl Config {
                 match switch(&v) {
                     Some(b) => *slot = b,
                     None => warn(format!(
-                        "pymalloc: ignoring {name}={v:?}: expected 0 or 1; using {}",
+                        "pymalloc: ignoring {name}={v:?}: expected 1/0, true/false, yes/no or on/off; using {}",
                         u8::from(*slot)
                     )),
                 }
@@ -227,6 +228,25 @@ mod tests {
                 obj: true,
                 mem: true
             }
+        );
+    }
+
+    /// The README's spellings of a switch, in any case; the warning for anything else names
+    /// them.
+    #[test]
+    fn switches_take_the_usual_spellings() {
+        for (on, off) in [("1", "0"), ("true", "false"), ("yes", "no"), ("on", "off")] {
+            for (v, want) in [(on, true), (off, false)] {
+                for v in [v.to_string(), v.to_ascii_uppercase()] {
+                    let (c, w) = read(&[("PYMALLOC_DEBUG", &v)]);
+                    assert!(w.is_empty() && c.debug == want, "{v}: {w:?}");
+                }
+            }
+        }
+        let (_, w) = read(&[("PYMALLOC_INSTALL", "nope")]);
+        assert_eq!(
+            w,
+            ["pymalloc: ignoring PYMALLOC_INSTALL=\"nope\": expected 1/0, true/false, yes/no or on/off; using 1"]
         );
     }
 
