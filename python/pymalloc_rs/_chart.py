@@ -9,7 +9,7 @@ import sys
 import sysconfig
 
 #: Occupancy tenths merged into the chart's series: (name, first tenth, last tenth).
-BANDS = (("0-19 %", 0, 1), ("20-49 %", 2, 4), ("50-79 %", 5, 7), ("80-100 %", 8, 9))
+BANDS = (("<20 %", 0, 1), ("20-49 %", 2, 4), ("50-79 %", 5, 7), ("80-100 %", 8, 9))
 
 #: Groups drawn.
 TOP = 12

@@ -58,6 +58,19 @@ class Pinning(object):
     def __str__(self):
         return format_report(self)
 
+    def __repr__(self):
+        top = (self.by_site or self.by_type or [None])[0]
+        most = "" if top is None else ", most by %s (%s)" % (
+            top.name,
+            "{:,}".format(top.stranded_bytes),
+        )
+        return "<Pinning: %s bytes stranded in pools in use%s; %s objects in our pools; " \
+            "str() is the report>" % (
+                "{:,}".format(_stranded_in_use(self.stats)),
+                most,
+                "{:,}".format(self.in_pools),
+            )
+
 
 def _enumerate():
     """The objects the interpreter can enumerate: ``gc.get_objects()`` (the tracked
@@ -264,6 +277,18 @@ def _mib(n):
     return "%.1f MiB" % (n / 1048576.0)
 
 
+def _stranded_in_use(stats):
+    """The bytes stranded in pools in use (all classes)."""
+    return sum(c["bytes_stranded"] for c in stats["classes"])
+
+
+def _tenth(k):
+    """The name of occupancy bin ``k``: its pools hold at least ``10 k`` % of their blocks,
+    less than ``10 (k + 1)`` %. The first bin's pools are nearly all not empty (empty pools
+    are counted apart), so it is ``<10%``: ``0%`` read as empty."""
+    return "<10%" if k == 0 else "%d%%" % (10 * k)
+
+
 def _table(title, groups, unseen):
     lines = [
         title,
@@ -289,7 +314,7 @@ def format_report(p):
     """The text report of a :class:`Pinning` (what ``python -m pymalloc_rs --report``
     prints at exit)."""
     s = p.stats
-    in_use = sum(c["bytes_stranded"] for c in s["classes"])
+    in_use = _stranded_in_use(s)
     lines = [
         "pymalloc-rs: which objects keep memory stranded",
         "resident in arenas %s, in live blocks %s, stranded %s "
@@ -305,7 +330,7 @@ def format_report(p):
     lines.append(
         "pools by blocks in use: "
         + ", ".join(
-            "%d%%: %s" % (10 * k, "{:,}".format(n)) for k, n in enumerate(occupancy)
+            "%s: %s" % (_tenth(k), "{:,}".format(n)) for k, n in enumerate(occupancy)
         )
     )
     lines.append(

@@ -422,7 +422,10 @@ fn occupancy_table(o: &mut String, s: &Stats) {
     o.push_str("Pools by blocks in use, in tenths of a pool (column 10% = 10% to 19.9%;\n");
     o.push_str("empty pools kept by heaps not counted):\n\n");
     o.push_str("class   size   num pools ");
-    for k in 0..OCCUPANCY_BINS {
+    // The first column's pools are nearly all not empty (kept empty pools are left out):
+    // "<10%", as "0%" read as empty.
+    o.push_str("  <10%");
+    for k in 1..OCCUPANCY_BINS {
         let _ = write!(o, "{:>6}", format!("{}%", k * 100 / OCCUPANCY_BINS));
     }
     o.push_str("   bytes stranded\n-----   ----   --------- ");
@@ -493,7 +496,7 @@ mod tests {
             "# bytes lost to quantization",
             "Total",
             "Pools by blocks in use, in tenths of a pool",
-            "class   size   num pools     0%   10%   20%",
+            "class   size   num pools   <10%   10%   20%",
             "# bytes resident in arenas",
             "# bytes stranded in pools in use",
             "# bytes stranded in total",

@@ -60,6 +60,10 @@ assert kind.objects >= len(kept_a) + len(kept_b) and kind.pools >= ga.pools + gb
 
 text = str(p)
 assert "by allocation site (tracemalloc):" in text and ga.name in text, text
+# The first occupancy bin's pools each hold a live block: "<10%", not "0%" (read as empty).
+assert "pools by blocks in use: <10%: " in text, text
+r = repr(p)
+assert r.startswith("<Pinning: ") and "stranded in pools in use" in r and " at 0x" not in r, r
 assert p.in_pools >= len(kept_a) + len(kept_b) and p.in_pools <= p.objects
 print("pinning ok: %s stranded %d, %s stranded %d, %d objects in %.2f s"
       % (ga.name, ga.stranded_bytes, gb.name, gb.stranded_bytes, p.objects, p.seconds))
