@@ -226,6 +226,32 @@ fn a_failing_command_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed under"));
 }
 
+/// How a command ended is said in words, not as a raw wait status.
+#[test]
+fn a_failing_command_says_how_it_ended() {
+    for (script, how) in [
+        ("exit 2", "(exit status 2)"),
+        ("kill -9 $$", "(killed by signal 9)"),
+    ] {
+        let out = run(bin().args(["compare", "-n", "1", "--", "sh", "-c", script]));
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(how) && !err.contains("0x"), "{script}: {err}");
+    }
+}
+
+/// A command that does not exist gets one line, not the interpreter and mimalloc probes'
+/// notes before it.
+#[test]
+fn a_missing_program_is_one_line() {
+    let out = run(bin().args(["compare", "--", "/no/such/python", "app.py"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pymalloc: compare: cannot run \"/no/such/python\": no such program\n"
+    );
+}
+
 #[test]
 fn bad_usage_and_missing_library_are_errors() {
     assert_eq!(

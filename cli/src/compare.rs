@@ -9,7 +9,7 @@
 
 use crate::interpreter::Interpreter;
 use crate::median::median;
-use crate::{fail, library};
+use crate::{fail, find_program, library};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -155,13 +155,25 @@ fn measure(cmd: &[String], cfg: &Config) -> Result<(f64, u64), String> {
     let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(format!(
-            "{:?} failed under {} (status {status:#x}): {}",
+            "{:?} failed under {} ({}): {}",
             cmd.join(" "),
             cfg.name,
+            how_it_ended(status),
             err.lines().last().unwrap_or("")
         ));
     }
     Ok((secs, usage.ru_maxrss as u64))
+}
+
+/// A wait status in words: "exit status 2", "killed by signal 9".
+fn how_it_ended(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status:#x}")
+    }
 }
 
 pub fn find_python() -> Result<String, String> {
@@ -244,6 +256,13 @@ pub fn main(args: Args) -> ExitCode {
     let mut python = None;
     let jobs: Vec<(String, Vec<String>)> = match command {
         Some(cmd) => {
+            // One line for a command that cannot run, before anything else is said of it.
+            if find_program(cmd[0].as_ref()).is_none() {
+                return fail(
+                    &format!("compare: cannot run {:?}: no such program", cmd[0]),
+                    2,
+                );
+            }
             let label = cmd.join(" ");
             let mut argv = cmd;
             let is_python = Path::new(&argv[0])

@@ -11,6 +11,8 @@ mod median;
 mod run;
 
 use clap::{Parser, Subcommand};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,6 +31,19 @@ enum Command {
     Compare(compare::Args),
     Chart(chart::Args),
     Interpreter(interpreter::Args),
+}
+
+/// The file `exec` runs for `program`: the path itself when it holds a slash, else the
+/// first file of that name on `PATH`; `None` when there is none.
+pub fn find_program(program: &OsStr) -> Option<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program)).filter(|p| p.is_file());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
 }
 
 /// Prints `msg` as an error and returns the exit code for bad usage or a failure.

@@ -1,6 +1,6 @@
 //! `pymalloc run`: exec a command with the library preloaded.
 
-use crate::{fail, library};
+use crate::{fail, find_program, library};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -68,16 +68,7 @@ fn free_threaded(program: &OsStr) -> bool {
     {
         return false;
     }
-    let found = if program.as_bytes().contains(&b'/') {
-        Some(path.to_path_buf())
-    } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(program))
-                .find(|p| p.is_file())
-        })
-    };
-    found
+    find_program(program)
         .and_then(|p| std::fs::read(p).ok())
         .is_some_and(|bytes| free_threaded_image(&bytes))
 }
