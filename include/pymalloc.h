@@ -248,6 +248,9 @@ void pymalloc_trim(void);
 /*
  Walks every arena, pool, free list and heap and checks the allocator's invariants.
  Returns 0 when they hold; otherwise writes what is broken to stderr and returns -1.
+ Returns -2, with a line on stderr, when the check could not be made: its bookkeeping
+ (sets of what it has seen, from the C library's `malloc`) could not get memory. It
+ never aborts for want of memory.
 
  # Safety
  No other thread is inside the allocator, or enters it, until this returns (it reads
@@ -287,7 +290,8 @@ int pymalloc_install(void);
 unsigned int pymalloc_installed_domains(void);
 
 /*
- Fills `out` with the allocator's counters (see `pymalloc_stats`).
+ Fills `out` with the allocator's counters (see `pymalloc_stats`). Allocates nothing:
+ the counters are whole also when memory has run out.
 
  # Safety
  `out` is NULL or points to writable memory for one `pymalloc_stats`.
@@ -320,7 +324,9 @@ size_t pymalloc_attribute(const void *const *addrs,
                           size_t ngroups);
 
 /*
- Writes the statistics as text laid out like `sys._debugmallocstats()` to `fd`.
+ Writes the statistics as text laid out like `sys._debugmallocstats()` to `fd`. Needs
+ memory only for the table of heaps at its end, which, when memory has run out, is left
+ out with a line saying so; never aborts for want of memory.
  */
 void pymalloc_print_stats(int fd);
 

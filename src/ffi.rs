@@ -78,6 +78,9 @@ pub extern "C" fn pymalloc_trim() {
 
 /// Walks every arena, pool, free list and heap and checks the allocator's invariants.
 /// Returns 0 when they hold; otherwise writes what is broken to stderr and returns -1.
+/// Returns -2, with a line on stderr, when the check could not be made: its bookkeeping
+/// (sets of what it has seen, from the C library's `malloc`) could not get memory. It
+/// never aborts for want of memory.
 ///
 /// # Safety
 /// No other thread is inside the allocator, or enters it, until this returns (it reads
@@ -87,9 +90,13 @@ pub unsafe extern "C" fn pymalloc_check() -> c_int {
     // SAFETY: forwarded caller contract.
     match unsafe { check::verify() } {
         Ok(_) => 0,
-        Err(e) => {
+        Err(check::Failure::Broken(e)) => {
             eprintln!("pymalloc_check: {e}");
             -1
+        }
+        Err(check::Failure::NoMemory) => {
+            crate::allocator::fault::to_stderr(b"pymalloc_check: not enough memory to check\n");
+            -2
         }
     }
 }
@@ -132,7 +139,8 @@ pub extern "C" fn pymalloc_installed_domains() -> core::ffi::c_uint {
     cpython::installed_domains().into()
 }
 
-/// Fills `out` with the allocator's counters (see `pymalloc_stats`).
+/// Fills `out` with the allocator's counters (see `pymalloc_stats`). Allocates nothing:
+/// the counters are whole also when memory has run out.
 ///
 /// # Safety
 /// `out` is NULL or points to writable memory for one `pymalloc_stats`.
@@ -185,7 +193,9 @@ pub unsafe extern "C" fn pymalloc_attribute(
     }
 }
 
-/// Writes the statistics as text laid out like `sys._debugmallocstats()` to `fd`.
+/// Writes the statistics as text laid out like `sys._debugmallocstats()` to `fd`. Needs
+/// memory only for the table of heaps at its end, which, when memory has run out, is left
+/// out with a line saying so; never aborts for want of memory.
 #[no_mangle]
 pub extern "C" fn pymalloc_print_stats(fd: c_int) {
     stats::print(fd);

@@ -116,12 +116,13 @@ extern crate std;
 extern crate alloc;
 
 /// `format!` through `core::fmt::Write`: `alloc`'s own calls a function the toolchain ships
-/// precompiled with unwinding, which would make the library need the unwinder.
+/// precompiled with unwinding, which would make the library need the unwinder. Without
+/// memory the text is cut short, never an abort ([`fault::Text`]).
 macro_rules! format {
     ($($arg:tt)*) => {{
-        let mut text = alloc::string::String::new();
+        let mut text = $crate::allocator::fault::Text::default();
         let _ = core::fmt::Write::write_fmt(&mut text, format_args!($($arg)*));
-        text
+        text.0
     }};
 }
 

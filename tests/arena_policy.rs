@@ -9,7 +9,7 @@ use pymalloc::geometry::{ARENA_MASK, POOL_SIZE};
 use pymalloc::pool::{self, Pool};
 
 /// The invariant walker, between phases.
-fn verify() -> Result<check::Summary, String> {
+fn verify() -> Result<check::Summary, check::Failure> {
     // SAFETY: this file's one test starts no thread.
     unsafe { check::verify() }
 }

@@ -23,7 +23,7 @@ fn cycle(n: usize) -> Vec<usize> {
 }
 
 /// The invariant walker, between phases.
-fn verify() -> Result<check::Summary, String> {
+fn verify() -> Result<check::Summary, check::Failure> {
     // SAFETY: no other thread is inside the allocator between the phases of this file's
     // one test (the burst's thread has been joined).
     unsafe { check::verify() }

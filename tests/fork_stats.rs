@@ -22,14 +22,18 @@ fn a_forked_childs_vanished_threads_heaps_are_not_active() {
     ready_rx.recv().unwrap();
     let active =
         |heaps: &[stats::HeapStats]| heaps.iter().filter(|h| h.role == HeapRole::Active).count();
-    let (_, before) = stats::collect_with_heaps();
+    let before = stats::collect_with_heaps()
+        .1
+        .expect("memory for the per-heap table");
     assert!(active(&before) >= 2, "{before:?}");
 
     // SAFETY: the child only reads the statistics and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        let (_, heaps) = stats::collect_with_heaps();
+        let heaps = stats::collect_with_heaps()
+            .1
+            .expect("memory for the per-heap table");
         let vanished = heaps
             .iter()
             .filter(|h| h.role == HeapRole::Vanished)

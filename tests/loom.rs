@@ -19,7 +19,7 @@ use loom::thread;
 use pymalloc::{api, arena, check, heap};
 
 /// The invariant walker, at the end of a model.
-fn verify() -> Result<check::Summary, String> {
+fn verify() -> Result<check::Summary, check::Failure> {
     // SAFETY: called after every model thread was joined.
     unsafe { check::verify() }
 }

@@ -6,7 +6,7 @@
 use pymalloc::{api, check};
 
 /// The invariant walker, between steps.
-fn verify() -> Result<check::Summary, String> {
+fn verify() -> Result<check::Summary, check::Failure> {
     // SAFETY: every test of this file runs under `SERIAL` on one thread, so no other
     // thread is inside the allocator.
     unsafe { check::verify() }

@@ -6,7 +6,7 @@
 use pymalloc::{api, check};
 
 /// The invariant walker, between phases.
-fn verify() -> Result<check::Summary, String> {
+fn verify() -> Result<check::Summary, check::Failure> {
     // SAFETY: this file's one test calls it only after joining every worker thread, and
     // no other test shares the process.
     unsafe { check::verify() }

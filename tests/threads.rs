@@ -5,7 +5,7 @@
 use pymalloc::{api, arena, check};
 
 /// The invariant walker, between phases.
-fn verify() -> Result<check::Summary, String> {
+fn verify() -> Result<check::Summary, check::Failure> {
     // SAFETY: every test of this file holds `SERIAL` and calls it only once the threads it
     // started have been joined (or are parked outside the allocator).
     unsafe { check::verify() }

@@ -203,6 +203,10 @@ def stats():
       list of 10: the pools with 0-9.9 %, 10-19.9 %, ..., 90-100 % of their blocks in
       use) and ``bytes_stranded`` (the pools' 4096 bytes each minus the blocks in use).
 
+    The library allocates nothing to read them: a monitoring thread gets them whole also
+    when the process has run out of memory (this function's own Python objects aside,
+    whose allocation then raises ``MemoryError``).
+
     Raises ``NotActiveError`` when pymalloc-rs is not active (see ``is_active``).
     """
     lib = _active_library()

@@ -446,8 +446,9 @@ pub fn counts() -> ArenaCounts {
 
 /// Calls `f(arena_base, pools_in_use)` (a set of page indices as bits) for every mapped
 /// arena, under the arena lock, and checks the arena headers on the way (free set, buckets,
-/// ownership map). Returns a description of the first broken invariant, if any.
-pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), String> {
+/// ownership map). Returns a description of the first broken invariant, if any (or the
+/// first error `f` returns).
+pub fn walk<E: From<String>>(mut f: impl FnMut(usize, u64) -> Result<(), E>) -> Result<(), E> {
     locked(|s| {
         let (mut seen, mut free_pools, mut decommitted) = (0u64, 0u64, 0u64);
         let mut a = s.all;
@@ -459,25 +460,26 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
                 free_pools += u64::from(nfree);
                 decommitted += u64::from((*a).decommitted.count_ones());
                 if free & !usable_pools(base_of(a)) != 0 || free.count_ones() != u32::from(nfree) {
-                    return Err(format!("arena {a:p}: free set {free:#x} vs nfree {nfree}"));
+                    return Err(format!("arena {a:p}: free set {free:#x} vs nfree {nfree}").into());
                 }
                 if (*a).decommitted & !free != 0 {
-                    return Err(format!("arena {a:p}: a decommitted pool is in use"));
+                    return Err(format!("arena {a:p}: a decommitted pool is in use").into());
                 }
                 for i in (0..POOLS_PER_ARENA).filter(|i| free >> i & 1 != 0) {
                     if !(*pool::header(base_of(a), i)).heap.is_null() {
-                        return Err(format!("arena {a:p}: free pool {i} names a heap"));
+                        return Err(format!("arena {a:p}: free pool {i} names a heap").into());
                     }
                 }
                 if nfree > 0 && !on_bucket(s, a) {
-                    return Err(format!("arena {a:p}: not on bucket {nfree}"));
+                    return Err(format!("arena {a:p}: not on bucket {nfree}").into());
                 }
                 if ownership::table_of(base_of(a)) != header_table(base_of(a))
                     || arena_at(base_of(a)) != a
                 {
                     return Err(format!(
                         "arena {a:p}: its ownership-map word is not its header table"
-                    ));
+                    )
+                    .into());
                 }
                 f(base_of(a), usable_pools(base_of(a)) & !free)?;
                 a = (*a).all_next;
@@ -490,7 +492,8 @@ pub fn walk(mut f: impl FnMut(usize, u64) -> Result<(), String>) -> Result<(), S
             return Err(format!(
                 "{seen} arenas with {free_pools} free pools ({decommitted} decommitted) listed, \
                  counted {c:?}"
-            ));
+            )
+            .into());
         }
         Ok(())
     })

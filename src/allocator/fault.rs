@@ -1,16 +1,40 @@
 //! Misuse reports: a clear paragraph on stderr, then abort. Written with `write(2)` from a
 //! stack buffer, because the heap may be what is broken.
 
-/// Writes `text` to stderr with `write(2)`, retrying a partial write; a closed or broken
-/// stderr loses it.
-pub fn to_stderr(mut text: &[u8]) {
+use alloc::string::String;
+
+/// Writes `text` to file descriptor `fd` with `write(2)`, retrying a partial write; false
+/// when a closed or broken descriptor lost (some of) it.
+pub fn write_all(fd: i32, mut text: &[u8]) -> bool {
     while !text.is_empty() {
         // SAFETY: `text` is valid for its length.
-        let n = unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+        let n = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
         if n <= 0 {
-            return;
+            return false;
         }
         text = &text[n as usize..];
+    }
+    true
+}
+
+/// Writes `text` to stderr (see [`write_all`]).
+pub fn to_stderr(text: &[u8]) {
+    write_all(2, text);
+}
+
+/// A `String` that formatting grows only as far as memory allows: a write for which no
+/// memory can be had fails (`fmt::Error`) and leaves the text as it was, where `String`'s
+/// own would abort the process. The crate's `format!` writes through it, so reports made
+/// when memory is exhausted come out cut short, never as an abort (the statistics and the
+/// walker run then: `pymalloc_check`).
+#[derive(Default)]
+pub struct Text(pub String);
+
+impl core::fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.try_reserve(s.len()).map_err(|_| core::fmt::Error)?;
+        self.0.push_str(s);
+        Ok(())
     }
 }
 

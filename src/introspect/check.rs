@@ -4,12 +4,47 @@
 //! Tests call it between phases; it must run while no other thread is inside the allocator
 //! ([`verify`]'s contract).
 
-use crate::allocator::geometry::{blocks_per_pool, class_size, NUM_CLASSES, POOLS_PER_ARENA};
+use crate::allocator::geometry::{
+    blocks_per_pool, class_size, ALIGNMENT, NUM_CLASSES, POOLS_PER_ARENA, POOL_SIZE,
+};
 use crate::allocator::heap::{self, empty_pool, Heap};
 use crate::allocator::pool::{self, is_block_start, pool_of, Block, Pool, NOTIFY};
 use crate::{allocator::arena, allocator::sync::Ordering};
 use alloc::string::String;
+use core::hash::Hash;
 use hashbrown::{HashMap, HashSet};
+
+/// Why [`verify`] failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// An invariant does not hold: what is broken.
+    Broken(String),
+    /// The walker's bookkeeping (the sets of heaps, pools and blocks it has seen) could not
+    /// get memory: the walk stopped there, having found nothing broken so far.
+    NoMemory,
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Failure::Broken(what) => f.write_str(what),
+            Failure::NoMemory => f.write_str("not enough memory to walk the heaps"),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(what: String) -> Self {
+        Failure::Broken(what)
+    }
+}
+
+/// Adds `v` to `set`, growing it only as far as memory allows (without memory, the
+/// walker stops rather than abort the process it checks); false if `v` was there already.
+fn insert<T: Hash + Eq>(set: &mut HashSet<T>, v: T) -> Result<bool, Failure> {
+    set.try_reserve(1).map_err(|_| Failure::NoMemory)?;
+    Ok(set.insert(v))
+}
 
 /// What the walker counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,13 +55,15 @@ pub struct Summary {
     pub blocks_in_use: u64,
 }
 
-/// Walks every structure; returns the first broken invariant, or what is in use.
+/// Walks every structure; returns the first broken invariant, or what is in use. Without
+/// memory for its bookkeeping it gives up ([`Failure::NoMemory`]) and allocates nothing
+/// more.
 ///
 /// # Safety
 /// No other thread is inside the allocator, or enters it, until this returns: it reads
 /// the heaps' class lists and the pools' headers, which their owners change with plain
 /// stores and no lock. (Other threads may exist; they must be parked outside it.)
-pub unsafe fn verify() -> Result<Summary, String> {
+pub unsafe fn verify() -> Result<Summary, Failure> {
     crate::front::debug::check_quarantine()?;
     // Heaps first (registry lock), then arenas (arena lock): never both at once.
     let mut heaps = HashSet::new();
@@ -35,11 +72,15 @@ pub unsafe fn verify() -> Result<Summary, String> {
     let mut delayed: HashMap<usize, u64> = HashMap::new();
     let mut problem = None;
     heap::for_each_heap(|h| {
-        heaps.insert(h as usize);
-        // SAFETY: no other thread is inside the allocator (our contract); heaps live forever.
-        if let Err(e) = unsafe { check_heap(h, &mut linked, &mut kept, &mut delayed) } {
-            problem.get_or_insert(e);
+        if problem.is_some() {
+            return;
         }
+        let checked = insert(&mut heaps, h as usize).and_then(|_| {
+            // SAFETY: no other thread is inside the allocator (our contract); heaps live
+            // forever.
+            unsafe { check_heap(h, &mut linked, &mut kept, &mut delayed) }
+        });
+        problem = checked.err();
     });
     if let Some(e) = problem {
         return Err(e);
@@ -47,7 +88,7 @@ pub unsafe fn verify() -> Result<Summary, String> {
 
     let mut sum = Summary::default();
     let mut seen_linked = 0usize;
-    arena::walk(|base, in_use| {
+    arena::walk::<Failure>(|base, in_use| {
         sum.arenas += 1;
         for i in (0..POOLS_PER_ARENA).filter(|i| in_use >> i & 1 != 0) {
             let pool = pool::header(base, i);
@@ -64,17 +105,17 @@ pub unsafe fn verify() -> Result<Summary, String> {
         Ok(())
     })?;
     if seen_linked != linked.len() {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "{} pools on heap lists, {seen_linked} of them found in arenas",
             linked.len()
-        ));
+        )));
     }
     let counts = arena::counts();
     if counts.pools_in_use != sum.pools_in_use {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "{} pools in use counted, {} found",
             counts.pools_in_use, sum.pools_in_use
-        ));
+        )));
     }
     Ok(sum)
 }
@@ -89,7 +130,7 @@ unsafe fn check_heap(
     linked: &mut HashSet<usize>,
     kept: &mut HashSet<usize>,
     delayed: &mut HashMap<usize, u64>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     // SAFETY: per the caller.
     let lists = unsafe { heap::lists_of(h) };
     for (class, &(head, tail)) in lists.iter().enumerate() {
@@ -100,24 +141,26 @@ unsafe fn check_heap(
             let p = unsafe { &*pool };
             if p.class as usize != class || p.heap != heap::owner(h) || !p.linked || p.prev != prev
             {
-                return Err(format!(
+                return Err(Failure::Broken(format!(
                     "heap {h:p}: pool {pool:p} misfiled on class list {class}"
-                ));
+                )));
             }
-            if !linked.insert(pool as usize) {
-                return Err(format!("pool {pool:p} is on a class list twice"));
+            if !insert(linked, pool as usize)? {
+                return Err(Failure::Broken(format!(
+                    "pool {pool:p} is on a class list twice"
+                )));
             }
             prev = pool;
             pool = p.next;
         }
         if tail != prev {
-            return Err(format!(
+            return Err(Failure::Broken(format!(
                 "heap {h:p}: class list {class} ends at {prev:p}, its tail says {tail:p}"
-            ));
+            )));
         }
     }
     // SAFETY: per the caller.
-    let (cache, count, releasing) = unsafe { heap::cache_of(h) };
+    let (cache, count, releasing, nreleasing) = unsafe { heap::cache_of(h) };
     let mut n = 0;
     for (class, &head) in cache.iter().enumerate() {
         let mut pool = head;
@@ -131,27 +174,35 @@ unsafe fn check_heap(
                 || p.used != 0
                 || !p.heap.is_null()
             {
-                return Err(format!(
+                return Err(Failure::Broken(format!(
                     "heap {h:p}: pool {pool:p} misfiled on cache {class}"
-                ));
+                )));
             }
-            if !kept.insert(pool as usize) || n > count {
-                return Err(format!("heap {h:p}: cache {class} loops or miscounts"));
+            if !insert(kept, pool as usize)? || n > count {
+                return Err(Failure::Broken(format!(
+                    "heap {h:p}: cache {class} loops or miscounts"
+                )));
             }
             pool = p.next;
         }
     }
     if n != count {
-        return Err(format!("heap {h:p}: {n} pools cached, counted {count}"));
+        return Err(Failure::Broken(format!(
+            "heap {h:p}: {n} pools cached, counted {count}"
+        )));
     }
-    for pool in releasing {
+    for &pool in &releasing[..nreleasing] {
         // SAFETY: as above.
         let p = unsafe { &*pool };
-        if !p.cached || p.linked || p.used != 0 || !p.heap.is_null() || !kept.insert(pool as usize)
+        if !p.cached
+            || p.linked
+            || p.used != 0
+            || !p.heap.is_null()
+            || !insert(kept, pool as usize)?
         {
-            return Err(format!(
+            return Err(Failure::Broken(format!(
                 "heap {h:p}: pool {pool:p} misfiled in the release batch"
-            ));
+            )));
         }
     }
     // SAFETY: per the caller.
@@ -169,12 +220,15 @@ unsafe fn count_delayed(
     h: *mut Heap,
     mut b: *mut Block,
     delayed: &mut HashMap<usize, u64>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let mut seen = HashSet::new();
     while !b.is_null() {
-        if !seen.insert(b as usize) {
-            return Err(format!("heap {h:p}: delayed list loops at {b:p}"));
+        if !insert(&mut seen, b as usize)? {
+            return Err(Failure::Broken(format!(
+                "heap {h:p}: delayed list loops at {b:p}"
+            )));
         }
+        delayed.try_reserve(1).map_err(|_| Failure::NoMemory)?;
         *delayed.entry(pool_of(b) as usize).or_default() += 1;
         // SAFETY: per the caller.
         b = unsafe { (*b).next };
@@ -182,7 +236,11 @@ unsafe fn count_delayed(
     Ok(())
 }
 
-/// Walks a list of blocks of `pool`, checking each and collecting them in `seen`.
+/// One bit per block of a pool (the smallest class has the most: a page of 16-byte blocks),
+/// for the blocks a pool's lists hold.
+type Seen = [u64; POOL_SIZE / ALIGNMENT / 64];
+
+/// Walks a list of blocks of `pool`, checking each and marking them in `seen`.
 ///
 /// # Safety
 /// `b` heads a list of blocks the allocator keeps; nothing changes it meanwhile.
@@ -190,28 +248,30 @@ unsafe fn walk_list(
     pool: *mut Pool,
     class: usize,
     mut b: *mut Block,
-    seen: &mut HashSet<usize>,
+    seen: &mut Seen,
     what: &str,
-) -> Result<u64, String> {
+) -> Result<u64, Failure> {
     let mut n = 0;
     // SAFETY: per the caller nothing changes the header.
     let fresh = unsafe { (*pool).fresh };
     while !b.is_null() {
         if !is_block_start(pool, class, b as usize) {
-            return Err(format!(
+            return Err(Failure::Broken(format!(
                 "pool {pool:p}: {what} list holds {b:p}, not a block start"
-            ));
+            )));
         }
         if fresh != 0 && b as usize >= fresh {
-            return Err(format!(
+            return Err(Failure::Broken(format!(
                 "pool {pool:p}: {what} list holds {b:p}, a block never handed out"
-            ));
+            )));
         }
-        if !seen.insert(b as usize) {
-            return Err(format!(
+        let k = (b as usize - pool::page_of(pool)) / class_size(class);
+        if seen[k / 64] >> (k % 64) & 1 != 0 {
+            return Err(Failure::Broken(format!(
                 "pool {pool:p}: block {b:p} is on the free lists twice"
-            ));
+            )));
         }
+        seen[k / 64] |= 1 << (k % 64);
         n += 1;
         // SAFETY: `b` is a block of our pool.
         b = unsafe { (*b).next };
@@ -229,46 +289,46 @@ unsafe fn check_pool(
     linked: &HashSet<usize>,
     kept: &HashSet<usize>,
     delayed: u64,
-) -> Result<u64, String> {
+) -> Result<u64, Failure> {
     // SAFETY: per the caller.
     let p = unsafe { &*pool };
     let class = p.class as usize;
     // A kept empty pool names no heap (its heap's cache lists it, checked there).
     if class >= NUM_CLASSES || (!p.cached && !heaps.contains(&(p.heap as usize))) {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: class {class} / heap {:p} invalid",
             p.heap
-        ));
+        )));
     }
     let cap = blocks_per_pool(class) as u64;
     if p.fresh_last != pool::page_of(pool) + (cap as usize - 1) * class_size(class) {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: fresh_last {:#x} is not the page's last block",
             p.fresh_last
-        ));
+        )));
     }
     // `carve` stops only at `fresh_last` exactly: a `fresh` off the block grid or past it
     // would carve on into the next page.
     if p.fresh != 0 && !(is_block_start(pool, class, p.fresh) && p.fresh <= p.fresh_last) {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: fresh {:#x} is not a block of the page",
             p.fresh
-        ));
+        )));
     }
     if p.cached != kept.contains(&(pool as usize)) {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: cached flag disagrees with its heap's cache"
-        ));
+        )));
     }
     if !p.linked && !p.cached && p.used != pool::PARKED {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: off its list but used is {}, not PARKED",
             p.used
-        ));
+        )));
     }
     // SAFETY: as above.
     let used = u64::from(unsafe { pool::used(pool) });
-    let mut seen = HashSet::new();
+    let mut seen = Seen::default();
     // SAFETY: the pool's lists hold blocks of it.
     let free = unsafe { walk_list(pool, class, p.free, &mut seen, "free") }?;
     let remote_word = p.remote.load(Ordering::Acquire);
@@ -283,45 +343,45 @@ unsafe fn check_pool(
         )
     }?;
     if remote_word & NOTIFY != 0 && remote != 0 {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: NOTIFY set on a non-empty remote list"
-        ));
+        )));
     }
     let counted = u64::from(pool::remote_list(remote_word).1);
     if counted != remote {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: remote list of {remote} blocks counted as {counted}"
-        ));
+        )));
     }
     // SAFETY: as above.
     let uncarved = unsafe { pool::uncarved(pool, class) } as u64;
     if free + used + uncarved != cap {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: {free} free + {used} used + {uncarved} uncarved != {cap} blocks"
-        ));
+        )));
     }
     if remote + delayed > used {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: {remote} remote + {delayed} delayed > {used} used"
-        ));
+        )));
     }
     if p.linked != linked.contains(&(pool as usize)) {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: linked flag disagrees with its heap's lists"
-        ));
+        )));
     }
     if p.cached && (used != 0 || remote != 0 || delayed != 0) {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: kept empty, but {used} blocks are in use"
-        ));
+        )));
     }
     if !p.linked
         && !p.cached
         && (free != 0 || p.fresh != 0 || (remote_word & NOTIFY == 0 && delayed == 0))
     {
-        return Err(format!(
+        return Err(Failure::Broken(format!(
             "pool {pool:p}: off its list but neither full nor awaiting notice"
-        ));
+        )));
     }
     Ok(used - remote - delayed)
 }
@@ -331,7 +391,7 @@ mod tests {
     use super::*;
 
     /// Two blocks on the stack, `b` linked to `a`; `a` linked back to `b` if `looped`.
-    fn run(looped: bool) -> (Result<(), String>, u64) {
+    fn run(looped: bool) -> (Result<(), Failure>, u64) {
         let mut blocks = [
             Block {
                 next: core::ptr::null_mut(),
@@ -356,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_looped_delayed_list_is_reported() {
-        assert!(run(true).0.unwrap_err().contains("delayed list loops"));
+        assert!(format!("{}", run(true).0.unwrap_err()).contains("delayed list loops"));
     }
 
     #[test]

@@ -13,9 +13,8 @@ use crate::allocator::geometry::{
 };
 use crate::allocator::heap::HeapRole;
 use crate::allocator::pool;
-use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::fmt::Write as _;
+use core::fmt::{self, Write};
 
 /// Per size class figures.
 #[repr(C)]
@@ -112,30 +111,43 @@ pub struct HeapStats {
     pub blocks_in_use: u64,
 }
 
-/// Takes a snapshot.
+/// Takes a snapshot. Allocates nothing, so it works when memory has run out.
 pub fn collect() -> Stats {
-    collect_with_heaps().0
+    gather(false).0
 }
 
-/// Takes a snapshot, with the per-heap summary (oldest heap first).
-pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
-    let roles = crate::allocator::heap::heap_roles();
-    let mut per_heap: Vec<HeapStats> = roles
-        .iter()
-        .rev()
-        .map(|&(_, role)| HeapStats {
-            role,
-            pools: 0,
-            blocks_in_use: 0,
-        })
-        .collect();
-    let index_of = |heap: usize| roles.iter().rev().position(|&(h, _)| h == heap);
+/// Takes a snapshot, with the per-heap summary (oldest heap first); the summary is `None`
+/// when no memory could be had for it (the snapshot is whole all the same).
+pub fn collect_with_heaps() -> (Stats, Option<Vec<HeapStats>>) {
+    gather(true)
+}
+
+/// [`collect`], and the per-heap summary if `per_heap` and memory allows.
+fn gather(per_heap: bool) -> (Stats, Option<Vec<HeapStats>>) {
     let mut s = Stats::default();
+    // The heaps' addresses and their shares, newest first.
+    let mut heaps: Option<(Vec<usize>, Vec<HeapStats>)> = per_heap.then(Default::default);
+    crate::allocator::heap::each_heap_role(|h, role| {
+        s.heaps += 1;
+        s.heaps_abandoned += u64::from(role == HeapRole::Abandoned);
+        if let Some((addrs, shares)) = &mut heaps {
+            if addrs.try_reserve(1).is_err() || shares.try_reserve(1).is_err() {
+                heaps = None;
+                return;
+            }
+            addrs.push(h as usize);
+            shares.push(HeapStats {
+                role,
+                pools: 0,
+                blocks_in_use: 0,
+            });
+        }
+    });
     for (c, cs) in s.classes.iter_mut().enumerate() {
         cs.size = class_size(c) as u64;
     }
     // The arena-level checks of `walk` hold under its lock; pools are only read.
-    let _ = arena::walk(|base, in_use| {
+    let _ = arena::walk::<alloc::string::String>(|base, in_use| {
         for i in 0..POOLS_PER_ARENA {
             if in_use >> i & 1 != 0 {
                 // SAFETY: a pool in use of a mapped arena; the arena lock keeps it mapped.
@@ -154,9 +166,11 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
                     cs.blocks_in_use += used;
                     cs.blocks_free += capacity - used;
                     cs.occupancy[occupancy_bin(used, capacity)] += 1;
-                    if let Some(k) = index_of(heap) {
-                        per_heap[k].pools += 1;
-                        per_heap[k].blocks_in_use += used;
+                    if let Some((addrs, shares)) = &mut heaps {
+                        if let Some(k) = addrs.iter().position(|&h| h == heap) {
+                            shares[k].pools += 1;
+                            shares[k].blocks_in_use += used;
+                        }
                     }
                 }
             }
@@ -187,11 +201,10 @@ pub fn collect_with_heaps() -> (Stats, Vec<HeapStats>) {
     s.large_in_use = (crate::allocator::fallback::in_use_global()
         .wrapping_add(crate::allocator::heap::large_in_heaps()))
     .max(0) as u64;
-    s.heaps = per_heap.len() as u64;
-    s.heaps_abandoned = per_heap
-        .iter()
-        .filter(|h| h.role == HeapRole::Abandoned)
-        .count() as u64;
+    let per_heap = heaps.map(|(_, mut shares)| {
+        shares.reverse();
+        shares
+    });
     (s, per_heap)
 }
 
@@ -303,53 +316,100 @@ pub fn blocks_in_use() -> u64 {
     collect().classes.iter().map(|c| c.blocks_in_use).sum()
 }
 
-/// Formats a number with thousands separators, as CPython does.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
+/// A number with thousands separators, as CPython writes them (padded as a `str` is).
+struct Grouped(u64);
+
+impl fmt::Display for Grouped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // u64::MAX has 20 digits: 26 characters with its separators.
+        let mut buf = [0u8; 26];
+        let (mut i, mut n, mut digits) = (buf.len(), self.0, 0);
+        loop {
+            if digits > 0 && digits % 3 == 0 {
+                i -= 1;
+                buf[i] = b',';
+            }
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            digits += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
-        out.push(ch);
+        f.pad(core::str::from_utf8(&buf[i..]).map_err(|_| fmt::Error)?)
     }
-    out
 }
 
-/// The report, laid out like CPython's `_PyObject_DebugMallocStats`, then a line per heap.
-pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
-    let mut o = String::new();
-    let line = |o: &mut String, label: &str, n: u64| {
-        let _ = writeln!(o, "{label:<35}= {:>20}", grouped(n));
-    };
-    let _ = writeln!(
+/// One line of the report's totals: the label padded to 35 columns, then the number.
+fn line(o: &mut impl Write, label: fmt::Arguments<'_>, n: u64) -> fmt::Result {
+    // `Arguments` ignores a width: the label is measured and padded by hand.
+    let mut width = Width(0);
+    let _ = width.write_fmt(label);
+    o.write_fmt(label)?;
+    writeln!(
+        o,
+        "{:pad$}= {:>20}",
+        "",
+        Grouped(n),
+        pad = 35usize.saturating_sub(width.0)
+    )
+}
+
+/// Counts the characters written to it.
+struct Width(usize);
+
+impl Write for Width {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.chars().count();
+        Ok(())
+    }
+}
+
+/// The report, laid out like CPython's `_PyObject_DebugMallocStats`, then a line per heap
+/// (when `heaps` is `None`, a line saying the per-heap table was left out for want of
+/// memory). Fails only when `o` does.
+pub fn report(o: &mut impl Write, s: &Stats, heaps: Option<&[HeapStats]>) -> fmt::Result {
+    writeln!(
         o,
         "Small block threshold = {SMALL_REQUEST_THRESHOLD}, in {NUM_CLASSES} size classes.\n"
-    );
-    o.push_str("class   size   num pools   blocks in use  avail blocks\n");
-    o.push_str("-----   ----   ---------   -------------  ------------\n");
+    )?;
+    o.write_str("class   size   num pools   blocks in use  avail blocks\n")?;
+    o.write_str("-----   ----   ---------   -------------  ------------\n")?;
     for (i, c) in s.classes.iter().enumerate() {
         if c.pools > 0 {
-            let _ = writeln!(
+            writeln!(
                 o,
                 "{i:5} {:6} {:11} {:15} {:13}",
                 c.size, c.pools, c.blocks_in_use, c.blocks_free
-            );
+            )?;
         }
     }
-    o.push('\n');
-    occupancy_table(&mut o, s);
-    o.push('\n');
-    line(&mut o, "# arenas allocated total", s.arenas_allocated_total);
-    line(&mut o, "# arenas reclaimed", s.arenas_reclaimed);
-    line(&mut o, "# arenas highwater mark", s.arenas_highwater);
-    line(&mut o, "# arenas allocated current", s.arenas_current);
+    o.write_str("\n")?;
+    occupancy_table(o, s)?;
+    o.write_str("\n")?;
     line(
-        &mut o,
-        &format!("{} arenas * {ARENA_SIZE} bytes/arena", s.arenas_current),
+        o,
+        format_args!("# arenas allocated total"),
+        s.arenas_allocated_total,
+    )?;
+    line(o, format_args!("# arenas reclaimed"), s.arenas_reclaimed)?;
+    line(
+        o,
+        format_args!("# arenas highwater mark"),
+        s.arenas_highwater,
+    )?;
+    line(
+        o,
+        format_args!("# arenas allocated current"),
+        s.arenas_current,
+    )?;
+    line(
+        o,
+        format_args!("{} arenas * {ARENA_SIZE} bytes/arena", s.arenas_current),
         s.bytes_mapped,
-    );
-    o.push('\n');
+    )?;
+    o.write_str("\n")?;
     let free_bytes: u64 = s.classes.iter().map(|c| c.blocks_free * c.size).sum();
     // Pool headers live in each arena's header page (its header table): the arena header
     // line counts the rest of that pool.
@@ -360,29 +420,41 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
     let quantization = ((s.pools_in_use * POOL_SIZE as u64).saturating_sub(kept))
         .saturating_sub(s.bytes_in_use + free_bytes);
     let unused = s.pools_free - s.pools_returned;
-    line(&mut o, "# bytes in allocated blocks", s.bytes_in_use);
-    line(&mut o, "# bytes in available blocks", free_bytes);
     line(
-        &mut o,
-        &format!("{unused} unused pools * {POOL_SIZE} bytes"),
+        o,
+        format_args!("# bytes in allocated blocks"),
+        s.bytes_in_use,
+    )?;
+    line(o, format_args!("# bytes in available blocks"), free_bytes)?;
+    line(
+        o,
+        format_args!("{unused} unused pools * {POOL_SIZE} bytes"),
         unused * POOL_SIZE as u64,
-    );
+    )?;
     line(
-        &mut o,
-        &format!("{} returned pools * {POOL_SIZE} bytes", s.pools_returned),
+        o,
+        format_args!("{} returned pools * {POOL_SIZE} bytes", s.pools_returned),
         s.pools_returned * POOL_SIZE as u64,
-    );
+    )?;
     line(
-        &mut o,
-        &format!("{} kept empty pools * {POOL_SIZE} bytes", s.pools_cached),
+        o,
+        format_args!("{} kept empty pools * {POOL_SIZE} bytes", s.pools_cached),
         kept,
-    );
-    line(&mut o, "# bytes lost to pool headers", headers);
-    line(&mut o, "# bytes lost to arena headers", arena_headers);
-    line(&mut o, "# bytes lost to quantization", quantization);
+    )?;
+    line(o, format_args!("# bytes lost to pool headers"), headers)?;
     line(
-        &mut o,
-        "Total",
+        o,
+        format_args!("# bytes lost to arena headers"),
+        arena_headers,
+    )?;
+    line(
+        o,
+        format_args!("# bytes lost to quantization"),
+        quantization,
+    )?;
+    line(
+        o,
+        format_args!("Total"),
         s.bytes_in_use
             + free_bytes
             + s.pools_free * POOL_SIZE as u64
@@ -390,77 +462,130 @@ pub fn report(s: &Stats, heaps: &[HeapStats]) -> String {
             + headers
             + arena_headers
             + quantization,
-    );
-    o.push('\n');
+    )?;
+    o.write_str("\n")?;
     let in_pools: u64 = s.classes.iter().map(|c| c.bytes_stranded).sum();
-    line(&mut o, "# bytes resident in arenas", s.bytes_resident);
-    line(&mut o, "# bytes stranded in pools in use", in_pools);
-    line(&mut o, "# bytes stranded in total", s.bytes_stranded);
-    o.push('\n');
-    line(&mut o, "# thread heaps", s.heaps);
-    line(&mut o, "# thread heaps abandoned", s.heaps_abandoned);
-    line(&mut o, "# large blocks in use (fallback)", s.large_in_use);
-    if !heaps.is_empty() {
-        o.push_str("\nheap   role        pools   blocks in use\n----   ---------   -----   -------------\n");
-        for (i, h) in heaps.iter().enumerate() {
-            let role = match h.role {
-                HeapRole::Active => "active",
-                HeapRole::Abandoned => "abandoned",
-                HeapRole::Shared => "shared",
-                HeapRole::Vanished => "vanished",
-            };
-            let _ = writeln!(o, "{i:4}   {role:<9} {:7} {:15}", h.pools, h.blocks_in_use);
+    line(
+        o,
+        format_args!("# bytes resident in arenas"),
+        s.bytes_resident,
+    )?;
+    line(
+        o,
+        format_args!("# bytes stranded in pools in use"),
+        in_pools,
+    )?;
+    line(
+        o,
+        format_args!("# bytes stranded in total"),
+        s.bytes_stranded,
+    )?;
+    o.write_str("\n")?;
+    line(o, format_args!("# thread heaps"), s.heaps)?;
+    line(
+        o,
+        format_args!("# thread heaps abandoned"),
+        s.heaps_abandoned,
+    )?;
+    line(
+        o,
+        format_args!("# large blocks in use (fallback)"),
+        s.large_in_use,
+    )?;
+    match heaps {
+        None => o.write_str("\n(per-heap table left out: no memory for it)\n")?,
+        Some([]) => {}
+        Some(heaps) => {
+            o.write_str("\nheap   role        pools   blocks in use\n----   ---------   -----   -------------\n")?;
+            for (i, h) in heaps.iter().enumerate() {
+                let role = match h.role {
+                    HeapRole::Active => "active",
+                    HeapRole::Abandoned => "abandoned",
+                    HeapRole::Shared => "shared",
+                    HeapRole::Vanished => "vanished",
+                };
+                writeln!(o, "{i:4}   {role:<9} {:7} {:15}", h.pools, h.blocks_in_use)?;
+            }
         }
     }
-    o
+    Ok(())
 }
 
 /// The occupancy section: per class, its pools by tenths of their blocks in use (see
 /// [`ClassStats::occupancy`]) and the bytes stranded in them, in the per-class table's
 /// layout.
-fn occupancy_table(o: &mut String, s: &Stats) {
-    o.push_str("Pools by blocks in use, in tenths of a pool (column 10% = 10% to 19.9%;\n");
-    o.push_str("empty pools kept by heaps not counted):\n\n");
-    o.push_str("class   size   num pools ");
+fn occupancy_table(o: &mut impl Write, s: &Stats) -> fmt::Result {
+    o.write_str("Pools by blocks in use, in tenths of a pool (column 10% = 10% to 19.9%;\n")?;
+    o.write_str("empty pools kept by heaps not counted):\n\n")?;
+    o.write_str("class   size   num pools ")?;
     // The first column's pools are nearly all not empty (kept empty pools are left out):
     // "<10%", as "0%" read as empty.
-    o.push_str("  <10%");
+    o.write_str("  <10%")?;
     for k in 1..OCCUPANCY_BINS {
-        let _ = write!(o, "{:>6}", format!("{}%", k * 100 / OCCUPANCY_BINS));
+        write!(o, "{:>5}%", k * 100 / OCCUPANCY_BINS)?;
     }
-    o.push_str("   bytes stranded\n-----   ----   --------- ");
+    o.write_str("   bytes stranded\n-----   ----   --------- ")?;
     for _ in 0..OCCUPANCY_BINS {
-        o.push_str(" -----");
+        o.write_str(" -----")?;
     }
-    o.push_str("   --------------\n");
+    o.write_str("   --------------\n")?;
     for (i, c) in s.classes.iter().enumerate() {
         if c.pools > 0 {
-            let _ = write!(
+            write!(
                 o,
                 "{i:5} {:6} {:11} ",
                 c.size,
                 c.occupancy.iter().sum::<u64>()
-            );
+            )?;
             for n in c.occupancy {
-                let _ = write!(o, "{n:6}");
+                write!(o, "{n:6}")?;
             }
-            let _ = writeln!(o, " {:16}", c.bytes_stranded);
+            writeln!(o, " {:16}", c.bytes_stranded)?;
         }
+    }
+    Ok(())
+}
+
+/// Text on its way to a file descriptor through a buffer on the stack: the report is
+/// written without allocating. A write that fails (the descriptor closed) fails the rest.
+struct ToFd {
+    fd: i32,
+    buf: [u8; 4096],
+    len: usize,
+}
+
+impl ToFd {
+    fn flush(&mut self) -> fmt::Result {
+        let ok = crate::allocator::fault::write_all(self.fd, &self.buf[..self.len]);
+        self.len = 0;
+        ok.then_some(()).ok_or(fmt::Error)
     }
 }
 
-/// Writes the report to file descriptor `fd`.
+impl Write for ToFd {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(self.buf.len()) {
+            if self.len + chunk.len() > self.buf.len() {
+                self.flush()?;
+            }
+            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        Ok(())
+    }
+}
+
+/// Writes the report to file descriptor `fd`. It needs memory only for the per-heap table,
+/// which is left out when none can be had.
 pub fn print(fd: i32) {
     let (stats, heaps) = collect_with_heaps();
-    let text = report(&stats, &heaps);
-    let mut rest = text.as_bytes();
-    while !rest.is_empty() {
-        // SAFETY: `rest` is a valid buffer of its length.
-        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
-        if n <= 0 {
-            return;
-        }
-        rest = &rest[n as usize..];
+    let mut out = ToFd {
+        fd,
+        buf: [0; 4096],
+        len: 0,
+    };
+    if report(&mut out, &stats, heaps.as_deref()).is_ok() {
+        let _ = out.flush();
     }
 }
 
@@ -470,17 +595,20 @@ mod tests {
 
     #[test]
     fn numbers_are_grouped_like_cpython() {
+        let grouped = |n| format!("{}", Grouped(n));
         assert_eq!(grouped(0), "0");
         assert_eq!(grouped(999), "999");
         assert_eq!(grouped(1000), "1,000");
         assert_eq!(grouped(20971520), "20,971,520");
+        assert_eq!(grouped(u64::MAX), "18,446,744,073,709,551,615");
     }
 
     #[test]
     fn report_has_cpythons_lines() {
         let p = crate::front::api::malloc(100);
         let (stats, heaps) = collect_with_heaps();
-        let text = report(&stats, &heaps);
+        let mut text = alloc::string::String::new();
+        report(&mut text, &stats, heaps.as_deref()).unwrap();
         // SAFETY: a live block.
         unsafe { crate::front::api::free(p) };
         for needle in [

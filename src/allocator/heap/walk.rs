@@ -6,7 +6,6 @@ use super::Heap;
 use crate::allocator::geometry::NUM_CLASSES;
 use crate::allocator::pool::{Block, Pool};
 use crate::allocator::sync::Ordering;
-use alloc::vec::Vec;
 
 /// The sum of every heap's `large` count (see [`count_large`](super::count_large)), read
 /// without stopping the owners: a statistic, current to within the blocks being counted
@@ -33,29 +32,31 @@ pub enum HeapRole {
     Vanished,
 }
 
-/// Every heap ever made, with its role, oldest last.
-pub fn heap_roles() -> Vec<(usize, HeapRole)> {
+/// Calls `f` on every heap ever made with its role, newest first, under the registry lock.
+/// Allocates nothing: the statistics must work when memory has run out.
+pub fn each_heap_role(mut f: impl FnMut(*mut Heap, HeapRole)) {
     let reg = REGISTRY.lock();
-    let shared = reg.shared;
-    let (mut abandoned, mut vanished, mut roles) = (Vec::new(), Vec::new(), Vec::new());
-    // SAFETY: the registry lock is held and nothing here writes a link.
+    let on = |list: *mut Heap, h: *mut Heap| {
+        let mut found = false;
+        // SAFETY: the registry lock is held and nothing here writes a link.
+        unsafe { each(list, Link::Abandoned, |a| found |= a == h) };
+        found
+    };
+    // SAFETY: as above.
     unsafe {
-        each(reg.abandoned, Link::Abandoned, |h| abandoned.push(h));
-        each(reg.vanished, Link::Abandoned, |h| vanished.push(h));
         each(reg.all, Link::All, |h| {
-            let role = if h == shared {
+            let role = if h == reg.shared {
                 HeapRole::Shared
-            } else if abandoned.contains(&h) {
+            } else if on(reg.abandoned, h) {
                 HeapRole::Abandoned
-            } else if vanished.contains(&h) {
+            } else if on(reg.vanished, h) {
                 HeapRole::Vanished
             } else {
                 HeapRole::Active
             };
-            roles.push((h as usize, role));
+            f(h, role);
         });
     }
-    roles
 }
 
 /// Calls `f` on every heap ever made, under the registry lock. Callers that read a heap's
@@ -78,16 +79,23 @@ pub unsafe fn lists_of(heap: *mut Heap) -> [(*mut Pool, *mut Pool); NUM_CLASSES]
 }
 
 /// The cache of `heap` for the invariant walker: its stacks, the count it keeps, and the
-/// pools in its release batch.
+/// pools in its release batch (the first `n` of the array returned last, with `n`).
 ///
 /// # Safety
 /// `heap` is live and no thread is changing it.
-pub unsafe fn cache_of(heap: *mut Heap) -> ([*mut Pool; NUM_CLASSES], u32, Vec<*mut Pool>) {
+pub unsafe fn cache_of(
+    heap: *mut Heap,
+) -> (
+    [*mut Pool; NUM_CLASSES],
+    u32,
+    [*mut Pool; POOL_BATCH],
+    usize,
+) {
     // SAFETY: per the caller.
     unsafe {
         let h = &*heap;
         let n = (h.nreleasing as usize).min(POOL_BATCH);
-        (h.cache, h.cached, h.releasing[..n].to_vec())
+        (h.cache, h.cached, h.releasing, n)
     }
 }
 
