@@ -32,7 +32,14 @@
 //! remote-free path, which touches only the pools' `remote` lists and the heaps' `delayed`
 //! lists and so is safe; their memory simply stays mapped for the life of the child, which is
 //! what glibc's malloc does with the arenas of vanished threads too. The child's handler puts
-//! them on the registry's vanished list, so the statistics call them vanished, not active.
+//! them on the registry's vanished list, so the statistics call them vanished, not active,
+//! and the walker (`pymalloc_check`) checks none of their half-done books, only what the
+//! surviving heaps hold ([`check::verify`](crate::check::verify)). A remote free that a
+//! vanished thread had begun into a full pool, and not finished (it took the pool's notice,
+//! `NOTIFY`, and had not yet put the block on the owner's delayed list), loses its block,
+//! and the pool stays off its owner's list for good: its blocks leak in the child, as the
+//! walker allows. Debug mode hands every freed block back that way, so there it happens
+//! often.
 //! The child's own thread keeps its heap and continues as before.
 //!
 //! ## Registration

@@ -7,7 +7,7 @@
 use crate::allocator::geometry::{
     blocks_per_pool, class_size, ALIGNMENT, NUM_CLASSES, POOLS_PER_ARENA, POOL_SIZE,
 };
-use crate::allocator::heap::{self, empty_pool, Heap};
+use crate::allocator::heap::{self, empty_pool, Heap, HeapRole};
 use crate::allocator::pool::{self, is_block_start, pool_of, Block, Pool, NOTIFY};
 use crate::{allocator::arena, allocator::sync::Ordering};
 use alloc::string::String;
@@ -59,6 +59,17 @@ pub struct Summary {
 /// memory for its bookkeeping it gives up ([`Failure::NoMemory`]) and allocates nothing
 /// more.
 ///
+/// In a child process after `fork`, the heaps of the threads that did not survive (see
+/// `fork`) are left as their owners were at that instant, possibly in the middle of an
+/// update (a pool off its list and not yet parked, a block popped and `used` not yet
+/// counted, pools fetched from an arena and not yet set up). So the walker reads none of
+/// their lists, and a pool that no surviving heap accounts for (none is its owner, lists
+/// it or keeps it) is taken for one of theirs while any exists: its arena's books are
+/// checked, its own are not, and its blocks are not counted in
+/// [`Summary::blocks_in_use`]. Everything the surviving heaps hold is checked in full,
+/// except that a full pool off its list need not await notice of a remote free: a thread
+/// of the parent may have taken the notice and vanished before delivering its block.
+///
 /// # Safety
 /// No other thread is inside the allocator, or enters it, until this returns: it reads
 /// the heaps' class lists and the pools' headers, which their owners change with plain
@@ -70,9 +81,11 @@ pub unsafe fn verify() -> Result<Summary, Failure> {
     let mut linked = HashSet::new();
     let mut kept = HashSet::new();
     let mut delayed: HashMap<usize, u64> = HashMap::new();
+    let mut vanished = false;
     let mut problem = None;
-    heap::for_each_heap(|h| {
-        if problem.is_some() {
+    heap::each_heap_role(|h, role| {
+        vanished |= role == HeapRole::Vanished;
+        if problem.is_some() || role == HeapRole::Vanished {
             return;
         }
         let checked = insert(&mut heaps, h as usize).and_then(|_| {
@@ -86,6 +99,7 @@ pub unsafe fn verify() -> Result<Summary, Failure> {
         return Err(e);
     }
 
+    let forked = heap::in_forked_child();
     let mut sum = Summary::default();
     let mut seen_linked = 0usize;
     arena::walk::<Failure>(|base, in_use| {
@@ -93,9 +107,16 @@ pub unsafe fn verify() -> Result<Summary, Failure> {
         for i in (0..POOLS_PER_ARENA).filter(|i| in_use >> i & 1 != 0) {
             let pool = pool::header(base, i);
             sum.pools_in_use += 1;
-            let d = delayed.get(&(pool as usize)).copied().unwrap_or(0);
             // SAFETY: a pool in use of a mapped arena; the allocator is quiescent.
-            let in_use = unsafe { check_pool(pool, &heaps, &linked, &kept, d) }?;
+            let owner = unsafe { (*pool).heap } as usize;
+            let key = pool as usize;
+            if vanished && !heaps.contains(&owner) && !linked.contains(&key) && !kept.contains(&key)
+            {
+                continue; // a vanished heap's, maybe mid-update (above)
+            }
+            let d = delayed.get(&key).copied().unwrap_or(0);
+            // SAFETY: as above.
+            let in_use = unsafe { check_pool(pool, &heaps, &linked, &kept, d, forked) }?;
             // SAFETY: as above.
             if unsafe { (*pool).linked } {
                 seen_linked += 1;
@@ -289,6 +310,7 @@ unsafe fn check_pool(
     linked: &HashSet<usize>,
     kept: &HashSet<usize>,
     delayed: u64,
+    forked: bool,
 ) -> Result<u64, Failure> {
     // SAFETY: per the caller.
     let p = unsafe { &*pool };
@@ -375,10 +397,10 @@ unsafe fn check_pool(
             "pool {pool:p}: kept empty, but {used} blocks are in use"
         )));
     }
-    if !p.linked
-        && !p.cached
-        && (free != 0 || p.fresh != 0 || (remote_word & NOTIFY == 0 && delayed == 0))
-    {
+    // A full pool off its list awaits notice of a remote free; in a child after `fork`, a
+    // vanished thread may have taken the notice and never delivered its block (see `fork`).
+    let notice = remote_word & NOTIFY != 0 || delayed != 0 || forked;
+    if !p.linked && !p.cached && (free != 0 || p.fresh != 0 || !notice) {
         return Err(Failure::Broken(format!(
             "pool {pool:p}: off its list but neither full nor awaiting notice"
         )));

@@ -46,7 +46,8 @@ pub use registry::{alloc_shared, trim};
 #[cfg(not(loom))]
 pub(crate) use registry::{forget_vanished_threads, REGISTRY, SHARED};
 pub use walk::{
-    cache_of, delayed_of, each_heap_role, for_each_heap, large_in_heaps, lists_of, HeapRole,
+    cache_of, delayed_of, each_heap_role, for_each_heap, in_forked_child, large_in_heaps, lists_of,
+    HeapRole,
 };
 
 /// A thread's heap.

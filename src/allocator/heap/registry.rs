@@ -26,6 +26,9 @@ pub(crate) struct Registry {
     /// adopted.
     pub(super) vanished: *mut Heap,
     pub(super) shared: *mut Heap,
+    /// Whether this process is a child made by `fork` (set by its handler): threads of the
+    /// parent may have vanished in the middle of a remote free (see `fork`).
+    pub(super) forked: bool,
 }
 // SAFETY: heaps are process-wide metadata, never freed and not tied to a thread; the
 // registry lives in a `Locked` and is reached only under its lock.
@@ -43,6 +46,7 @@ crate::allocator::sync::global! {
         abandoned: ptr::null_mut(),
         vanished: ptr::null_mut(),
         shared: ptr::null_mut(),
+        forked: false,
     });
 }
 
@@ -215,7 +219,7 @@ pub(super) unsafe fn each(mut heap: *mut Heap, link: Link, mut f: impl FnMut(*mu
 
 /// In a child just forked, with the registry lock held by the forking thread (the fork
 /// handlers hold every lock): marks every heap that was active in the parent, other than
-/// the calling thread's own, as vanished.
+/// the calling thread's own, as vanished, and the process as a forked child.
 ///
 /// # Safety
 /// Called only from the child's fork handler, before it releases the registry lock.
@@ -226,6 +230,7 @@ pub(crate) unsafe fn forget_vanished_threads() {
     // heaps are never freed. The walk of `all` writes only `next_abandoned` links.
     unsafe {
         let reg = &mut *REGISTRY.held();
+        reg.forked = true;
         let shared = reg.shared;
         let mut listed = Vec::new();
         for h in [reg.abandoned, reg.vanished] {

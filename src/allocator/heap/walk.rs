@@ -59,6 +59,11 @@ pub fn each_heap_role(mut f: impl FnMut(*mut Heap, HeapRole)) {
     }
 }
 
+/// Whether this process is a child made by `fork`, for the invariant walker.
+pub fn in_forked_child() -> bool {
+    REGISTRY.lock().forked
+}
+
 /// Calls `f` on every heap ever made, under the registry lock. Callers that read a heap's
 /// lists must ensure no other thread is inside the allocator.
 pub fn for_each_heap(f: impl FnMut(*mut Heap)) {
