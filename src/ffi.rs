@@ -2,15 +2,33 @@
 //! no logic lives here.
 
 use crate::allocator::fallback::AllocatorEx;
+#[cfg(not(loom))]
+use crate::allocator::layout::{self, Descriptor};
 use crate::introspect::stats::{self, GroupStats, Stats};
-use crate::{
-    allocator::arena, allocator::heap, cpython, cpython::dispatch, front::api, introspect::check,
-};
+use crate::{allocator::heap, cpython, cpython::dispatch, front::api, introspect::check};
 use core::ffi::{c_int, c_void};
 
 /// The exported `PyObject_*` names, defined with the dispatch they follow.
 pub use crate::cpython::dispatch::{
     PyObject_Calloc, PyObject_Free, PyObject_Malloc, PyObject_Realloc,
+};
+
+/// The descriptor `pymalloc inspect PID` finds the allocator's state by, from outside the
+/// process (see `allocator::layout`): read-only, never read by the library itself.
+#[cfg(not(loom))]
+#[no_mangle]
+#[used]
+pub static pymalloc_descriptor: Descriptor = Descriptor {
+    magic: layout::MAGIC,
+    layout: layout::LAYOUT_VERSION,
+    size: core::mem::size_of::<Descriptor>() as u32,
+    version: layout::padded(env!("CARGO_PKG_VERSION")),
+    ownership: crate::allocator::ownership::layout(),
+    arenas: crate::allocator::arena::layout(),
+    pools: crate::allocator::pool::layout(),
+    heaps: heap::layout(),
+    large_global: crate::allocator::fallback::layout_large(),
+    trim_signal: crate::allocator::trim_signal::layout(),
 };
 
 /// Allocates `size` bytes (CPython's `PyObject_Malloc` semantics): 1..=512 bytes from a
@@ -72,8 +90,7 @@ pub extern "C" fn pymalloc_owns(ptr: *const c_void) -> bool {
 /// decay ages them or they exit: only its owner touches a heap.)
 #[no_mangle]
 pub extern "C" fn pymalloc_trim() {
-    heap::trim();
-    arena::trim();
+    heap::trim_all();
 }
 
 /// Walks every arena, pool, free list and heap and checks the allocator's invariants.

@@ -78,9 +78,9 @@
 //!
 //! | layer | folder | modules |
 //! |---|---|---|
-//! | 0 | `allocator` | [`geometry`] constants, size classes and address arithmetic · [`fault`] misuse reports · [`valgrind`] client requests |
+//! | 0 | `allocator` | [`geometry`] constants, size classes and address arithmetic · [`fault`] misuse reports · [`valgrind`] client requests · [`layout`] the descriptor an outside reader (`pymalloc inspect`) follows |
 //! | 1 | `allocator` | [`sync`] every concurrency primitive (swapped for loom's under `--cfg loom`) |
-//! | 2 | `allocator` | [`os`] mmap/madvise and the clock |
+//! | 2 | `allocator` | [`os`] mmap/madvise and the clock · [`trim_signal`] the opt-in signal that asks for a trim |
 //! | 3 | `allocator` | [`ownership`] the map · [`meta`] metadata memory · [`fallback`] the system/replaced allocator |
 //! | 4 | `allocator` | [`pool`] pool headers and the remote-free protocol |
 //! | 5 | `allocator` | [`arena`] arenas and their policy |
@@ -141,11 +141,13 @@ pub mod allocator {
     pub mod fault;
     pub mod geometry;
     pub mod heap;
+    pub mod layout;
     pub mod meta;
     pub mod os;
     pub mod ownership;
     pub mod pool;
     pub mod sync;
+    pub mod trim_signal;
     pub mod valgrind;
 }
 /// The allocator's front: CPython's semantics and debug mode.
@@ -166,7 +168,8 @@ pub mod runtime;
 
 // The modules under their short names, for the tests, benches and tools.
 pub use allocator::{
-    arena, fallback, fault, geometry, heap, meta, os, ownership, pool, sync, valgrind,
+    arena, fallback, fault, geometry, heap, layout, meta, os, ownership, pool, sync, trim_signal,
+    valgrind,
 };
 pub use cpython::{config, dispatch};
 pub use front::{api, debug};

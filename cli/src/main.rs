@@ -4,11 +4,36 @@
 //! described on stdin as SVG; `pymalloc interpreter [PYTHON]` says which interpreter and
 //! build (static or shared, PGO, LTO) the measurements run on. Arguments are parsed by clap.
 
+extern crate alloc;
+
 mod chart;
 mod compare;
+mod inspect;
 mod interpreter;
 mod median;
 mod run;
+mod target;
+
+#[allow(dead_code)]
+#[path = "../../src/introspect/stats/figures.rs"]
+mod figures;
+/// Sources of the library that the command compiles too (it does not link the library),
+/// reached under the library's module paths (`allocator::geometry`…) so that their
+/// `crate::` paths resolve: the geometry, the descriptor `pymalloc inspect` reads, and the
+/// statistics' figures and report, so that `inspect` prints the library's own report
+/// (docs/decisions.md#pymalloc-inspect-reads-a-running-process).
+#[allow(dead_code)] // the parts only the library uses
+#[path = "../../src/allocator/geometry.rs"]
+mod geometry;
+#[allow(dead_code)]
+#[path = "../../src/allocator/layout.rs"]
+mod layout;
+mod allocator {
+    pub(crate) use super::{geometry, layout};
+}
+mod introspect {
+    pub(crate) use super::figures;
+}
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsStr;
@@ -31,6 +56,8 @@ enum Command {
     Compare(compare::Args),
     Chart(chart::Args),
     Interpreter(interpreter::Args),
+    Inspect(inspect::Args),
+    Trim(inspect::TrimArgs),
 }
 
 /// The file `exec` runs for `program`: the path itself when it holds a slash, else the
@@ -106,5 +133,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::main(args),
         Command::Chart(args) => chart::main(args),
         Command::Interpreter(args) => interpreter::main(args),
+        Command::Inspect(args) => inspect::main(args),
+        Command::Trim(args) => inspect::trim(args),
     }
 }

@@ -60,7 +60,9 @@ pub struct Arena {
 const _: () =
     assert!(core::mem::size_of::<Arena>() <= crate::allocator::geometry::POOL_HEADER_SIZE);
 
-/// Counters kept by the arena layer.
+/// Counters kept by the arena layer (`repr(C)`: an outside reader reads them, see
+/// [`layout`]).
+#[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct ArenaCounts {
     /// Arenas mapped since the process started.
@@ -158,6 +160,17 @@ impl Drop for Arenas {
                 a = next;
             }
         }
+    }
+}
+
+/// Where an outside reader finds the arenas' counters and reads an arena header (see
+/// `layout`).
+#[cfg(not(loom))]
+pub const fn layout() -> crate::allocator::layout::Arenas {
+    crate::allocator::layout::Arenas {
+        // SAFETY: computes the address of a field of the static; nothing is read.
+        counts: unsafe { ptr::addr_of!((*ARENAS.data_address()).counts) }.cast(),
+        free_pools: core::mem::offset_of!(Arena, free_pools) as u64,
     }
 }
 

@@ -97,6 +97,11 @@ pub fn set(alloc: &'static AllocatorEx) {
 /// rest is counted in the heaps (`heap::count_large`).
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
+/// The address of the count in `IN_USE`, for the descriptor (`layout`).
+pub const fn layout_large() -> *const u8 {
+    IN_USE.as_ptr().cast()
+}
+
 /// Whether the fallback ever handed out a block for us in this process (or in the process
 /// it was forked from). Never cleared.
 static SERVED: AtomicBool = AtomicBool::new(false);

@@ -55,6 +55,16 @@ const ROOT_SLOTS: usize = 1 << (SLOT_BITS - LEAF_BITS);
 /// Never null once set (see [`insert`]).
 static ROOT: [AtomicUsize; ROOT_SLOTS] = [const { AtomicUsize::new(0) }; ROOT_SLOTS];
 
+/// Where an outside reader finds the map (see `layout`).
+#[cfg(not(loom))]
+pub const fn layout() -> crate::allocator::layout::Ownership {
+    crate::allocator::layout::Ownership {
+        root: ROOT.as_ptr().cast(),
+        root_slots: ROOT_SLOTS as u64,
+        leaf_slots: LEAF_SLOTS as u64,
+    }
+}
+
 /// The root index of `addr`: the 8 GiB stretch it lies in.
 #[inline(always)]
 fn root_index(addr: usize) -> usize {

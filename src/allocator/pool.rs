@@ -233,6 +233,18 @@ impl Pool {
     }
 }
 
+/// Where an outside reader finds a pool header's fields (see `layout`).
+pub const fn layout() -> crate::allocator::layout::Pools {
+    use core::mem::offset_of;
+    crate::allocator::layout::Pools {
+        used: offset_of!(Pool, used) as u64,
+        class: offset_of!(Pool, class) as u64,
+        linked: offset_of!(Pool, linked) as u64,
+        cached: offset_of!(Pool, cached) as u64,
+        heap: offset_of!(Pool, heap) as u64,
+    }
+}
+
 /// The header of the pool containing `p`: entry `pool_index(p)` of its arena's table.
 #[inline(always)]
 pub fn pool_of<T>(p: *const T) -> *mut Pool {

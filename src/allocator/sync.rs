@@ -190,6 +190,12 @@ impl<T> Locked<T> {
         self.data.get()
     }
 
+    /// The data's address, for a descriptor an outside reader uses (`layout`): nothing may
+    /// be read or written through it in the process without holding the lock.
+    pub const fn data_address(&self) -> *const T {
+        self.data.get()
+    }
+
     /// The lock alone, for the fork handlers, which take and release every lock around
     /// `fork` without touching any data (see `fork`).
     pub fn raw_lock(&self) -> &Lock {

@@ -1,6 +1,6 @@
 //! The environment variables (the README's table): `PYMALLOC_INSTALL`, `PYMALLOC_DOMAINS`,
-//! `PYMALLOC_STATS`, `PYMALLOC_DEBUG`, `PYMALLOC_VERBOSE`, and `PYMALLOC_DECAY_MS` (the
-//! decay of `arena`). All optional; a malformed value gets one clear line on stderr and the
+//! `PYMALLOC_STATS`, `PYMALLOC_DEBUG`, `PYMALLOC_VERBOSE`, `PYMALLOC_DECAY_MS` (the
+//! decay of `arena`) and `PYMALLOC_TRIM_SIGNAL` (`trim_signal`). All optional; a malformed value gets one clear line on stderr and the
 //! default. In a program that runs with privileges its caller lacks (setuid, setgid or file
 //! capabilities: the kernel's `AT_SECURE`) they are all ignored, as glibc ignores its own
 //! `MALLOC_*` tunables there: an unprivileged caller must not switch on debug reports (which
@@ -74,6 +74,8 @@ pub struct Config {
     /// [`crate::allocator::arena::DECAY_NEVER`]): how long a heap's kept empty pools may go unused
     /// before they go back to the OS.
     pub decay_ms: u32,
+    /// The signal that asks for a trim (`PYMALLOC_TRIM_SIGNAL`), 0 for none (the default).
+    pub trim_signal: i32,
 }
 
 impl Default for Config {
@@ -88,6 +90,7 @@ impl Default for Config {
             debug: false,
             verbose: false,
             decay_ms: crate::allocator::arena::DEFAULT_DECAY_MS,
+            trim_signal: 0,
         }
     }
 }
@@ -127,6 +130,21 @@ fn decay(value: &str) -> Option<u32> {
     }
 }
 
+/// Parses a signal for `PYMALLOC_TRIM_SIGNAL`: `SIGUSR1`, `SIGUSR2` (with or without
+/// `SIG`, any case), or a number that can be caught (not `SIGKILL` nor `SIGSTOP`). `None`
+/// for a malformed value.
+fn signal(value: &str) -> Option<i32> {
+    let v = value.trim().to_ascii_uppercase();
+    match v.strip_prefix("SIG").unwrap_or(&v) {
+        "USR1" => Some(libc::SIGUSR1),
+        "USR2" => Some(libc::SIGUSR2),
+        n => n
+            .parse()
+            .ok()
+            .filter(|&s| (1..=64).contains(&s) && s != libc::SIGKILL && s != libc::SIGSTOP),
+    }
+}
+
 impl Config {
     /// Reads the settings through `get` (the environment, in production), reporting each
     /// malformed value through `warn` and keeping the default for it.
@@ -153,6 +171,14 @@ impl Config {
                 None => warn(format!(
                     "pymalloc: ignoring PYMALLOC_DECAY_MS={v:?}: expected milliseconds (0 = at once) or -1 (never); using {}",
                     c.decay_ms
+                )),
+            }
+        }
+        if let Some(v) = get("PYMALLOC_TRIM_SIGNAL").filter(|v| !v.is_empty()) {
+            match signal(&v) {
+                Some(s) => c.trim_signal = s,
+                None => warn(format!(
+                    "pymalloc: ignoring PYMALLOC_TRIM_SIGNAL={v:?}: expected SIGUSR1, SIGUSR2 or a signal number; using none"
                 )),
             }
         }
@@ -210,6 +236,13 @@ mod tests {
         ]);
         assert!(w.is_empty());
         assert_eq!(c.decay_ms, 25);
+        for (v, s) in [
+            ("SIGUSR2", libc::SIGUSR2),
+            ("usr1", libc::SIGUSR1),
+            ("34", 34),
+        ] {
+            assert_eq!(read(&[("PYMALLOC_TRIM_SIGNAL", v)]).0.trim_signal, s, "{v}");
+        }
         assert_eq!(
             read(&[("PYMALLOC_DECAY_MS", "-1")]).0.decay_ms,
             crate::allocator::arena::DECAY_NEVER
@@ -254,13 +287,15 @@ mod tests {
     fn malformed_values_warn_once_and_keep_the_default() {
         let (c, w) = read(&[
             ("PYMALLOC_STATS", "maybe"),
+            ("PYMALLOC_TRIM_SIGNAL", "SIGKILL"),
             ("PYMALLOC_DOMAINS", "obj,raw"),
             ("PYMALLOC_DECAY_MS", "soon"),
         ]);
         assert_eq!(c, Config::default());
-        assert_eq!(w.len(), 3, "{w:?}");
+        assert_eq!(w.len(), 4, "{w:?}");
         assert!(w[1].contains("PYMALLOC_DECAY_MS=\"soon\"") && w[1].contains("using 400"));
         assert!(w[0].contains("PYMALLOC_STATS=\"maybe\"") && w[0].contains("using 0"));
-        assert!(w[2].contains("PYMALLOC_DOMAINS=\"obj,raw\""));
+        assert!(w[2].contains("PYMALLOC_TRIM_SIGNAL=\"SIGKILL\"") && w[2].contains("none"));
+        assert!(w[3].contains("PYMALLOC_DOMAINS=\"obj,raw\""));
     }
 }

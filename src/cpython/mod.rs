@@ -429,6 +429,12 @@ unsafe extern "C" fn constructor(
         debug::enable();
     }
     crate::allocator::arena::set_decay_ms(config.decay_ms);
+    if config.trim_signal != 0 && !crate::allocator::trim_signal::install(config.trim_signal) {
+        eprintln!(
+            "pymalloc: PYMALLOC_TRIM_SIGNAL: cannot catch signal {}",
+            config.trim_signal
+        );
+    }
     if config.stats {
         // SAFETY: registering a plain C function.
         unsafe { libc::atexit(print_at_exit) };

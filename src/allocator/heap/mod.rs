@@ -45,6 +45,8 @@ pub use registry::{alloc_shared, trim};
 // For the fork handlers.
 #[cfg(not(loom))]
 pub(crate) use registry::{forget_vanished_threads, REGISTRY, SHARED};
+#[cfg(not(loom))]
+pub use walk::layout;
 pub use walk::{
     cache_of, delayed_of, each_heap_role, for_each_heap, in_forked_child, large_in_heaps, lists_of,
     HeapRole,
@@ -208,6 +210,14 @@ pub fn divert(to: &'static Divert) {
 fn diverted() -> Option<&'static Divert> {
     // SAFETY: null, or the `&'static Divert` that `divert` stored.
     unsafe { DIVERT.load(Ordering::Acquire).as_ref() }
+}
+
+/// `pymalloc_trim`: gives the empty pools that the calling thread may take (its own heap's,
+/// the shared heap's and the abandoned heaps', see [`trim`]) to the arenas, and every free
+/// pool and empty arena to the OS.
+pub fn trim_all() {
+    trim();
+    crate::allocator::arena::trim();
 }
 
 /// The owner part of `heap`, as the pools it owns name it.
@@ -491,6 +501,11 @@ unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
             return alloc_shared(n);
         }
         return alloc(n);
+    }
+    // A trim asked for by signal (`trim_signal`), done by a thread on its own heap, which
+    // holds no lock here (the shared heap's holds the shared heap's lock).
+    if crate::allocator::trim_signal::take_if(|| heap == thread::thread_heap()) {
+        trim_all();
     }
     // SAFETY: per the caller we act as `heap`'s owner.
     let p = unsafe { refill(heap, n) };

@@ -32,6 +32,55 @@ pub enum HeapRole {
     Vanished,
 }
 
+impl HeapRole {
+    /// The role's name in the statistics' report.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HeapRole::Active => "active",
+            HeapRole::Abandoned => "abandoned",
+            HeapRole::Shared => "shared",
+            HeapRole::Vanished => "vanished",
+        }
+    }
+}
+
+/// Where an outside reader finds the heaps and their roles (see `layout`): the registry's
+/// lists, as [`each_heap_role`] reads them, and a heap's fields.
+#[cfg(not(loom))]
+pub const fn layout() -> crate::allocator::layout::Heaps {
+    use crate::allocator::layout::{padded, RoleList, SINGLE};
+    use core::mem::offset_of;
+    use core::ptr::addr_of;
+    let reg = REGISTRY.data_address();
+    let next_abandoned = offset_of!(Heap, next_abandoned) as u64;
+    // SAFETY: computes addresses of fields of the static; nothing is read.
+    unsafe {
+        crate::allocator::layout::Heaps {
+            all: addr_of!((*reg).all).cast(),
+            next_all: offset_of!(Heap, next_all) as u64,
+            large: offset_of!(Heap, large) as u64,
+            default_role: padded(HeapRole::Active.name()),
+            roles: [
+                RoleList {
+                    name: padded(HeapRole::Shared.name()),
+                    head: addr_of!((*reg).shared).cast(),
+                    link: SINGLE,
+                },
+                RoleList {
+                    name: padded(HeapRole::Abandoned.name()),
+                    head: addr_of!((*reg).abandoned).cast(),
+                    link: next_abandoned,
+                },
+                RoleList {
+                    name: padded(HeapRole::Vanished.name()),
+                    head: addr_of!((*reg).vanished).cast(),
+                    link: next_abandoned,
+                },
+            ],
+        }
+    }
+}
+
 /// Calls `f` on every heap ever made with its role, newest first, under the registry lock.
 /// Allocates nothing: the statistics must work when memory has run out.
 pub fn each_heap_role(mut f: impl FnMut(*mut Heap, HeapRole)) {

@@ -1,0 +1,215 @@
+//! `pymalloc inspect PID`: the allocator's statistics of a running process, read from
+//! outside ([`crate::target`]), as the library's own report at exit, with the process's RSS
+//! beside them; `--json` for tools; `--watch` for a timeline. `pymalloc trim PID`: asks a
+//! process that opted in to give its free pools back.
+
+use crate::fail;
+use crate::introspect::figures;
+use crate::target::{HeapRow, Snapshot, Target};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Reads a running process's pymalloc-rs statistics from outside, without stopping it:
+/// what PYMALLOC_STATS=1 prints at exit, with the process's RSS beside it.
+///
+/// The process must use the same version of libpymalloc. Reading another process's memory
+/// needs the same user (and /proc/sys/kernel/yama/ptrace_scope at 0) or CAP_SYS_PTRACE.
+/// The figures are a snapshot taken while the process runs.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The process to read.
+    pid: i32,
+    /// Print the figures as JSON (the fields of pymalloc_stats, per class and per heap).
+    #[arg(long, conflicts_with = "watch")]
+    json: bool,
+    /// Sample for SECONDS, printing a line per sample: RSS, bytes in use, stranded, kept.
+    #[arg(long, value_name = "SECONDS")]
+    watch: Option<f64>,
+    /// With --watch: seconds between samples.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 1.0,
+        requires = "watch"
+    )]
+    every: f64,
+    /// With --watch: draw the timeline as an SVG chart into FILE.
+    #[arg(long, value_name = "FILE", requires = "watch")]
+    svg: Option<PathBuf>,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    let target = match Target::open(args.pid) {
+        Ok(t) => t,
+        Err(e) => return fail(&e, 2),
+    };
+    let started = Instant::now();
+    let snap = match target.snapshot() {
+        Ok(s) => s,
+        Err(e) => return fail(&e, 2),
+    };
+    let elapsed = started.elapsed();
+    if args.json {
+        print!("{}", json(&target, &snap, elapsed));
+    } else {
+        print!("{}", text(&target, &snap, elapsed));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The text report: who and when, the RSS, then the library's report.
+fn text(target: &Target, snap: &Snapshot, elapsed: Duration) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "pymalloc inspect {}: libpymalloc {} ({}), read in {:.1} ms",
+        target.pid,
+        crate::target::VERSION,
+        target.library.display(),
+        elapsed.as_secs_f64() * 1e3
+    );
+    o.push_str(
+        "A snapshot read while the process runs: a pool that changed meanwhile may be \
+         counted slightly off.\n",
+    );
+    if snap.skipped_arenas > 0 {
+        let _ = writeln!(
+            o,
+            "{} arenas changed while being read and are left out.",
+            snap.skipped_arenas
+        );
+    }
+    let _ = writeln!(
+        o,
+        "RSS of the process (VmRSS): {} bytes; arenas resident: {} bytes\n",
+        snap.rss, snap.stats.bytes_resident
+    );
+    let rows = snap
+        .heaps
+        .iter()
+        .map(|(role, pools, blocks)| (role.as_str(), *pools, *blocks));
+    let _ = figures::report(&mut o, &snap.stats, Some(rows));
+    o
+}
+
+/// The figures as JSON: `{"pid", "library_version", "read_ms", "rss_bytes", the fields of
+/// pymalloc_stats, "classes": [{"size", "pools", "blocks_in_use", "blocks_free",
+/// "occupancy": [10], "bytes_stranded"}], "heaps": [{"role", "pools", "blocks_in_use"}]}`.
+fn json(target: &Target, snap: &Snapshot, elapsed: Duration) -> String {
+    let s = &snap.stats;
+    let mut o = format!(
+        "{{\"pid\": {}, \"library_version\": {}, \"read_ms\": {:.3}, \"rss_bytes\": {}, \"skipped_arenas\": {}",
+        target.pid,
+        crate::compare::json_string(crate::target::VERSION),
+        elapsed.as_secs_f64() * 1e3,
+        snap.rss,
+        snap.skipped_arenas
+    );
+    for (name, value) in [
+        ("arenas_allocated_total", s.arenas_allocated_total),
+        ("arenas_reclaimed", s.arenas_reclaimed),
+        ("arenas_highwater", s.arenas_highwater),
+        ("arenas_current", s.arenas_current),
+        ("pools_in_use", s.pools_in_use),
+        ("pools_free", s.pools_free),
+        ("pools_returned", s.pools_returned),
+        ("pools_cached", s.pools_cached),
+        ("bytes_in_use", s.bytes_in_use),
+        ("bytes_mapped", s.bytes_mapped),
+        ("large_in_use", s.large_in_use),
+        ("heaps", s.heaps),
+        ("heaps_abandoned", s.heaps_abandoned),
+        ("bytes_resident", s.bytes_resident),
+        ("bytes_stranded", s.bytes_stranded),
+    ] {
+        let _ = write!(o, ", \"{name}\": {value}");
+    }
+    let classes: Vec<String> = s
+        .classes
+        .iter()
+        .map(|c| {
+            format!(
+                "{{\"size\": {}, \"pools\": {}, \"blocks_in_use\": {}, \"blocks_free\": {}, \"occupancy\": {:?}, \"bytes_stranded\": {}}}",
+                c.size, c.pools, c.blocks_in_use, c.blocks_free, c.occupancy, c.bytes_stranded
+            )
+        })
+        .collect();
+    let heaps: Vec<String> = snap.heaps.iter().map(heap_json).collect();
+    let _ = writeln!(
+        o,
+        ", \"classes\": [{}], \"heaps\": [{}]}}",
+        classes.join(", "),
+        heaps.join(", ")
+    );
+    o
+}
+
+fn heap_json((role, pools, blocks): &HeapRow) -> String {
+    format!(
+        "{{\"role\": {}, \"pools\": {pools}, \"blocks_in_use\": {blocks}}}",
+        crate::compare::json_string(role)
+    )
+}
+
+/// Asks a running process to give its free pools and empty arenas back to the OS now.
+///
+/// The process must have opted in at start with PYMALLOC_TRIM_SIGNAL=SIGUSR2 (or SIGUSR1,
+/// or a signal number): the signal's handler only sets a flag, and the process trims at
+/// its next allocation slow path (a process that never allocates again does not trim).
+/// Prints the arenas' resident bytes and the RSS before and after.
+#[derive(clap::Args)]
+pub struct TrimArgs {
+    /// The process to ask.
+    pid: i32,
+    /// Seconds to wait for the trim to show before printing the figures after it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    wait: f64,
+}
+
+pub fn trim(args: TrimArgs) -> ExitCode {
+    let target = match Target::open(args.pid) {
+        Ok(t) => t,
+        Err(e) => return fail(&e, 2),
+    };
+    let pid = args.pid;
+    let signal = match target.trim_signal() {
+        Ok(0) => {
+            return fail(
+                &format!(
+                    "process {pid} did not opt in to trims: start it with \
+                     PYMALLOC_TRIM_SIGNAL=SIGUSR2 (or SIGUSR1, or a signal number)"
+                ),
+                2,
+            )
+        }
+        Ok(s) => s,
+        Err(e) => return fail(&e, 2),
+    };
+    let before = match target.snapshot() {
+        Ok(s) => s,
+        Err(e) => return fail(&e, 2),
+    };
+    // SAFETY: sends a signal; the process installed a handler for it (the descriptor says).
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return fail(&format!("cannot signal process {pid}: {e}"), 2);
+    }
+    std::thread::sleep(Duration::from_secs_f64(args.wait.max(0.0)));
+    let after = match target.snapshot() {
+        Ok(s) => s,
+        Err(e) => return fail(&e, 2),
+    };
+    println!("sent signal {signal} to process {pid}; it trims at its next allocation slow path");
+    for (label, s) in [("before", &before), ("after", &after)] {
+        println!(
+            "{label:>6}: arenas resident {} bytes, {} kept empty pools, {} free pools not returned, RSS {} bytes",
+            s.stats.bytes_resident,
+            s.stats.pools_cached,
+            s.stats.pools_free.saturating_sub(s.stats.pools_returned),
+            s.rss
+        );
+    }
+    ExitCode::SUCCESS
+}
