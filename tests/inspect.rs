@@ -385,3 +385,44 @@ fn trim_without_opt_in_one_line_exit_2() {
     cmd.args(["trim", &target.pid.to_string()]);
     fails_in_one_line(cmd, &["did not opt in", "PYMALLOC_TRIM_SIGNAL=SIGUSR2"]);
 }
+
+#[test]
+fn watch_prints_a_line_per_sample_and_draws_the_timeline() {
+    let Some(python) = support::debian_python311("inspect --watch") else {
+        return;
+    };
+    let mut cmd = Command::new(&python);
+    cmd.arg(support::root().join("tests/python/trim_target.py"))
+        .arg("100000")
+        .env("LD_PRELOAD", lib())
+        .env("PYMALLOC_LIB", lib());
+    let target = Target::spawn(cmd);
+    assert_eq!(target.line(), "dropped");
+    let svg = scratch().join("inspect-watch.svg");
+    let _ = std::fs::remove_file(&svg);
+    let pid = target.pid.to_string();
+    let out = inspect(&[
+        &pid,
+        "--watch",
+        "1",
+        "--every",
+        "0.25",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let samples = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with(|c: char| c.is_ascii_digit()) && l.contains(" s "))
+        .count();
+    assert!((4..=6).contains(&samples), "{samples} samples in\n{text}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
+    for series in ["RSS", "bytes in use", "bytes stranded", "kept empty pools"] {
+        assert!(
+            svg.contains(&format!("<title>{series}</title>")),
+            "{series}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
-//! Grouped bar charts as SVG, the one drawing code of the command: `pymalloc compare
-//! --svg` draws its time ratios with it, and `pymalloc chart` draws what another tool
-//! describes in a few lines of text (`python -m pymalloc_rs --report-svg` does).
+//! Grouped bar charts and line charts as SVG, the one drawing code of the command:
+//! `pymalloc compare --svg` draws its time ratios with it, `pymalloc inspect --watch --svg`
+//! its timeline (as lines), and `pymalloc chart` draws what another tool describes in a few
+//! lines of text (`python -m pymalloc_rs --report-svg` does).
 
 use crate::fail;
 use clap::Parser;
@@ -13,7 +14,8 @@ const COLORS: [&str; 6] = [
     "#888888", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e",
 ];
 
-/// One chart: groups of bars along the x axis, one bar per series in each group.
+/// One chart: groups along the x axis, one value per series in each group, drawn as a bar
+/// each, or (`lines`) as one line per series through its groups' values.
 pub struct BarChart {
     pub title: String,
     /// The series' names, in the legend.
@@ -22,6 +24,8 @@ pub struct BarChart {
     pub groups: Vec<(String, Vec<f64>)>,
     /// A dashed line across at this value, labelled (compare's 1.0), if any.
     pub reference: Option<f64>,
+    /// Lines instead of bars, with a label on every few groups only (a timeline).
+    pub lines: bool,
 }
 
 /// Escapes text for SVG.
@@ -37,7 +41,12 @@ impl BarChart {
     fn element(&self, top_y: f64) -> (String, f64, f64) {
         let (bar, gap, h, top, left) = (14.0, 18.0, 260.0, 40.0, 60.0);
         let n = self.series.len().max(1) as f64;
-        let group = bar * n + gap;
+        // A line chart spreads its groups over a fixed width.
+        let group = if self.lines {
+            660.0 / (self.groups.len().max(2) - 1) as f64
+        } else {
+            bar * n + gap
+        };
         // Wide enough for the bars and for the legend (120 px a series).
         let width = (left + group * self.groups.len() as f64).max(left + 120.0 * n) + 20.0;
         let height = top + h + 110.0;
@@ -66,8 +75,47 @@ impl BarChart {
                 top + h
             )),
         }
+        if self.lines {
+            for (c, name) in self.series.iter().enumerate() {
+                let points: Vec<String> = self
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, (_, v))| {
+                        Some(format!(
+                            "{:.1},{:.1}",
+                            left + j as f64 * group,
+                            y(*v.get(c)?)
+                        ))
+                    })
+                    .collect();
+                s.push_str(&format!(
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"><title>{}</title></polyline>\n",
+                    points.join(" "),
+                    COLORS[c % COLORS.len()],
+                    escape(name)
+                ));
+            }
+        }
+        // A line chart labels about a dozen of its groups.
+        let every = if self.lines {
+            self.groups.len().div_ceil(12).max(1)
+        } else {
+            1
+        };
         for (j, (label, values)) in self.groups.iter().enumerate() {
             let x0 = left + j as f64 * group;
+            if self.lines {
+                if j % every == 0 {
+                    s.push_str(&format!(
+                        "<text transform=\"translate({:.1},{:.1}) rotate(40)\">{}</text>\n",
+                        x0,
+                        top + h + 12.0,
+                        escape(label)
+                    ));
+                }
+                continue;
+            }
             for (c, (&v, name)) in values.iter().zip(&self.series).enumerate() {
                 s.push_str(&format!(
                     "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {}</title></rect>\n",
@@ -141,6 +189,7 @@ pub fn parse(text: &str) -> Result<Vec<BarChart>, String> {
                 series: Vec::new(),
                 groups: Vec::new(),
                 reference: None,
+                lines: false,
             }),
             "series" | "row" if charts.is_empty() => return Err(err("before any `chart` line")),
             "series" => {

@@ -526,6 +526,7 @@ fn chart(jobs: &[(String, Vec<String>)], cfgs: &[Config], table: &Table) -> Stri
     crate::chart::document(&[crate::chart::BarChart {
         title: format!("Wall time relative to {BASELINE} (lower is better)"),
         series: cfgs.iter().map(|c| c.name.to_string()).collect(),
+        lines: false,
         groups: jobs
             .iter()
             .zip(table)

@@ -45,6 +45,9 @@ pub fn main(args: Args) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(&e, 2),
     };
+    if let Some(seconds) = args.watch {
+        return watch(&target, seconds, args.every, args.svg.as_deref());
+    }
     let started = Instant::now();
     let snap = match target.snapshot() {
         Ok(s) => s,
@@ -57,6 +60,65 @@ pub fn main(args: Args) -> ExitCode {
         print!("{}", text(&target, &snap, elapsed));
     }
     ExitCode::SUCCESS
+}
+
+/// `--watch`: a snapshot every `every` seconds for `seconds`, a line each, then the
+/// timeline as an SVG line chart into `svg` if asked. Ends early, keeping what it has, when
+/// the process exits.
+fn watch(target: &Target, seconds: f64, every: f64, svg: Option<&std::path::Path>) -> ExitCode {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let start = Instant::now();
+    let mut samples: Vec<(f64, [f64; 4])> = Vec::new();
+    println!(
+        "pymalloc inspect {} --watch: snapshots while the process runs (MiB)",
+        target.pid
+    );
+    println!("    time        RSS     in use   stranded  kept pools");
+    loop {
+        let t = start.elapsed().as_secs_f64();
+        let Ok(snap) = target.snapshot() else {
+            eprintln!("pymalloc: process {} exited", target.pid);
+            break;
+        };
+        let s = &snap.stats;
+        let values = [
+            mib(snap.rss),
+            mib(s.bytes_in_use),
+            mib(s.bytes_stranded),
+            mib(s.pools_cached * crate::geometry::POOL_SIZE as u64),
+        ];
+        println!(
+            "{t:7.1} s {:10.1} {:10.1} {:10.1} {:11.1}",
+            values[0], values[1], values[2], values[3]
+        );
+        samples.push((t, values));
+        let next = (samples.len() as f64 * every).max(0.0);
+        if next > seconds {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs_f64(
+            (next - start.elapsed().as_secs_f64()).max(0.0),
+        ));
+    }
+    let Some(path) = svg else {
+        return ExitCode::SUCCESS;
+    };
+    let chart = crate::chart::BarChart {
+        title: format!("pymalloc inspect {} --watch: MiB over time", target.pid),
+        series: ["RSS", "bytes in use", "bytes stranded", "kept empty pools"]
+            .map(String::from)
+            .to_vec(),
+        groups: samples
+            .iter()
+            .map(|(t, v)| (format!("{t:.1} s"), v.to_vec()))
+            .collect(),
+        reference: None,
+        lines: true,
+    };
+    match std::fs::write(path, crate::chart::document(&[chart])) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("cannot write {}: {e}", path.display()), 1),
+    }
 }
 
 /// The text report: who and when, the RSS, then the library's report.
