@@ -11,6 +11,7 @@ mod compare;
 mod inspect;
 mod interpreter;
 mod median;
+mod pytypes;
 mod run;
 mod target;
 
