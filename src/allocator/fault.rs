@@ -131,6 +131,19 @@ pub fn free_in_free_pool(p: *mut u8) -> ! {
         .abort()
 }
 
+/// Reports, in one line, that a thread asked for a lock of the allocator it already holds
+/// (the allocator was entered from a signal handler that interrupted it), and aborts:
+/// waiting would never end.
+#[cold]
+#[inline(never)]
+pub fn reentered() -> ! {
+    to_stderr(
+        b"pymalloc: allocator re-entered while it holds a lock (allocation from a signal handler is not supported); aborting\n",
+    );
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

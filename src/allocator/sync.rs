@@ -51,24 +51,39 @@ use core::cell::UnsafeCell;
 /// A test-and-test-and-set lock. It never allocates, has a `const` constructor (it guards
 /// statics), and can be released without a guard, which `fork` handling needs.
 ///
-/// Invariant: `locked` is true exactly while one thread holds the lock: from `lock` until
-/// its guard drops, or from `acquire` until `release`.
+/// Invariant: `holder` is the holding thread's `me()` exactly while one thread holds the
+/// lock (from `lock` until its guard drops, or from `acquire` until `release`), 0 while
+/// none does. So a thread that finds the lock taken can tell whether it took it itself:
+/// re-entered from a signal handler (unsupported) it would wait for ever, and aborts with
+/// a line that says why instead (`fault::reentered`).
 pub struct Lock {
-    locked: AtomicBool,
+    holder: AtomicUsize,
+}
+
+/// The calling thread, as a non-zero word (its `pthread_t`; `pthread_self` is
+/// async-signal-safe in practice, a read of the thread pointer). Loom's model threads
+/// share one OS thread: under loom every thread is 1 and nobody is told apart.
+#[inline]
+fn me() -> usize {
+    #[cfg(not(loom))]
+    // SAFETY: pthread_self has no preconditions.
+    return unsafe { libc::pthread_self() } as usize;
+    #[cfg(loom)]
+    return 1;
 }
 
 impl Lock {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         Lock {
-            locked: AtomicBool::new(false),
+            holder: AtomicUsize::new(0),
         }
     }
 
     #[cfg(loom)]
     pub fn new() -> Self {
         Lock {
-            locked: AtomicBool::new(false),
+            holder: AtomicUsize::new(0),
         }
     }
 
@@ -81,31 +96,40 @@ impl Lock {
 
     /// Takes the lock with no guard; pair with [`Lock::release`].
     pub fn acquire(&self) {
-        // Under loom: a compare-exchange, which reads the latest value and, failing, writes
-        // nothing, and a yield every turn. A plain load may be shown an old `true` again and
-        // again, and a failing swap is a write that races with the holder's release: loom
-        // would explore either without end.
+        let me = me();
+        // Under loom: a compare-exchange every turn, which reads the latest value and,
+        // failing, writes nothing, and a yield every turn. A plain load may be shown an old
+        // holder again and again: loom would explore it without end.
         #[cfg(loom)]
         while self
-            .locked
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .holder
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             yield_now();
         }
         #[cfg(not(loom))]
         loop {
-            if !self.locked.swap(true, Ordering::Acquire) {
+            let Err(mut holder) =
+                self.holder
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            else {
                 return;
+            };
+            // The slow path. Only this thread ever writes its own `me` here, and it clears
+            // it before it lets go, so seeing it means this thread holds the lock.
+            if holder == me {
+                crate::allocator::fault::reentered();
             }
             let mut spins = 0u32;
-            while self.locked.load(Ordering::Relaxed) {
+            while holder != 0 {
                 spins += 1;
                 if spins < 64 {
                     core::hint::spin_loop();
                 } else {
                     yield_now();
                 }
+                holder = self.holder.load(Ordering::Relaxed);
             }
         }
     }
@@ -116,7 +140,7 @@ impl Lock {
     /// The calling thread holds the lock (or, in a forked child, the thread that held it
     /// no longer exists).
     pub unsafe fn release(&self) {
-        self.locked.store(false, Ordering::Release);
+        self.holder.store(0, Ordering::Release);
     }
 }
 
