@@ -236,8 +236,8 @@ impl Arenas {
     /// Maps a new arena, all pools free, and puts it on its bucket; NULL on failure.
     fn map(&mut self) -> *mut Arena {
         // Populate (see `os::map_arena`) only once the heap is big: then the pages committed
-        // ahead of use are at most 1/POPULATE_FROM of it, while a small program (CPython
-        // starts with about 15 arenas) faults in only what it touches.
+        // ahead of use are at most 1/POPULATE_FROM of it, while a small program (an
+        // interpreter at start, docs/decisions.md) faults in only what it touches.
         let base = os::map_arena(self.counts.current >= POPULATE_FROM);
         if base.is_null() {
             return ptr::null_mut();
@@ -387,8 +387,8 @@ pub fn alloc_pools(out: &mut [*mut Pool]) -> usize {
 /// Every pool came from [`alloc_pools`], appears once, and is unused: no block of it is in
 /// use and none waits on a remote or delayed list.
 pub unsafe fn release_pools(pools: &mut [*mut Pool]) {
-    // An insertion sort: a batch is at most 16 pools, and `sort_unstable` would put 10 KiB
-    // of code on the pages every process touches (docs/benchmarks.md).
+    // An insertion sort: a batch is at most 16 pools, and `sort_unstable` would put its
+    // code on the pages every process touches (docs/decisions.md, arena mappings).
     for i in 1..pools.len() {
         let mut j = i;
         while j > 0 && pools[j - 1] > pools[j] {

@@ -24,15 +24,14 @@ fn count_call() {
 /// `mmap` only promises page alignment. First try a mapping of exactly the arena's size:
 /// the kernel places new mappings just below the previous ones (or into the hole an
 /// unmapped arena left), so after the first arena this is nearly always aligned already
-/// (all but 4 of 4,289 in the LIFO-batch benchmark W2) and costs one system call.
+/// and costs one system call (docs/decisions.md#arena-mappings-aligned-first-try-populated-once-the-heap-is-big).
 /// Otherwise map twice the size and unmap the unaligned head and the tail (the kernel
 /// keeps no record of the trimmed parts).
 ///
 /// With `populate`, the arena's pages are then faulted in with one `madvise`
 /// (`MADV_POPULATE_WRITE`): an arena is only mapped when every other one is full, so its
 /// pools are about to be handed out, and one system call costs far less than 64 separate
-/// page faults (W2: 1.22 → 0.88 of CPython's pymalloc, which faults every page in). The
-/// price is at most one arena's worth of pages committed ahead of use, since allocation
+/// page faults (docs/decisions.md, as above). The price is at most one arena's worth of pages committed ahead of use, since allocation
 /// fills the fullest arena first. Kernels before 5.14 refuse the advice; the pages then
 /// fault in on first touch, as without `populate`.
 pub fn map_arena(populate: bool) -> *mut u8 {

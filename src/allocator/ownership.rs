@@ -14,8 +14,8 @@
 //! The root is zero-filled `.bss` (address space only; untouched pages cost nothing); a
 //! leaf is mapped the first time an arena in its 8 GiB stretch is, and never unmapped
 //! (CPython 3.10+'s `arena_map` does the same with a three-level tree). Arenas cluster where
-//! `mmap` puts them, so a process has one or two leaves: under 1 MiB of address space and
-//! a page of RSS per 512 arenas, where the flat byte map this replaces reserved 512 MiB.
+//! `mmap` puts them, so a process has one or two leaves, where a flat map would reserve
+//! address space for every possible arena (docs/decisions.md#the-ownership-map-is-a-radix-tree-and-its-word-is-the-header-table).
 //!
 //! A leaf holds the address of the arena's header table ([`header_table`]) rather than a
 //! flag so that the free path, which needs it to find the pool header, gets it from the
