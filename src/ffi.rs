@@ -2,6 +2,7 @@
 //! no logic lives here.
 
 use crate::allocator::fallback::AllocatorEx;
+use crate::allocator::heap::ThreadHeap;
 #[cfg(not(loom))]
 use crate::allocator::layout::{self, Descriptor};
 use crate::introspect::stats::{self, GroupStats, Stats};
@@ -36,14 +37,16 @@ pub static pymalloc_descriptor: Descriptor = Descriptor {
 /// `PY_SSIZE_T_MAX`.
 #[no_mangle]
 pub extern "C" fn pymalloc_malloc(size: usize) -> *mut c_void {
-    api::malloc_inline(size).cast()
+    // SAFETY: the thread's own heap has no contract.
+    unsafe { api::malloc_inline::<ThreadHeap>(size).cast() }
 }
 
 /// Allocates zeroed memory for `nelem * elsize` bytes; NULL if the product overflows or
 /// exceeds `PY_SSIZE_T_MAX`.
 #[no_mangle]
 pub extern "C" fn pymalloc_calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    api::calloc_inline(nelem, elsize).cast()
+    // SAFETY: the thread's own heap has no contract.
+    unsafe { api::calloc_inline::<ThreadHeap>(nelem, elsize).cast() }
 }
 
 /// Resizes `ptr` with CPython's rules (see the README). NULL leaves `ptr` untouched.
@@ -53,8 +56,8 @@ pub extern "C" fn pymalloc_calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// reallocate.
 #[no_mangle]
 pub unsafe extern "C" fn pymalloc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: forwarded caller contract.
-    unsafe { api::realloc_inner(ptr.cast(), size).cast() }
+    // SAFETY: forwarded caller contract; the thread's own heap has no contract.
+    unsafe { api::realloc_inner::<ThreadHeap>(ptr.cast(), size).cast() }
 }
 
 /// Frees `ptr`; NULL is a no-op; pointers not from our pools go to the system allocator.
@@ -64,8 +67,8 @@ pub unsafe extern "C" fn pymalloc_realloc(ptr: *mut c_void, size: usize) -> *mut
 /// free.
 #[no_mangle]
 pub unsafe extern "C" fn pymalloc_free(ptr: *mut c_void) {
-    // SAFETY: forwarded caller contract.
-    unsafe { api::free_inline(ptr.cast()) }
+    // SAFETY: forwarded caller contract; the thread's own heap has no contract.
+    unsafe { api::free_inline::<ThreadHeap>(ptr.cast()) }
 }
 
 /// The class size of a block of ours (16..=512), 0 for any other pointer.
@@ -122,7 +125,7 @@ pub unsafe extern "C" fn pymalloc_check() -> c_int {
 /// `ctx` is NULL and ignored).
 #[no_mangle]
 pub extern "C" fn pymalloc_allocator() -> AllocatorEx {
-    dispatch::allocator()
+    dispatch::allocator::<ThreadHeap>()
 }
 
 /// Installs this allocator into the running CPython (OBJ and MEM domains, or those

@@ -58,7 +58,18 @@ impl Shadow {
 
     /// Allocates `n` bytes, tags the block and records the use.
     fn alloc(&self, n: usize, tag: u64) -> usize {
-        let p = api::malloc(n);
+        self.alloc_with(api::malloc, n, tag)
+    }
+
+    /// Allocates `n` bytes from the interpreter heap (the caller holds the model's GIL).
+    fn alloc_gil(&self, n: usize, tag: u64) -> usize {
+        // SAFETY: per the caller, under the one lock of every interpreter-heap call.
+        self.alloc_with(|n| unsafe { api::malloc_interpreter(n) }, n, tag)
+    }
+
+    /// Allocates `n` bytes with `malloc`, tags the block and records the use.
+    fn alloc_with(&self, malloc: impl Fn(usize) -> *mut u8, n: usize, tag: u64) -> usize {
+        let p = malloc(n);
         assert!(!p.is_null() && api::owns(p));
         self.touch(p as usize);
         // SAFETY: at least 16 bytes were allocated (n >= 16 in every model).
@@ -68,13 +79,25 @@ impl Shadow {
 
     /// Checks the tag, records the use and frees the block.
     fn free(&self, addr: usize, tag: u64) {
+        // SAFETY: a live block from this allocator.
+        self.free_with(|p| unsafe { api::free(p) }, addr, tag)
+    }
+
+    /// As `free`, into the interpreter heap (the caller holds the model's GIL).
+    fn free_gil(&self, addr: usize, tag: u64) {
+        // SAFETY: a live block from this allocator, under the one lock of every
+        // interpreter-heap call.
+        self.free_with(|p| unsafe { api::free_interpreter(p) }, addr, tag)
+    }
+
+    /// Checks the tag, records the use and frees the block with `free`.
+    fn free_with(&self, free: impl Fn(*mut u8), addr: usize, tag: u64) {
         let p = addr as *mut u8;
         // SAFETY: a live block of at least 16 bytes.
         let seen = unsafe { p.add(8).cast::<u64>().read() };
         assert_eq!(seen, tag, "block {p:p} was handed out twice");
         self.touch(addr);
-        // SAFETY: a live block from this allocator.
-        unsafe { api::free(p) };
+        free(p);
     }
 }
 
@@ -353,6 +376,59 @@ fn pool_emptied_by_a_remote_free_is_kept_and_reused() {
             shadow.free(addr, tag);
         }
         freer.join().unwrap();
+        assert_all_returned();
+    });
+}
+
+/// The interpreter heap handed from thread to thread by the lock its callers hold (a mutex
+/// standing for CPython's GIL), while a thread that does not hold it frees blocks of it
+/// remotely: one into a full, marked pool (to the heap's delayed list, which whoever holds
+/// the lock next drains), one into a pool with free blocks. Each thread that takes the lock
+/// acts as the heap's owner with plain loads and stores; loom checks that the lock orders
+/// them, and that no block is handed out twice or lost.
+#[test]
+fn interpreter_heap_follows_the_lock() {
+    extern "C" fn held() -> std::ffi::c_int {
+        1 // every caller of trim in this model is alone
+    }
+    model(|| {
+        // SAFETY: before any interpreter-heap call of this execution (globals are remade).
+        assert!(unsafe { api::enable_interpreter_heap(held) });
+        let shadow = Shadow::default();
+        let gil = Arc::new(loom::sync::Mutex::new(()));
+        let mut mine: Vec<(usize, u64)> = {
+            let _gil = gil.lock().unwrap();
+            (0..=PER_POOL as u64)
+                .map(|t| (shadow.alloc_gil(BIG, t), t))
+                .collect()
+        };
+        let marked = mine.remove(0); // pool 1, full and marked: to the delayed list
+        let open = mine.pop().unwrap(); // pool 2, not full: to its remote list
+        let half = mine.split_off(mine.len() / 2);
+        let s1 = shadow.clone();
+        let remote = thread::spawn(move || {
+            s1.free(marked.0, marked.1);
+            s1.free(open.0, open.1);
+        });
+        let (s2, gil2) = (shadow.clone(), gil.clone());
+        let worker = thread::spawn(move || {
+            let _gil = gil2.lock().unwrap();
+            // Use up pool 2 and reach the slow path, then free half of what main made.
+            let made: Vec<(usize, u64)> = (100..100 + PER_POOL as u64)
+                .map(|t| (s2.alloc_gil(BIG, t), t))
+                .collect();
+            for (addr, tag) in half.into_iter().chain(made) {
+                s2.free_gil(addr, tag);
+            }
+        });
+        {
+            let _gil = gil.lock().unwrap();
+            for (addr, tag) in mine {
+                shadow.free_gil(addr, tag);
+            }
+        }
+        remote.join().unwrap();
+        worker.join().unwrap();
         assert_all_returned();
     });
 }

@@ -14,7 +14,6 @@ mod compare;
 mod inspect;
 mod interpreter;
 mod median;
-mod pytypes;
 mod run;
 mod target;
 

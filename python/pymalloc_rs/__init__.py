@@ -233,9 +233,12 @@ def trim():
     """Returns free pools and empty arenas to the OS now (``pymalloc_trim``); returns
     ``None``. Raises ``NotActiveError`` when pymalloc-rs is not active."""
     lib = _active_library()
-    lib.pymalloc_trim.restype = None
-    lib.pymalloc_trim.argtypes = []
-    lib.pymalloc_trim()
+    # Through PyDLL, which keeps the GIL held: the library trims the heap CPython's threads
+    # share (used under the GIL) only from a thread that holds it.
+    trim = ctypes.PyDLL(lib._name, handle=lib._handle).pymalloc_trim
+    trim.restype = None
+    trim.argtypes = []
+    trim()
 
 
 def _supported_platform():

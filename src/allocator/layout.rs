@@ -23,7 +23,7 @@ pub const SYMBOL: &str = "pymalloc_descriptor";
 pub const MAGIC: [u8; 8] = *b"PYMALLOC";
 
 /// The layout of the descriptor and of what it describes; a reader refuses another.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Bytes of [`Descriptor::version`].
 pub const VERSION_BYTES: usize = 16;
@@ -108,7 +108,7 @@ pub struct Heaps {
 }
 
 /// Role lists in [`Heaps::roles`].
-pub const ROLE_LISTS: usize = 3;
+pub const ROLE_LISTS: usize = 4;
 
 /// The heaps of one role: the list that starts at the pointer at `head`, linked through
 /// the pointer at offset `link` in each heap, or, when `link` is [`SINGLE`], the one heap

@@ -16,7 +16,7 @@ pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 /// epoch), and the statistics counters of large blocks.
 pub mod unmodeled {
     pub use core::sync::atomic::{
-        AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+        AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
     };
 }
 

@@ -26,6 +26,8 @@
 
 use crate::allocator::fallback::AllocatorEx;
 use crate::allocator::geometry::PY_SSIZE_T_MAX;
+use crate::allocator::heap::interp::Interpreter;
+use crate::allocator::heap::{Source, ThreadHeap};
 use crate::allocator::sync::unmodeled::{AtomicPtr, AtomicUsize};
 use crate::allocator::sync::Ordering;
 use crate::front::api;
@@ -38,30 +40,45 @@ type CallocFn = unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
 type ReallocFn = unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void, *mut c_void);
 
-unsafe extern "C" fn ctx_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    api::malloc_inline(size).cast()
+// The allocator's functions as a `PyMemAllocatorEx` holds them, each with the heap source
+// `S`: the callers meet its contract (the interpreter heap's: they hold the GIL).
+unsafe extern "C" fn ctx_malloc<S: Source>(_ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: per the caller.
+    unsafe { api::malloc_inline::<S>(size).cast() }
 }
-unsafe extern "C" fn ctx_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    api::calloc_inline(nelem, elsize).cast()
+unsafe extern "C" fn ctx_calloc<S: Source>(
+    _ctx: *mut c_void,
+    nelem: usize,
+    elsize: usize,
+) -> *mut c_void {
+    // SAFETY: per the caller.
+    unsafe { api::calloc_inline::<S>(nelem, elsize).cast() }
 }
-unsafe extern "C" fn ctx_realloc(_ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: the caller passes a block it may reallocate.
-    unsafe { api::realloc_inner(ptr.cast(), size).cast() }
+unsafe extern "C" fn ctx_realloc<S: Source>(
+    _ctx: *mut c_void,
+    ptr: *mut c_void,
+    size: usize,
+) -> *mut c_void {
+    // SAFETY: the caller passes a block it may reallocate, and meets `S`'s contract.
+    unsafe { api::realloc_inner::<S>(ptr.cast(), size).cast() }
 }
-unsafe extern "C" fn ctx_free(_ctx: *mut c_void, ptr: *mut c_void) {
-    // SAFETY: the caller passes a block it may free.
-    unsafe { api::free_inline(ptr.cast()) }
+unsafe extern "C" fn ctx_free<S: Source>(_ctx: *mut c_void, ptr: *mut c_void) {
+    // SAFETY: the caller passes a block it may free, and meets `S`'s contract.
+    unsafe { api::free_inline::<S>(ptr.cast()) }
 }
 
-/// This allocator as a `PyMemAllocatorEx`: `ctx` NULL (ignored), the functions of [`api`].
+/// This allocator as a `PyMemAllocatorEx` whose functions use the heap of `S` (`ctx` NULL,
+/// ignored): [`ThreadHeap`] for embedders, who may install it in any domain, the GIL-less
+/// RAW one too; [`Interpreter`] for the OBJ and MEM domains, which CPython calls with the
+/// GIL held.
 #[inline(always)]
-pub(crate) fn allocator() -> AllocatorEx {
+pub(crate) fn allocator<S: Source>() -> AllocatorEx {
     AllocatorEx {
         ctx: ptr::null_mut(),
-        malloc: ctx_malloc,
-        calloc: ctx_calloc,
-        realloc: ctx_realloc,
-        free: ctx_free,
+        malloc: ctx_malloc::<S>,
+        calloc: ctx_calloc::<S>,
+        realloc: ctx_realloc::<S>,
+        free: ctx_free::<S>,
     }
 }
 
@@ -92,8 +109,9 @@ unsafe fn forward<F: Copy>(slot: &AtomicPtr<c_void>) -> Option<F> {
 pub(crate) fn malloc(size: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.malloc.load(Ordering::Relaxed);
-        if f == ctx_malloc as *const () as usize {
-            return api::malloc_inline(size).cast();
+        if f == ctx_malloc::<Interpreter> as *const () as usize {
+            // SAFETY: the caller of `PyObject_Malloc` in CPython holds the GIL.
+            return unsafe { api::malloc_inline::<Interpreter>(size).cast() };
         }
         if size > PY_SSIZE_T_MAX {
             return ptr::null_mut();
@@ -105,7 +123,8 @@ pub(crate) fn malloc(size: usize) -> *mut c_void {
     match unsafe { forward::<unsafe extern "C" fn(usize) -> *mut c_void>(&FORWARD_MALLOC) } {
         // SAFETY: the interpreter's PyObject_Malloc.
         Some(f) => unsafe { f(size) },
-        None => api::malloc_inline(size).cast(),
+        // SAFETY: the thread's own heap has no contract.
+        None => unsafe { api::malloc_inline::<ThreadHeap>(size).cast() },
     }
 }
 
@@ -113,8 +132,9 @@ pub(crate) fn malloc(size: usize) -> *mut c_void {
 pub(crate) fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.calloc.load(Ordering::Relaxed);
-        if f == ctx_calloc as *const () as usize {
-            return api::calloc_inline(nelem, elsize).cast();
+        if f == ctx_calloc::<Interpreter> as *const () as usize {
+            // SAFETY: the caller of `PyObject_Calloc` in CPython holds the GIL.
+            return unsafe { api::calloc_inline::<Interpreter>(nelem, elsize).cast() };
         }
         if nelem.checked_mul(elsize).is_none_or(|n| n > PY_SSIZE_T_MAX) {
             return ptr::null_mut();
@@ -128,7 +148,8 @@ pub(crate) fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
     match unsafe { forward::<unsafe extern "C" fn(usize, usize) -> *mut c_void>(&FORWARD_CALLOC) } {
         // SAFETY: the interpreter's PyObject_Calloc.
         Some(f) => unsafe { f(nelem, elsize) },
-        None => api::calloc_inline(nelem, elsize).cast(),
+        // SAFETY: the thread's own heap has no contract.
+        None => unsafe { api::calloc_inline::<ThreadHeap>(nelem, elsize).cast() },
     }
 }
 
@@ -140,10 +161,11 @@ pub(crate) fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
 pub(crate) unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.realloc.load(Ordering::Relaxed);
-        if f == ctx_realloc as *const () as usize {
+        if f == ctx_realloc::<Interpreter> as *const () as usize {
             // SAFETY: per the caller, a block of the OBJ domain's allocator, which is ours:
-            // one of our pools', or one `api` hands on to the allocator we replaced.
-            return unsafe { api::realloc_inner(ptr.cast(), size).cast() };
+            // one of our pools', or one `api` hands on to the allocator we replaced; the
+            // caller of `PyObject_Realloc` in CPython holds the GIL.
+            return unsafe { api::realloc_inner::<Interpreter>(ptr.cast(), size).cast() };
         }
         if size > PY_SSIZE_T_MAX {
             return ptr::null_mut();
@@ -159,8 +181,8 @@ pub(crate) unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     } {
         // SAFETY: the interpreter's PyObject_Realloc, with the caller's contract.
         Some(f) => unsafe { f(ptr, size) },
-        // SAFETY: forwarded caller contract.
-        None => unsafe { api::realloc_inner(ptr.cast(), size).cast() },
+        // SAFETY: forwarded caller contract; the thread's own heap has no contract.
+        None => unsafe { api::realloc_inner::<ThreadHeap>(ptr.cast(), size).cast() },
     }
 }
 
@@ -172,10 +194,11 @@ pub(crate) unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
 pub(crate) unsafe fn free(ptr: *mut c_void) {
     if let Some(obj) = obj_domain() {
         let f = obj.free.load(Ordering::Relaxed);
-        if f == ctx_free as *const () as usize {
+        if f == ctx_free::<Interpreter> as *const () as usize {
             // SAFETY: per the caller, a block of the OBJ domain's allocator, which is ours:
-            // one of our pools', or one `api` hands on to the allocator we replaced.
-            return unsafe { api::free_inline(ptr.cast()) };
+            // one of our pools', or one `api` hands on to the allocator we replaced; the
+            // caller of `PyObject_Free` in CPython holds the GIL.
+            return unsafe { api::free_inline::<Interpreter>(ptr.cast()) };
         }
         // SAFETY: the OBJ domain's free, with its ctx and the caller's block.
         return unsafe { transmute::<usize, FreeFn>(f)(obj.ctx.load(Ordering::Relaxed), ptr) };
@@ -184,8 +207,8 @@ pub(crate) unsafe fn free(ptr: *mut c_void) {
     match unsafe { forward::<unsafe extern "C" fn(*mut c_void)>(&FORWARD_FREE) } {
         // SAFETY: the interpreter's PyObject_Free, with the caller's contract.
         Some(f) => unsafe { f(ptr) },
-        // SAFETY: forwarded caller contract.
-        None => unsafe { api::free_inline(ptr.cast()) },
+        // SAFETY: forwarded caller contract; the thread's own heap has no contract.
+        None => unsafe { api::free_inline::<ThreadHeap>(ptr.cast()) },
     }
 }
 

@@ -26,6 +26,8 @@ pub mod config;
 pub mod dispatch;
 
 use crate::allocator::fallback::{self, AllocatorEx};
+use crate::allocator::heap::interp::{self, Interpreter};
+use crate::allocator::heap::ThreadHeap;
 use crate::allocator::meta;
 use crate::allocator::sync::unmodeled::{AtomicPtr, AtomicU8};
 use crate::allocator::sync::{Locked, Ordering};
@@ -187,7 +189,8 @@ const FREE_THREADED: &str = "not installing: a free-threaded CPython (its garbag
 /// Whether an allocator is ours (plain or debug).
 fn is_ours(a: &AllocatorEx) -> bool {
     [
-        dispatch::allocator(),
+        dispatch::allocator::<Interpreter>(),
+        dispatch::allocator::<ThreadHeap>(),
         debug::allocator(true),
         debug::allocator(false),
     ]
@@ -240,6 +243,9 @@ pub fn install(domains: Domains) -> Outcome {
     resolve_forwarding();
     // Before the lock: the loader's lock must not be taken under ours (`search_windows`).
     let windows = dispatch::search_windows();
+    if !debug::enabled() {
+        share_interpreter_heap();
+    }
     let mut install = INSTALL.lock();
     let (mut done, mut skipped) = (0, 0);
     for (domain, bit, wanted) in [
@@ -285,10 +291,10 @@ pub fn install(domains: Domains) -> Outcome {
             // A `ctx` of our own, by which `dispatch::locate` recognises the struct.
             AllocatorEx {
                 ctx: dispatch::obj_ctx(),
-                ..dispatch::allocator()
+                ..dispatch::allocator::<Interpreter>()
             }
         } else {
-            dispatch::allocator()
+            dispatch::allocator::<Interpreter>()
         };
         // SAFETY: PyMem_SetAllocator copies the struct.
         unsafe { set(domain, &mut ours) };
@@ -299,6 +305,109 @@ pub fn install(domains: Domains) -> Outcome {
         done |= bit;
     }
     Outcome::Installed { done, skipped }
+}
+
+/// Where CPython 3.12-3.15 keep the count of interpreters ever created
+/// (`_PyRuntime.interpreters.next_id`), and right before it `interpreters.head` and
+/// `interpreters.main`, as byte offsets into `_PyRuntime` by minor version: measured with
+/// `offsetof` against each version's internal headers (release builds; a test checks the
+/// table against every interpreter on the machine, `tests/cpython.rs`).
+const NEXT_ID_OFFSETS: [(u32, usize); 4] = [(12, 56), (13, 648), (14, 824), (15, 952)];
+
+/// Lets the OBJ and MEM domains' calls share the interpreter heap
+/// ([`crate::allocator::heap::interp`]) for as long as the process has one GIL: always up
+/// to 3.11; from 3.12 while only the main interpreter was ever created, which the
+/// runtime's interpreter count says. Where that count cannot be found for sure (another
+/// version, a debug build's layout) every call keeps using its thread's own heap.
+fn share_interpreter_heap() {
+    let Some(minor) = minor_version() else {
+        return;
+    };
+    let count = if minor <= 11 {
+        &interp::ONE as *const i64
+    } else {
+        match interpreter_count(minor) {
+            Some(count) => count,
+            None => return,
+        }
+    };
+    let held = lookup(libc::RTLD_DEFAULT, c"PyGILState_Check");
+    if !held.is_null() {
+        // SAFETY: CPython's `int PyGILState_Check(void)` (3.4 and later).
+        interp::set_lock_held(unsafe {
+            core::mem::transmute::<*mut c_void, extern "C" fn() -> c_int>(held)
+        });
+    }
+    // SAFETY: before the domains are ours (the caller installs them next); `count` is ours
+    // or in `_PyRuntime`, which lives as long as libpython, and the runtime raises it when
+    // it creates a second interpreter, before that interpreter's GIL exists.
+    unsafe { interp::enable(count) };
+}
+
+/// CPython's minor version (3.X), from `Py_GetVersion()`. (Digits by hand: core's parsers
+/// live in the cold text, which a starting process must not touch; `tests/lean.rs`.)
+fn minor_version() -> Option<u32> {
+    let version = lookup(libc::RTLD_DEFAULT, c"Py_GetVersion");
+    if version.is_null() {
+        return None;
+    }
+    // SAFETY: as in `free_threaded`; the string is NUL-terminated, so the reads stop at the
+    // first byte that is not what they look for, the NUL at the latest.
+    unsafe {
+        let get =
+            core::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> *const c_char>(version);
+        let p = get().cast::<u8>();
+        if p.is_null() || *p != b'3' || *p.add(1) != b'.' {
+            return None;
+        }
+        let mut minor = 0u32;
+        let mut q = p.add(2);
+        while (*q).is_ascii_digit() && minor < 1000 {
+            minor = minor * 10 + u32::from(*q - b'0');
+            q = q.add(1);
+        }
+        (q != p.add(2)).then_some(minor)
+    }
+}
+
+/// The address of `_PyRuntime.interpreters.next_id` of CPython 3.`minor`, if this
+/// interpreter's runtime is laid out as [`NEXT_ID_OFFSETS`] says: a release build (no
+/// `_Py_NegativeRefcount`, which only debug builds have), the count -1 (before
+/// `Py_Initialize`) or at least 1, and the two pointers before it null (before) or the
+/// interpreters `PyInterpreterState_Head()` and `_Main()` return.
+fn interpreter_count(minor: u32) -> Option<*const i64> {
+    let &(_, offset) = NEXT_ID_OFFSETS.iter().find(|(m, _)| *m == minor)?;
+    let runtime = lookup(libc::RTLD_DEFAULT, c"_PyRuntime");
+    let head = lookup(libc::RTLD_DEFAULT, c"PyInterpreterState_Head");
+    let main = lookup(libc::RTLD_DEFAULT, c"PyInterpreterState_Main");
+    if runtime.is_null()
+        || head.is_null()
+        || main.is_null()
+        || !lookup(libc::RTLD_DEFAULT, c"_Py_NegativeRefcount").is_null()
+    {
+        return None;
+    }
+    type Get = unsafe extern "C" fn() -> *mut c_void;
+    // SAFETY: `_PyRuntime` is at least `offset + 8` bytes in this version (the table), and
+    // the two functions are CPython's `PyInterpreterState *f(void)`, which read the runtime
+    // only.
+    unsafe {
+        let count = runtime.cast::<u8>().add(offset).cast::<i64>();
+        let words = count.cast::<*mut c_void>();
+        let (head_now, main_now) = (
+            core::mem::transmute::<*mut c_void, Get>(head)(),
+            core::mem::transmute::<*mut c_void, Get>(main)(),
+        );
+        let n = count.read_volatile();
+        let laid_out = if n == -1 {
+            words.sub(2).read_volatile().is_null() && words.sub(1).read_volatile().is_null()
+        } else {
+            n >= 1
+                && words.sub(2).read_volatile() == head_now
+                && words.sub(1).read_volatile() == main_now
+        };
+        laid_out.then_some(count.cast_const())
+    }
 }
 
 /// Points the exported `PyObject_*` names at the interpreter's own.

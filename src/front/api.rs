@@ -3,6 +3,8 @@
 //! moves between pools and the fallback. The C ABI and the Rust tests both call these.
 
 use crate::allocator::geometry::{class_size, is_small, PY_SSIZE_T_MAX};
+use crate::allocator::heap::interp::Interpreter;
+use crate::allocator::heap::{Source, ThreadHeap};
 use crate::allocator::pool::{block_size_of, in_header_page, pool_in};
 use crate::front::debug::{self, Api};
 use crate::{allocator::fallback, allocator::heap, allocator::ownership, allocator::valgrind};
@@ -14,29 +16,39 @@ pub fn owns(p: *const u8) -> bool {
     ownership::owns_arena_of(p as usize) && !in_header_page(p as usize)
 }
 
-/// `PyObject_Malloc`: 1..=512 bytes from a pool, anything else from the fallback.
+/// `PyObject_Malloc`: 1..=512 bytes from a pool of the calling thread's heap, anything else
+/// from the fallback.
 pub fn malloc(n: usize) -> *mut u8 {
-    malloc_inline(n)
+    // SAFETY: the thread's own heap has no contract.
+    unsafe { malloc_inline::<ThreadHeap>(n) }
 }
 
 /// [`malloc`] for the C entry points, always inlined. Only a crate-private function may be:
 /// a public `#[inline]` one would make its slow paths symbols the library exports to
 /// other Rust crates, which the compiler then reaches through the GOT
-/// (docs/decisions.md#no-got-on-the-fast-paths).
+/// (docs/decisions.md#no-got-on-the-fast-paths). The heap is `S`'s.
+///
+/// # Safety
+/// The caller meets `S`'s contract.
 #[inline(always)]
-pub(crate) fn malloc_inline(n: usize) -> *mut u8 {
+pub(crate) unsafe fn malloc_inline<S: Source>(n: usize) -> *mut u8 {
     if is_small(n) {
-        let p = heap::alloc(n);
+        // SAFETY: per the caller.
+        let p = unsafe { heap::alloc::<S>(n) };
         valgrind::allocated(p, n);
         p
     } else {
-        large_malloc(n)
+        // SAFETY: per the caller.
+        unsafe { large_malloc::<S>(n) }
     }
 }
 
 /// Requests pools do not serve: size 0 or above 512 bytes.
+///
+/// # Safety
+/// The caller meets `S`'s contract.
 #[cold]
-extern "C" fn large_malloc(n: usize) -> *mut u8 {
+unsafe extern "C" fn large_malloc<S: Source>(n: usize) -> *mut u8 {
     if n > PY_SSIZE_T_MAX {
         return ptr::null_mut();
     }
@@ -44,18 +56,23 @@ extern "C" fn large_malloc(n: usize) -> *mut u8 {
         return debug::malloc(n, Api::Native);
     }
     let fb = fallback::get();
-    // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX.
-    heap::count_large(unsafe { (fb.malloc)(fb.ctx, n).cast() })
+    // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX; the caller meets `S`'s
+    // contract.
+    unsafe { heap::count_large::<S>((fb.malloc)(fb.ctx, n).cast()) }
 }
 
 /// `PyObject_Calloc`: zeroed memory for `nelem * elsize` bytes, NULL on overflow.
 pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
-    calloc_inline(nelem, elsize)
+    // SAFETY: the thread's own heap has no contract.
+    unsafe { calloc_inline::<ThreadHeap>(nelem, elsize) }
 }
 
 /// [`calloc`] for the C entry points, always inlined (see [`malloc_inline`]).
+///
+/// # Safety
+/// The caller meets `S`'s contract.
 #[inline(always)]
-pub(crate) fn calloc_inline(nelem: usize, elsize: usize) -> *mut u8 {
+pub(crate) unsafe fn calloc_inline<S: Source>(nelem: usize, elsize: usize) -> *mut u8 {
     // A multiplication with an overflow check, not CPython's division by `elsize` (tens of
     // cycles on every calloc, which CPython's objects call for every GC-tracked object).
     let n = match nelem.checked_mul(elsize) {
@@ -63,7 +80,8 @@ pub(crate) fn calloc_inline(nelem: usize, elsize: usize) -> *mut u8 {
         _ => return ptr::null_mut(),
     };
     if is_small(n) {
-        let p = heap::alloc(n);
+        // SAFETY: per the caller.
+        let p = unsafe { heap::alloc::<S>(n) };
         valgrind::allocated(p, n);
         if !p.is_null() {
             // SAFETY: a fresh block of at least `n` bytes.
@@ -71,18 +89,23 @@ pub(crate) fn calloc_inline(nelem: usize, elsize: usize) -> *mut u8 {
         }
         return p;
     }
-    large_calloc(nelem, elsize)
+    // SAFETY: per the caller.
+    unsafe { large_calloc::<S>(nelem, elsize) }
 }
 
 /// Requests of `nelem * elsize` bytes (at most `PY_SSIZE_T_MAX`) pools do not serve.
+///
+/// # Safety
+/// The caller meets `S`'s contract.
 #[cold]
-extern "C" fn large_calloc(nelem: usize, elsize: usize) -> *mut u8 {
+unsafe extern "C" fn large_calloc<S: Source>(nelem: usize, elsize: usize) -> *mut u8 {
     if debug::enabled() {
         return debug::calloc(nelem, elsize, Api::Native);
     }
     let fb = fallback::get();
-    // SAFETY: the product fits in PY_SSIZE_T_MAX (checked by the caller).
-    heap::count_large(unsafe { (fb.calloc)(fb.ctx, nelem, elsize).cast() })
+    // SAFETY: the product fits in PY_SSIZE_T_MAX (checked by the caller), who meets `S`'s
+    // contract.
+    unsafe { heap::count_large::<S>((fb.calloc)(fb.ctx, nelem, elsize).cast()) }
 }
 
 /// `PyObject_Free`: our blocks back to their pool, anything else to the fallback.
@@ -91,33 +114,33 @@ extern "C" fn large_calloc(nelem: usize, elsize: usize) -> *mut u8 {
 /// `p` is NULL, a live block from [`malloc`]/[`calloc`]/[`realloc`], or a pointer the
 /// fallback allocator can free.
 pub unsafe fn free(p: *mut u8) {
-    // SAFETY: forwarded caller contract.
-    unsafe { free_inline(p) }
+    // SAFETY: forwarded caller contract; the thread's own heap has no contract.
+    unsafe { free_inline::<ThreadHeap>(p) }
 }
 
 /// [`free`] for the C entry points, always inlined (see [`malloc_inline`]).
 ///
 /// # Safety
-/// As for [`free`].
+/// As for [`free`], and the caller meets `S`'s contract.
 #[inline(always)]
-pub(crate) unsafe fn free_inline(p: *mut u8) {
+pub(crate) unsafe fn free_inline<S: Source>(p: *mut u8) {
     let table = ownership::table_of(p as usize);
     if table != 0 {
         valgrind::freed(p);
         // SAFETY: per the caller, a pointer in our arenas is a live block of ours.
-        unsafe { heap::free(p, table) }
+        unsafe { heap::free::<S>(p, table) }
     } else {
         // SAFETY: per the caller, the pointer belongs to the fallback.
-        unsafe { free_foreign(p) }
+        unsafe { free_foreign::<S>(p) }
     }
 }
 
 /// Frees a pointer that is not in our arenas.
 ///
 /// # Safety
-/// `p` is NULL or freeable by the fallback.
+/// `p` is NULL or freeable by the fallback; the caller meets `S`'s contract.
 #[cold]
-unsafe extern "C" fn free_foreign(p: *mut u8) {
+unsafe extern "C" fn free_foreign<S: Source>(p: *mut u8) {
     if p.is_null() {
         return;
     }
@@ -125,10 +148,12 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
         // SAFETY: forwarded caller contract.
         return unsafe { debug::free(p, Api::Native) };
     }
-    heap::uncount_large();
     let fb = fallback::get();
     // SAFETY: per the caller.
-    unsafe { (fb.free)(fb.ctx, p.cast()) }
+    unsafe {
+        heap::uncount_large::<S>();
+        (fb.free)(fb.ctx, p.cast())
+    }
 }
 
 /// `PyObject_Realloc`, with CPython's rules: a block shrunk to more than 3/4 of its class
@@ -138,16 +163,16 @@ unsafe extern "C" fn free_foreign(p: *mut u8) {
 /// # Safety
 /// As for [`free`].
 pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
-    // SAFETY: forwarded caller contract.
-    unsafe { realloc_inner(p, n) }
+    // SAFETY: forwarded caller contract; the thread's own heap has no contract.
+    unsafe { realloc_inner::<ThreadHeap>(p, n) }
 }
 
 /// [`realloc`] for the C entry points: crate-private, so that they reach it with a direct
 /// call (see [`malloc_inline`]); out of line, as it is long and three of them share it.
 ///
 /// # Safety
-/// As for [`realloc`].
-pub(crate) unsafe fn realloc_inner(p: *mut u8, n: usize) -> *mut u8 {
+/// As for [`realloc`], and the caller meets `S`'s contract.
+pub(crate) unsafe fn realloc_inner<S: Source>(p: *mut u8, n: usize) -> *mut u8 {
     if n > PY_SSIZE_T_MAX {
         return ptr::null_mut();
     }
@@ -158,7 +183,8 @@ pub(crate) unsafe fn realloc_inner(p: *mut u8, n: usize) -> *mut u8 {
     let table = ownership::table_of(p as usize);
     if table == 0 {
         if p.is_null() {
-            return malloc(n);
+            // SAFETY: per the caller.
+            return unsafe { malloc_inline::<S>(n) };
         }
         let fb = fallback::get();
         // SAFETY: per the caller, `p` belongs to the fallback.
@@ -176,7 +202,8 @@ pub(crate) unsafe fn realloc_inner(p: *mut u8, n: usize) -> *mut u8 {
     } else {
         size
     };
-    let q = malloc(n);
+    // SAFETY: per the caller.
+    let q = unsafe { malloc_inline::<S>(n) };
     if !q.is_null() {
         // SAFETY: both blocks hold at least `keep` bytes and are distinct; `p` is a live
         // block of ours in the arena whose header table is `table`, freed once.
@@ -186,7 +213,7 @@ pub(crate) unsafe fn realloc_inner(p: *mut u8, n: usize) -> *mut u8 {
             ptr::copy_nonoverlapping(p, q, keep);
             // `free` without a second lookup of the arena.
             valgrind::freed(p);
-            heap::free(p, table);
+            heap::free::<S>(p, table);
         }
     }
     q
@@ -206,4 +233,38 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
     } else {
         0
     }
+}
+
+/// For the tests of the interpreter heap: makes it and shares it among every caller of
+/// [`malloc_interpreter`] and [`free_interpreter`], which must hold one lock (CPython's GIL
+/// in the library's own use); `lock_held` says whether the calling thread holds it (for
+/// [`crate::allocator::heap::trim`]). False when no metadata memory could be had.
+///
+/// # Safety
+/// Before any call of [`malloc_interpreter`] or [`free_interpreter`].
+#[doc(hidden)]
+pub unsafe fn enable_interpreter_heap(lock_held: extern "C" fn() -> core::ffi::c_int) -> bool {
+    heap::interp::set_lock_held(lock_held);
+    // SAFETY: per the caller; the count is the library's own constant 1.
+    unsafe { heap::interp::enable(&heap::interp::ONE) }
+}
+
+/// [`malloc`] from the interpreter heap (see [`enable_interpreter_heap`]).
+///
+/// # Safety
+/// The caller holds the lock every caller of this and [`free_interpreter`] holds.
+#[doc(hidden)]
+pub unsafe fn malloc_interpreter(n: usize) -> *mut u8 {
+    // SAFETY: per the caller, the interpreter heap's contract.
+    unsafe { malloc_inline::<Interpreter>(n) }
+}
+
+/// [`free`] into the interpreter heap (see [`enable_interpreter_heap`]).
+///
+/// # Safety
+/// As for [`free`], and as for [`malloc_interpreter`].
+#[doc(hidden)]
+pub unsafe fn free_interpreter(p: *mut u8) {
+    // SAFETY: per the caller.
+    unsafe { free_inline::<Interpreter>(p) }
 }

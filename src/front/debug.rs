@@ -23,6 +23,7 @@
 //! ```
 
 use crate::allocator::geometry::{class_of, class_size, is_small, PY_SSIZE_T_MAX};
+use crate::allocator::heap::ThreadHeap;
 use crate::allocator::pool::{in_header_page, is_block_start, pool_of};
 use crate::allocator::sync::unmodeled::{AtomicBool, AtomicU64};
 use crate::allocator::sync::{Locked, Ordering};
@@ -286,8 +287,11 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
         heap::alloc_shared(total)
     } else {
         let fb = fallback::get();
-        // SAFETY: any size is accepted.
-        crate::allocator::heap::count_large(unsafe { (fb.malloc)(fb.ctx, total).cast() })
+        // SAFETY: any size is accepted; in debug mode no thread has a heap, so the count
+        // is the global one (the thread's heap has no contract anyway).
+        unsafe {
+            crate::allocator::heap::count_large::<ThreadHeap>((fb.malloc)(fb.ctx, total).cast())
+        }
     };
     if inner.is_null() {
         return ptr::null_mut();
@@ -298,10 +302,13 @@ pub fn malloc(n: usize, api: Api) -> *mut u8 {
         });
         if !registered {
             // No memory for the registry: give the block back and fail the request.
-            crate::allocator::heap::uncount_large();
             let fb = fallback::get();
-            // SAFETY: the inner block came from the fallback and was never handed out.
-            unsafe { (fb.free)(fb.ctx, inner.cast()) };
+            // SAFETY: the inner block came from the fallback and was never handed out; the
+            // thread's heap has no contract.
+            unsafe {
+                crate::allocator::heap::uncount_large::<ThreadHeap>();
+                (fb.free)(fb.ctx, inner.cast())
+            };
             return ptr::null_mut();
         }
     }
@@ -527,10 +534,12 @@ fn give_back(h: &Header) {
         };
     } else {
         with_state(|_, large| large.remove(&h.inner));
-        crate::allocator::heap::uncount_large();
         let fb = fallback::get();
-        // SAFETY: the inner block came from the fallback.
-        unsafe { (fb.free)(fb.ctx, h.inner as *mut _) };
+        // SAFETY: the inner block came from the fallback; the thread's heap has no contract.
+        unsafe {
+            crate::allocator::heap::uncount_large::<ThreadHeap>();
+            (fb.free)(fb.ctx, h.inner as *mut _)
+        };
     }
 }
 

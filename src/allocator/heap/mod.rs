@@ -15,6 +15,8 @@
 //!   low-water mark, the decay epoch, the batches to and from the arenas);
 //! - `lists`: the class lists of pools (link, unlink, put a parked pool back);
 //! - `registry`: every heap, the abandoned ones, thread exit, the shared heap, trim;
+//! - [`interp`]: the interpreter heap, which every thread uses for the calls it makes under
+//!   CPython's GIL;
 //! - `walk`: read-only accessors for the statistics and the invariant walker;
 //! - [`thread`]: the calling thread's heap pointer and state.
 //!
@@ -34,6 +36,7 @@ use registry::attach;
 use thread::ThreadState;
 
 mod cache;
+pub(crate) mod interp;
 mod lists;
 mod registry;
 pub mod thread;
@@ -226,13 +229,42 @@ pub fn owner(heap: *mut Heap) -> *mut Owner {
     heap.cast()
 }
 
-/// Allocates a block for a request of `n` bytes, `1 <= n <= 512`, for the calling thread.
+/// Where a call finds the heap it acts as the owner of: the calling thread's own
+/// ([`ThreadHeap`]), or the interpreter heap for calls made under CPython's GIL
+/// ([`interp::Interpreter`]).
+///
+/// # Safety
+/// While callers meet the implementation's contract, at most one thread at a time acts on
+/// the heap [`Source::heap`] returns (other than through the remote-free protocol), and a
+/// thread that takes over from another is ordered after it by synchronisation.
+pub(crate) unsafe trait Source {
+    /// The heap the calling thread acts as the owner of now ([`Heap::empty`]: none yet).
+    fn heap() -> *mut Heap;
+}
+
+/// The calling thread's own heap, in its thread slot: no contract.
+pub(crate) struct ThreadHeap;
+
+// SAFETY: a thread slot is read and written by its thread only, and a heap is in one
+// thread's slot at a time (the registry hands heaps out under its lock).
+unsafe impl Source for ThreadHeap {
+    #[inline(always)]
+    fn heap() -> *mut Heap {
+        thread::thread_heap()
+    }
+}
+
+/// Allocates a block for a request of `n` bytes, `1 <= n <= 512`, from `S`'s heap.
 /// When no arena can be mapped the block comes from the fallback allocator instead; NULL
 /// only if that fails too.
+///
+/// # Safety
+/// The caller meets `S`'s contract (none for [`ThreadHeap`]).
 #[inline(always)]
-pub(crate) fn alloc(n: usize) -> *mut u8 {
-    // SAFETY: the calling thread owns its heap (or has the empty heap, which owns nothing).
-    unsafe { alloc_from(thread::thread_heap(), n) }
+pub(crate) unsafe fn alloc<S: Source>(n: usize) -> *mut u8 {
+    // SAFETY: per `S`'s contract the calling thread acts as the owner of `S::heap()` (or it
+    // is the empty heap, which owns nothing).
+    unsafe { alloc_from(S::heap(), n) }
 }
 
 /// Pops a block for `n` bytes from `heap`, or takes the slow path (which gets `n`, not just
@@ -323,17 +355,18 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
     }
 }
 
-/// Frees `p`, a block of one of our pools, in the arena whose header table is `table`.
+/// Frees `p`, a block of one of our pools, in the arena whose header table is `table`: into
+/// `S`'s heap if it owns the pool, else as a remote free.
 ///
 /// # Safety
 /// `p` lies in our arena whose header table ([`crate::allocator::geometry::header_table`]) is `table`
-/// and is a block handed out and not yet freed.
+/// and is a block handed out and not yet freed; the caller meets `S`'s contract.
 #[inline(always)]
-pub(crate) unsafe fn free(p: *mut u8, table: usize) {
+pub(crate) unsafe fn free<S: Source>(p: *mut u8, table: usize) {
     let pool = pool::pool_in(table, p as usize);
-    let heap = thread::thread_heap();
+    let heap = S::heap();
     // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;
-    // if the calling thread's heap owns it, so does the calling thread.
+    // if `S`'s heap owns it, the calling thread acts as its owner (`S`'s contract).
     unsafe {
         if (*pool).heap != owner(heap) {
             return free_remote(p.cast(), pool);
@@ -451,32 +484,52 @@ unsafe extern "C" fn free_slow_rest(heap: *mut Heap, pool: *mut Pool) {
 }
 
 /// Counts `p`, a block the fallback just handed out for us (NULL: none), in the statistics'
-/// `large_in_use`, and returns it: in the calling thread's heap, with a plain load and
-/// store (docs/decisions.md#large-blocks-counted-per-heap); threads without a heap count in
+/// `large_in_use`, and returns it: in `S`'s heap, with a plain load and store
+/// (docs/decisions.md#large-blocks-counted-per-heap); callers without a heap count in
 /// [`crate::allocator::fallback`]'s global counter.
+///
+/// # Safety
+/// The caller meets `S`'s contract.
 #[inline(always)]
-pub fn count_large(p: *mut u8) -> *mut u8 {
-    if !p.is_null() {
-        crate::allocator::fallback::mark_served();
-        add_large(1);
-    }
-    p
+pub(crate) unsafe fn count_large<S: Source>(p: *mut u8) -> *mut u8 {
+    // SAFETY: per `S`'s contract the calling thread acts as the owner of `S::heap()`.
+    unsafe { count_large_in(S::heap(), p) }
 }
 
 /// A pointer that is not ours was freed: one block fewer in `large_in_use` (see
 /// [`count_large`]).
+///
+/// # Safety
+/// The caller meets `S`'s contract.
 #[inline(always)]
-pub fn uncount_large() {
-    add_large(-1);
+pub(crate) unsafe fn uncount_large<S: Source>() {
+    // SAFETY: as in `count_large`.
+    unsafe { add_large(S::heap(), -1) };
 }
 
-fn add_large(delta: isize) {
-    let heap = thread::thread_heap();
+/// [`count_large`] in `heap`.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner, or `heap` is the empty heap.
+unsafe fn count_large_in(heap: *mut Heap, p: *mut u8) -> *mut u8 {
+    if !p.is_null() {
+        crate::allocator::fallback::mark_served();
+        // SAFETY: per the caller.
+        unsafe { add_large(heap, 1) };
+    }
+    p
+}
+
+/// Adds `delta` to `heap`'s count of large blocks, or to the global one for the empty heap.
+///
+/// # Safety
+/// The caller acts as `heap`'s owner, or `heap` is the empty heap.
+unsafe fn add_large(heap: *mut Heap, delta: isize) {
     if heap == Heap::empty() {
         return crate::allocator::fallback::count_global(delta);
     }
-    // SAFETY: the calling thread owns its heap, so it alone writes `large`; heaps are
-    // never freed.
+    // SAFETY: per the caller we act as the heap's owner, so we alone write `large`; heaps
+    // are never freed.
     let large = unsafe { &(*heap).large };
     large.store(
         large.load(Ordering::Relaxed).wrapping_add(delta as usize),
@@ -500,7 +553,8 @@ unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
         if thread::thread_state() == ThreadState::Exited || !attach() {
             return alloc_shared(n);
         }
-        return alloc(n);
+        // SAFETY: the thread's own heap has no contract.
+        return unsafe { alloc::<ThreadHeap>(n) };
     }
     // A trim asked for by signal (`trim_signal`), done by a thread on its own heap, which
     // holds no lock here (the shared heap's holds the shared heap's lock).
@@ -512,8 +566,9 @@ unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
     if p.is_null() {
         // No arena to be had: serve the request as CPython does, from the fallback.
         let fb = crate::allocator::fallback::get();
-        // SAFETY: the fallback accepts any size.
-        return count_large(unsafe { (fb.malloc)(fb.ctx, class_size(class)).cast() });
+        // SAFETY: the fallback accepts any size; the block is counted in `heap`, which we
+        // act as the owner of.
+        return unsafe { count_large_in(heap, (fb.malloc)(fb.ctx, class_size(class)).cast()) };
     }
     p
 }
@@ -528,6 +583,7 @@ unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
     // SAFETY: the caller owns `heap` and so every pool on its lists.
     unsafe {
         heartbeat(heap);
+        interp::take_trim_request(heap);
         drain_delayed(heap);
         loop {
             let pool = (*heap).lists[class];

@@ -18,7 +18,7 @@ use core::ptr;
 ///
 /// Invariants: `all` links every heap through `next_all`; `abandoned` and `vanished` link
 /// disjoint sets of them through `next_abandoned`; `shared` is the shared heap once made
-/// (null before), on neither list.
+/// and `interpreter` the interpreter heap once made (null before), each on neither list.
 pub(crate) struct Registry {
     pub(super) all: *mut Heap,
     pub(super) abandoned: *mut Heap,
@@ -29,6 +29,8 @@ pub(crate) struct Registry {
     /// Whether this process is a child made by `fork` (set by its handler): threads of the
     /// parent may have vanished in the middle of a remote free (see `fork`).
     pub(super) forked: bool,
+    /// The interpreter heap ([`super::interp`]).
+    pub(super) interpreter: *mut Heap,
 }
 // SAFETY: heaps are process-wide metadata, never freed and not tied to a thread; the
 // registry lives in a `Locked` and is reached only under its lock.
@@ -47,6 +49,7 @@ crate::allocator::sync::global! {
         vanished: ptr::null_mut(),
         shared: ptr::null_mut(),
         forked: false,
+        interpreter: ptr::null_mut(),
     });
 }
 
@@ -115,12 +118,32 @@ pub fn exit_thread() {
     }
 }
 
+/// Makes the interpreter heap ([`super::interp`]) and records it in the registry; null when
+/// no metadata memory could be had.
+pub(super) fn attach_interpreter() -> *mut Heap {
+    let mut reg = REGISTRY.lock();
+    if reg.interpreter.is_null() {
+        let heap = crate::allocator::meta::alloc::<Heap>();
+        if heap.is_null() {
+            return heap;
+        }
+        // SAFETY: fresh metadata memory, sized and aligned for a Heap.
+        unsafe {
+            heap.write(blank_heap());
+            (*heap).next_all = reg.all;
+        }
+        reg.all = heap;
+        reg.interpreter = heap;
+    }
+    reg.interpreter
+}
+
 /// Takes back delayed and remote frees and gives every empty pool back to its arena,
 /// the last pool of a class and the cache included.
 ///
 /// # Safety
 /// The caller acts as `heap`'s owner.
-unsafe fn tidy(heap: *mut Heap) {
+pub(super) unsafe fn tidy(heap: *mut Heap) {
     // SAFETY: per the caller.
     unsafe {
         drain_delayed(heap);
@@ -166,13 +189,15 @@ pub fn alloc_shared(n: usize) -> *mut u8 {
 }
 
 /// Returns to the arenas every empty pool of the calling thread's heap, of the shared heap
-/// and of every abandoned heap (see `pymalloc_trim`).
+/// and of every abandoned heap, and those of the interpreter heap now if the calling thread
+/// holds its lock, else at its next slow path (see `pymalloc_trim`).
 pub fn trim() {
     let own = thread::thread_heap();
     if own != Heap::empty() {
         // SAFETY: the calling thread owns its heap.
         unsafe { tidy(own) };
     }
+    super::interp::trim();
     {
         let shared = SHARED.lock();
         if !shared.0.is_null() {
@@ -231,13 +256,14 @@ pub(crate) unsafe fn forget_vanished_threads() {
     unsafe {
         let reg = &mut *REGISTRY.held();
         reg.forked = true;
-        let shared = reg.shared;
+        let (shared, interpreter) = (reg.shared, reg.interpreter);
         let mut listed = Vec::new();
         for h in [reg.abandoned, reg.vanished] {
             each(h, Link::Abandoned, |h| listed.push(h));
         }
         each(reg.all, Link::All, |h| {
-            if h != own && h != shared && !listed.contains(&h) {
+            // (The interpreter heap goes on with the GIL, which the forking thread holds.)
+            if h != own && h != shared && h != interpreter && !listed.contains(&h) {
                 (*h).next_abandoned = reg.vanished;
                 reg.vanished = h;
             }

@@ -28,6 +28,8 @@ pub enum HeapRole {
     Abandoned,
     /// The shared heap (exited threads' late allocations, debug mode).
     Shared,
+    /// The interpreter heap: every thread's calls under CPython's GIL (see `heap::interp`).
+    Interpreter,
     /// Its thread did not survive a `fork`: owned by nobody, never adopted (see `fork`).
     Vanished,
 }
@@ -39,6 +41,7 @@ impl HeapRole {
             HeapRole::Active => "active",
             HeapRole::Abandoned => "abandoned",
             HeapRole::Shared => "shared",
+            HeapRole::Interpreter => "interpreter",
             HeapRole::Vanished => "vanished",
         }
     }
@@ -64,6 +67,11 @@ pub const fn layout() -> crate::allocator::layout::Heaps {
                 RoleList {
                     name: padded(HeapRole::Shared.name()),
                     head: addr_of!((*reg).shared).cast(),
+                    link: SINGLE,
+                },
+                RoleList {
+                    name: padded(HeapRole::Interpreter.name()),
+                    head: addr_of!((*reg).interpreter).cast(),
                     link: SINGLE,
                 },
                 RoleList {
@@ -96,6 +104,8 @@ pub fn each_heap_role(mut f: impl FnMut(*mut Heap, HeapRole)) {
         each(reg.all, Link::All, |h| {
             let role = if h == reg.shared {
                 HeapRole::Shared
+            } else if h == reg.interpreter {
+                HeapRole::Interpreter
             } else if on(reg.abandoned, h) {
                 HeapRole::Abandoned
             } else if on(reg.vanished, h) {
