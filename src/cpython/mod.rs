@@ -310,8 +310,9 @@ pub fn install(domains: Domains) -> Outcome {
 /// Where CPython 3.12-3.15 keep the count of interpreters ever created
 /// (`_PyRuntime.interpreters.next_id`), and right before it `interpreters.head` and
 /// `interpreters.main`, as byte offsets into `_PyRuntime` by minor version: measured with
-/// `offsetof` against each version's internal headers (release builds; a test checks the
-/// table against every interpreter on the machine, `tests/cpython.rs`).
+/// `offsetof` against each version's internal headers (release builds). Where an entry is
+/// wrong, [`interpreter_count`] refuses it and the threads keep their own heaps, which
+/// `tests/cpython.rs`'s thread-pool test finds on every interpreter of the machine.
 const NEXT_ID_OFFSETS: [(u32, usize); 4] = [(12, 56), (13, 648), (14, 824), (15, 952)];
 
 /// Lets the OBJ and MEM domains' calls share the interpreter heap
