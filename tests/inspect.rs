@@ -174,7 +174,7 @@ fn figures_equal_the_processs_own_while_stopped_and_reading_changes_nothing() {
             "A snapshot read while the process runs",
             "RSS of the process (VmRSS): ",
             "# bytes stranded in total",
-            "   active ",
+            "   interpreter ",
         ] {
             assert!(text.contains(needle), "{needle:?} not in\n{text}");
         }
@@ -259,7 +259,7 @@ fn another_library_version_one_line_exit_2_naming_both() {
     let mut bytes = std::fs::read(lib()).unwrap();
     let magic = bytes
         .windows(12)
-        .position(|w| w == b"PYMALLOC\x01\0\0\0")
+        .position(|w| w == b"PYMALLOC\x02\0\0\0")
         .expect("the descriptor in the library file");
     bytes[magic + 16..magic + 32].copy_from_slice(b"9.9.9\0\0\0\0\0\0\0\0\0\0\0");
     let other = scratch().join("libpymalloc-9.9.9.so");
@@ -269,7 +269,7 @@ fn another_library_version_one_line_exit_2_naming_both() {
     fails_in_one_line(
         inspect_command(target.pid),
         &[&format!(
-            "runs libpymalloc 9.9.9 (layout 1), this pymalloc reads libpymalloc {} (layout 1)",
+            "runs libpymalloc 9.9.9 (layout 2), this pymalloc reads libpymalloc {} (layout 2)",
             env!("CARGO_PKG_VERSION")
         )],
     );

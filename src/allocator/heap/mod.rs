@@ -556,9 +556,12 @@ unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
         // SAFETY: the thread's own heap has no contract.
         return unsafe { alloc::<ThreadHeap>(n) };
     }
-    // A trim asked for by signal (`trim_signal`), done by a thread on its own heap, which
-    // holds no lock here (the shared heap's holds the shared heap's lock).
-    if crate::allocator::trim_signal::take_if(|| heap == thread::thread_heap()) {
+    // A trim asked for by signal (`trim_signal`), done by a thread on its own heap or on
+    // the interpreter heap (under the GIL), which holds no lock of ours here (the shared
+    // heap's holds the shared heap's lock).
+    if crate::allocator::trim_signal::take_if(|| {
+        heap == thread::thread_heap() || heap == interp::get()
+    }) {
         trim_all();
     }
     // SAFETY: per the caller we act as `heap`'s owner.
