@@ -43,7 +43,8 @@ pub(crate) unsafe fn malloc_inline<S: Source>(n: usize) -> *mut u8 {
     }
 }
 
-/// Requests pools do not serve: size 0 or above 512 bytes.
+/// Requests pools do not serve: size 0 or above 512 bytes. (The heap is looked up here,
+/// off the fast paths, which then load nothing more through the GOT: `tests/lean.rs`.)
 ///
 /// # Safety
 /// The caller meets `S`'s contract.
@@ -56,8 +57,7 @@ unsafe extern "C" fn large_malloc<S: Source>(n: usize) -> *mut u8 {
         return debug::malloc(n, Api::Native);
     }
     let fb = fallback::get();
-    // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX; the caller meets `S`'s
-    // contract.
+    // SAFETY: the fallback accepts any size up to PY_SSIZE_T_MAX; per the caller.
     unsafe { heap::count_large::<S>((fb.malloc)(fb.ctx, n).cast()) }
 }
 
@@ -93,7 +93,8 @@ pub(crate) unsafe fn calloc_inline<S: Source>(nelem: usize, elsize: usize) -> *m
     unsafe { large_calloc::<S>(nelem, elsize) }
 }
 
-/// Requests of `nelem * elsize` bytes (at most `PY_SSIZE_T_MAX`) pools do not serve.
+/// Requests of `nelem * elsize` bytes (at most `PY_SSIZE_T_MAX`) pools do not serve (see
+/// [`large_malloc`]).
 ///
 /// # Safety
 /// The caller meets `S`'s contract.
@@ -103,8 +104,7 @@ unsafe extern "C" fn large_calloc<S: Source>(nelem: usize, elsize: usize) -> *mu
         return debug::calloc(nelem, elsize, Api::Native);
     }
     let fb = fallback::get();
-    // SAFETY: the product fits in PY_SSIZE_T_MAX (checked by the caller), who meets `S`'s
-    // contract.
+    // SAFETY: the product fits in PY_SSIZE_T_MAX (checked by the caller); per the caller.
     unsafe { heap::count_large::<S>((fb.calloc)(fb.ctx, nelem, elsize).cast()) }
 }
 
@@ -135,7 +135,7 @@ pub(crate) unsafe fn free_inline<S: Source>(p: *mut u8) {
     }
 }
 
-/// Frees a pointer that is not in our arenas.
+/// Frees a pointer that is not in our arenas (see [`large_malloc`]).
 ///
 /// # Safety
 /// `p` is NULL or freeable by the fallback; the caller meets `S`'s contract.

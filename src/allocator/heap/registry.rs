@@ -68,16 +68,10 @@ pub(super) fn attach() -> bool {
     let heap = {
         let mut reg = REGISTRY.lock();
         if reg.abandoned.is_null() {
-            let heap = crate::allocator::meta::alloc::<Heap>();
+            let heap = new_heap(&mut reg);
             if heap.is_null() {
                 return false;
             }
-            // SAFETY: fresh metadata memory, sized and aligned for a Heap.
-            unsafe {
-                heap.write(blank_heap());
-                (*heap).next_all = reg.all;
-            }
-            reg.all = heap;
             heap
         } else {
             let heap = reg.abandoned;
@@ -118,22 +112,28 @@ pub fn exit_thread() {
     }
 }
 
-/// Makes the interpreter heap ([`super::interp`]) and records it in the registry; null when
-/// no metadata memory could be had.
-pub(super) fn attach_interpreter() -> *mut Heap {
-    let mut reg = REGISTRY.lock();
-    if reg.interpreter.is_null() {
-        let heap = crate::allocator::meta::alloc::<Heap>();
-        if heap.is_null() {
-            return heap;
-        }
+/// Makes a blank heap and links it into `reg.all`; null when no metadata memory could be had.
+/// (Out of line: its three callers share one copy of the heap's initial value.)
+#[inline(never)]
+fn new_heap(reg: &mut Registry) -> *mut Heap {
+    let heap = crate::allocator::meta::alloc::<Heap>();
+    if !heap.is_null() {
         // SAFETY: fresh metadata memory, sized and aligned for a Heap.
         unsafe {
             heap.write(blank_heap());
             (*heap).next_all = reg.all;
         }
         reg.all = heap;
-        reg.interpreter = heap;
+    }
+    heap
+}
+
+/// Makes the interpreter heap ([`super::interp`]) and records it in the registry; null when
+/// no metadata memory could be had.
+pub(super) fn attach_interpreter() -> *mut Heap {
+    let mut reg = REGISTRY.lock();
+    if reg.interpreter.is_null() {
+        reg.interpreter = new_heap(&mut reg);
     }
     reg.interpreter
 }
@@ -173,14 +173,11 @@ pub fn alloc_shared(n: usize) -> *mut u8 {
     // SAFETY: the lock is held, so we act as the owner of the shared heap.
     unsafe {
         if shared.0.is_null() {
-            let heap = crate::allocator::meta::alloc::<Heap>();
+            let mut reg = REGISTRY.lock();
+            let heap = new_heap(&mut reg);
             if heap.is_null() {
                 return ptr::null_mut();
             }
-            heap.write(blank_heap());
-            let mut reg = REGISTRY.lock();
-            (*heap).next_all = reg.all;
-            reg.all = heap;
             reg.shared = heap;
             shared.0 = heap;
         }
