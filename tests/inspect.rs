@@ -137,13 +137,19 @@ impl Drop for Target {
 }
 
 /// The numbers of `pymalloc inspect --json` in the order of `pymalloc_stats`' fields: the
-/// JSON lists them in that order, from `arenas_allocated_total` to the classes' last.
+/// JSON lists them in that order, from `arenas_allocated_total` to the classes' last (the
+/// lists of Python objects of each class left out).
 fn stats_numbers(json: &str) -> Vec<u64> {
     let from = json
         .find("\"arenas_allocated_total\"")
         .expect("the stats in the JSON");
     let to = json.find("\"heaps\": [").expect("the heaps in the JSON");
-    json[from..to]
+    let mut stats = json[from..to].to_string();
+    while let Some(at) = stats.find("\"python_objects\": [") {
+        let end = at + stats[at..].find(']').unwrap();
+        stats.replace_range(at..=end, "");
+    }
+    stats
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap())
@@ -170,14 +176,21 @@ fn figures_equal_the_processs_own_while_stopped_and_reading_changes_nothing() {
         }
         let text = inspect(&[&pid]);
         let text = String::from_utf8_lossy(&text.stdout);
+        // The classes holding the stranded bytes, with the CPython objects of their size
+        // for the interpreter's version (the target's strings are 3 to 18 characters).
+        let minor = python.to_str().unwrap().rsplit("python3.").next().unwrap();
+        let objects = format!("common CPython 3.{minor} objects of the class's size");
         for needle in [
             "A snapshot read while the process runs",
             "RSS of the process (VmRSS): ",
             "# bytes stranded in total",
             "   interpreter ",
+            &objects,
         ] {
             assert!(text.contains(needle), "{needle:?} not in\n{text}");
         }
+        let after_table = &text[text.find(&objects).unwrap()..];
+        assert!(after_table.contains(", str (ASCII, "), "{after_table}");
         target.signal(libc::SIGCONT);
         let (before, after) = (numbers(&target.line()), numbers(&target.line()));
         assert_eq!(before.len(), 495);
@@ -425,4 +438,12 @@ fn watch_prints_a_line_per_sample_and_draws_the_timeline() {
             "{series}"
         );
     }
+}
+
+#[test]
+fn watch_with_no_interval_is_refused_in_one_line() {
+    // Would sample without end; refused before the process is looked at.
+    let mut cmd = Command::new(support::command());
+    cmd.args(["inspect", "1", "--watch", "1", "--every", "0"]);
+    fails_in_one_line(cmd, &["--every SECONDS > 0"]);
 }

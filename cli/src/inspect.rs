@@ -41,6 +41,13 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
+    // (At most a million samples: NaN and infinities fail too.)
+    if args
+        .watch
+        .is_some_and(|w| !(w >= 0.0 && args.every > 0.0 && w / args.every < 1e6))
+    {
+        return fail("--watch wants SECONDS >= 0 and --every SECONDS > 0", 2);
+    }
     let target = match Target::open(args.pid) {
         Ok(t) => t,
         Err(e) => return fail(&e, 2),
@@ -153,12 +160,51 @@ fn text(target: &Target, snap: &Snapshot, elapsed: Duration) -> String {
         .iter()
         .map(|(role, pools, blocks)| (role.as_str(), *pools, *blocks));
     let _ = figures::report(&mut o, &snap.stats, Some(rows));
+    stranded_by_class(&mut o, target.pid, &snap.stats);
     o
 }
 
-/// The figures as JSON: `{"pid", "library_version", "read_ms", "rss_bytes", the fields of
-/// pymalloc_stats, "classes": [{"size", "pools", "blocks_in_use", "blocks_free",
-/// "occupancy": [10], "bytes_stranded"}], "heaps": [{"role", "pools", "blocks_in_use"}]}`.
+/// The classes that hold stranded bytes, most first, with the common CPython objects of
+/// each class's size for the process's interpreter version (`pytypes`).
+fn stranded_by_class(o: &mut String, pid: i32, s: &figures::Stats) {
+    let minor = crate::pytypes::python_minor(pid);
+    let mut classes: Vec<(usize, &figures::ClassStats)> = s
+        .classes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.bytes_stranded > 0)
+        .collect();
+    classes.sort_by_key(|(_, c)| std::cmp::Reverse(c.bytes_stranded));
+    let _ = match minor {
+        Some(m) => writeln!(
+            o,
+            "\nBytes stranded by class, most first, with the common CPython 3.{m} objects of \
+             the class's size\n(measured with docs/object_sizes.py; the process runs python3.{m}):\n"
+        ),
+        None => writeln!(
+            o,
+            "\nBytes stranded by class, most first (no CPython version found in the process):\n"
+        ),
+    };
+    o.push_str("class   size   bytes stranded   objects of this size\n");
+    o.push_str("-----   ----   --------------   --------------------\n");
+    for (i, c) in classes {
+        let objects = minor.map_or(Vec::new(), |m| crate::pytypes::objects(m, c.size));
+        let _ = writeln!(
+            o,
+            "{i:5} {:6} {:16}   {}",
+            c.size,
+            c.bytes_stranded,
+            objects.join(", ")
+        );
+    }
+}
+
+/// The figures as JSON: `{"pid", "library_version", "read_ms", "rss_bytes",
+/// "skipped_arenas", the fields of pymalloc_stats, "classes": [{"size", "pools",
+/// "blocks_in_use", "blocks_free", "occupancy": [10], "bytes_stranded", "python_objects":
+/// [the common CPython objects of the size]}], "heaps": [{"role", "pools",
+/// "blocks_in_use"}], "python_version": "3.N" or null}`.
 fn json(target: &Target, snap: &Snapshot, elapsed: Duration) -> String {
     let s = &snap.stats;
     let mut o = format!(
@@ -188,22 +234,35 @@ fn json(target: &Target, snap: &Snapshot, elapsed: Duration) -> String {
     ] {
         let _ = write!(o, ", \"{name}\": {value}");
     }
+    let minor = crate::pytypes::python_minor(target.pid);
     let classes: Vec<String> = s
         .classes
         .iter()
         .map(|c| {
+            let objects: Vec<String> = minor
+                .map_or(Vec::new(), |m| crate::pytypes::objects(m, c.size))
+                .iter()
+                .map(|o| crate::compare::json_string(o))
+                .collect();
             format!(
-                "{{\"size\": {}, \"pools\": {}, \"blocks_in_use\": {}, \"blocks_free\": {}, \"occupancy\": {:?}, \"bytes_stranded\": {}}}",
-                c.size, c.pools, c.blocks_in_use, c.blocks_free, c.occupancy, c.bytes_stranded
+                "{{\"size\": {}, \"pools\": {}, \"blocks_in_use\": {}, \"blocks_free\": {}, \"occupancy\": {:?}, \"bytes_stranded\": {}, \"python_objects\": [{}]}}",
+                c.size,
+                c.pools,
+                c.blocks_in_use,
+                c.blocks_free,
+                c.occupancy,
+                c.bytes_stranded,
+                objects.join(", ")
             )
         })
         .collect();
     let heaps: Vec<String> = snap.heaps.iter().map(heap_json).collect();
     let _ = writeln!(
         o,
-        ", \"classes\": [{}], \"heaps\": [{}]}}",
+        ", \"classes\": [{}], \"heaps\": [{}], \"python_version\": {}}}",
         classes.join(", "),
-        heaps.join(", ")
+        heaps.join(", "),
+        minor.map_or("null".to_string(), |m| format!("\"3.{m}\""))
     );
     o
 }

@@ -14,6 +14,7 @@ mod compare;
 mod inspect;
 mod interpreter;
 mod median;
+mod pytypes;
 mod run;
 mod target;
 
