@@ -128,7 +128,7 @@ fn handoff(a: &Alloc, rng: &mut Rng, blocks: usize, inbox: &Ring, out: &Ring) {
     let mut idle = || {
         // Oversubscribed, the thread that would make progress may not be running.
         spins += 1;
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             thread::yield_now();
         } else {
             std::hint::spin_loop();

@@ -71,7 +71,7 @@ fn worker(self_id: usize, ops: usize, peers: Vec<Sender<Block>>, inbox: Receiver
         match slot.take() {
             Some(b) => {
                 let to = (r >> 20) as usize % n;
-                if (r >> 30) % 4 == 0 && to != self_id {
+                if (r >> 30).is_multiple_of(4) && to != self_id {
                     peers[to].send(b).unwrap();
                 } else {
                     release(b);

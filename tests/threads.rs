@@ -116,7 +116,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
         unsafe { api::free(a[1] as *mut u8) };
         // SAFETY: as above.
         unsafe {
-            assert!((*pa).linked, "relinked by its owner's free");
+            assert!((*pa).linked(), "relinked by its owner's free");
             assert_eq!(
                 (*pa).remote.load(Ordering::Relaxed),
                 NOTIFY,

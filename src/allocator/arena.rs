@@ -414,8 +414,8 @@ pub unsafe fn release_pools(pools: &mut [*mut Pool]) {
                         (*a).free_pools & 1 << pool::index_of(p) == 0,
                         "a pool given back twice"
                     );
-                    debug_assert!(!(*p).linked, "a pool given back while on a class list");
-                    (*p).heap = ptr::null_mut();
+                    debug_assert!(!(*p).linked(), "a pool given back while on a class list");
+                    (*p).set_heap(ptr::null_mut());
                     set |= 1 << pool::index_of(p);
                 }
                 if (*a).nfree > 0 {
@@ -479,7 +479,7 @@ pub fn walk<E: From<String>>(mut f: impl FnMut(usize, u64) -> Result<(), E>) -> 
                     return Err(format!("arena {a:p}: a decommitted pool is in use").into());
                 }
                 for i in (0..POOLS_PER_ARENA).filter(|i| free >> i & 1 != 0) {
-                    if !(*pool::header(base_of(a), i)).heap.is_null() {
+                    if !(*pool::header(base_of(a), i)).heap().is_null() {
                         return Err(format!("arena {a:p}: free pool {i} names a heap").into());
                     }
                 }

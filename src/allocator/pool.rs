@@ -29,7 +29,7 @@ use crate::allocator::geometry::{
     blocks_per_pool, class_size, header_page_index, header_table, ARENA_MASK, HEADER_TABLE_MASK,
     NUM_CLASSES, POOL_HEADER_SHIFT, POOL_HEADER_SIZE, POOL_MASK, POOL_SHIFT, POOL_SIZE,
 };
-use crate::allocator::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::allocator::sync::{unmodeled, AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
 
 /// The part of a heap that other threads touch, and all a pool knows of its owner: the
@@ -111,24 +111,24 @@ pub const PARKED: u32 = 1;
 /// or not (see [`PARKED`]).
 ///
 /// Exact only when nothing changes the pool meanwhile (the walker's contract). Otherwise
-/// it is an estimate: the owner writes these fields with plain stores, so a concurrent
-/// read is a data race that only the volatile reads keep the compiler from exploiting
-/// (x86-64 never tears an aligned read of 1–8 bytes); the statistics use it so, see
-/// [`snapshot`].
+/// it is an estimate, read while the owner changes the fields (relaxed atomics, see
+/// [`Pool`]): each field is some value it held, but together they need not be a state the
+/// pool was in; the statistics use it so, see [`snapshot`].
 ///
 /// # Safety
 /// `pool` is a pool of a mapped arena; if anything may change it meanwhile, the caller
 /// treats the answer as an estimate.
 pub unsafe fn used(pool: *mut Pool) -> u32 {
-    // SAFETY: the header is mapped memory of ours; volatile reads, see above.
+    // SAFETY: the header is mapped memory of ours; the fields read are atomics, each
+    // reached without a reference to the whole header, which its owner changes meanwhile.
     unsafe {
-        let class = ptr::addr_of!((*pool).class).read_volatile() as usize;
-        let parked = !ptr::addr_of!((*pool).linked).read_volatile()
-            && !ptr::addr_of!((*pool).cached).read_volatile();
+        let class = (*pool).class.load(Ordering::Relaxed) as usize;
+        let parked =
+            !(*pool).linked.load(Ordering::Relaxed) && !(*pool).cached.load(Ordering::Relaxed);
         if !parked || class >= NUM_CLASSES {
             // (A class out of range is a damaged header: the statistics skip such pools,
             // and must not panic on the way.)
-            ptr::addr_of!((*pool).used).read_volatile()
+            (*pool).used.load(Ordering::Relaxed)
         } else {
             blocks_per_pool(class) as u32
         }
@@ -174,25 +174,35 @@ pub fn remote_list(word: usize) -> (*mut Block, u32) {
 ///   is only set from an empty list, and freers clear it before pushing;
 /// - `heap` and `class` change only while `used == 0`, i.e. when no thread can hold a block
 ///   of the pool, so any thread freeing a block may read them without a lock.
+///
+/// `used`, `class`, `linked`, `cached` and `heap` are atomics, read and written with relaxed
+/// ordering through the methods of the same names (`set_…` to write), which compile to the
+/// plain loads and stores they replace on x86-64 and AArch64 ([`Pool::release_one`] and
+/// [`Pool::heap_unraced`] keep the free fast path's memory operands): the statistics read
+/// them while the owner writes them ([`used`], [`snapshot`]), and plain fields would make
+/// that a data race. No ordering is relied on: the owner's own accesses are ordered by
+/// program order, a freer's reads of `heap` and `class` by whatever handed it the block
+/// (they change only while no block is out), and the statistics take each value as an
+/// estimate.
 #[repr(C, align(64))]
 pub struct Pool {
     /// Blocks the owner can hand out (owner only).
     pub free: *mut Block,
-    /// Blocks not on `free` (owner only).
-    pub used: u32,
+    /// Blocks not on `free` (written by the owner only).
+    used: unmodeled::AtomicU32,
     /// Size class served.
-    pub class: u8,
-    /// On the owner's class list (owner only).
-    pub linked: bool,
+    class: unmodeled::AtomicU8,
+    /// On the owner's class list (written by the owner only).
+    linked: unmodeled::AtomicBool,
     /// Empty and off the class lists, kept by its owner: on its cache for `class`, or in
-    /// its batch of pools going back to the arenas (owner only; see the heap's "Empty
-    /// pools").
-    pub cached: bool,
+    /// its batch of pools going back to the arenas (written by the owner only; see the
+    /// heap's "Empty pools").
+    cached: unmodeled::AtomicBool,
     _pad: u8,
     /// The owning heap (its [`Owner`] part); null while the pool is free in its arena, and
     /// while it is kept empty by a heap (`cached`): a free into such a pool is a double
     /// free, and the null sends it to the free path's check instead of onto a free list.
-    pub heap: *mut Owner,
+    heap: unmodeled::AtomicPtr<Owner>,
     /// Blocks freed by other threads: a list head and its length, or the [`NOTIFY`] bit.
     pub remote: AtomicUsize,
     /// Links of the owner's class list (owner only).
@@ -217,12 +227,12 @@ impl Pool {
     pub fn empty() -> Pool {
         Pool {
             free: ptr::null_mut(),
-            used: 0,
-            class: 0,
-            linked: false,
-            cached: false,
+            used: unmodeled::AtomicU32::new(0),
+            class: unmodeled::AtomicU8::new(0),
+            linked: unmodeled::AtomicBool::new(false),
+            cached: unmodeled::AtomicBool::new(false),
             _pad: 0,
-            heap: ptr::null_mut(),
+            heap: unmodeled::AtomicPtr::new(ptr::null_mut()),
             remote: AtomicUsize::new(0),
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
@@ -230,6 +240,84 @@ impl Pool {
             fresh_last: 0,
         }
     }
+    }
+}
+
+/// The relaxed accessors of the fields the statistics read while the owner writes them
+/// (see [`Pool`]).
+macro_rules! relaxed_fields {
+    ($($field:ident, $set:ident: $t:ty;)*) => {
+        impl Pool {
+            $(
+                #[inline(always)]
+                pub fn $field(&self) -> $t {
+                    self.$field.load(Ordering::Relaxed)
+                }
+
+                #[inline(always)]
+                pub fn $set(&self, value: $t) {
+                    self.$field.store(value, Ordering::Relaxed)
+                }
+            )*
+        }
+    };
+}
+
+relaxed_fields! {
+    used, set_used: u32;
+    class, set_class: u8;
+    linked, set_linked: bool;
+    cached, set_cached: bool;
+    heap, set_heap: *mut Owner;
+}
+
+impl Pool {
+    /// The owning heap, read by a thread that no write of it can race with: one holding a
+    /// block of the pool (`heap` changes only while `used == 0`) or its owner. A plain
+    /// load, which the free fast path folds into its compare; a concurrent reader's
+    /// relaxed load does not conflict with it.
+    ///
+    /// # Safety
+    /// The caller holds a block of the pool, or owns it.
+    #[inline(always)]
+    pub unsafe fn heap_unraced(&self) -> *mut Owner {
+        // SAFETY: per the caller no thread writes `heap` meanwhile.
+        unsafe { *self.heap.as_ptr() }
+    }
+
+    /// Owner: one block fewer in use; calls `emptied` if the count reached 0. On x86-64 a
+    /// `dec` of the count in memory and a jump on its zero flag: the relaxed load and store
+    /// it stands for (only the owner writes `used`, and an aligned 4-byte load or store is
+    /// single-copy atomic there), which the compiler, given the atomics, would spell as a
+    /// load, a `dec`, a store and a test. Elsewhere the atomics, which cost nothing there
+    /// (AArch64 has no arithmetic on memory).
+    ///
+    /// # Safety
+    /// The calling thread owns the pool and `used > 0`.
+    #[inline(always)]
+    pub unsafe fn release_one(&self, emptied: impl FnOnce()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `used` is an aligned `u32` of this live header; the owner (the caller)
+        // is its only writer, so the unlocked read-modify-write is its relaxed load and
+        // store. The jump leaves the asm only for the label.
+        unsafe {
+            core::arch::asm!(
+                "dec dword ptr [{pool} + {used}]",
+                "jz {emptied}",
+                pool = in(reg) self,
+                used = const core::mem::offset_of!(Pool, used),
+                emptied = label { return emptied() },
+                options(nostack),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let used = self.used() - 1;
+            self.set_used(used);
+            if used == 0 {
+                emptied();
+            }
+        }
     }
 }
 
@@ -296,35 +384,35 @@ pub fn page_of(pool: *mut Pool) -> usize {
 #[inline(always)]
 pub unsafe fn block_size_of(p: *const u8) -> usize {
     // SAFETY: per the caller the header is live.
-    class_size(unsafe { (*pool_of(p)).class } as usize)
+    class_size(unsafe { (*pool_of(p)).class() } as usize)
 }
 
 /// `(class, used, owning heap)` of a pool in use that another thread may be changing, for
-/// statistics: an estimate, read racily with volatile reads (see [`used`]); the values may
+/// statistics: an estimate, read with relaxed loads while the owner writes (see [`used`]); the values may
 /// be stale or mutually inconsistent (a class out of range is reported as is, and the
 /// caller skips it), and nothing is concluded from them but counts.
 ///
 /// # Safety
 /// `pool` is a pool of a mapped arena.
 pub unsafe fn snapshot(pool: *mut Pool) -> (usize, u64, usize) {
-    // SAFETY: the header is mapped memory of ours.
+    // SAFETY: the header is mapped memory of ours; atomics reached as in [`used`].
     unsafe {
         (
-            ptr::addr_of!((*pool).class).read_volatile() as usize,
+            (*pool).class.load(Ordering::Relaxed) as usize,
             u64::from(used(pool)),
-            ptr::addr_of!((*pool).heap).read_volatile() as usize,
+            (*pool).heap.load(Ordering::Relaxed) as usize,
         )
     }
 }
 
 /// Whether `pool` is an empty pool its owner keeps (see [`Pool::cached`]), for statistics:
-/// a volatile read, possibly stale.
+/// a relaxed read, possibly stale.
 ///
 /// # Safety
 /// `pool` is a pool of a mapped arena.
 pub unsafe fn is_cached(pool: *mut Pool) -> bool {
     // SAFETY: the header is mapped memory of ours.
-    unsafe { ptr::addr_of!((*pool).cached).read_volatile() }
+    unsafe { (*pool).cached.load(Ordering::Relaxed) }
 }
 
 /// Hints the CPU to bring the cache line at `p` (the next pool's header) into the
@@ -344,7 +432,7 @@ pub fn prefetch<T>(p: *mut T) {
 pub fn is_block_start(pool: *mut Pool, class: usize, p: usize) -> bool {
     let base = page_of(pool);
     let size = class_size(class);
-    p >= base && (p - base) % size == 0 && (p - base) / size < blocks_per_pool(class)
+    p >= base && (p - base).is_multiple_of(size) && (p - base) / size < blocks_per_pool(class)
 }
 
 /// Blocks of `pool` (serving `class`) never handed out yet: from `fresh` to the page's end.
@@ -378,7 +466,7 @@ pub unsafe fn carve(pool: *mut Pool, size: usize) -> *mut u8 {
         } else {
             block + size
         };
-        (*pool).used += 1;
+        (*pool).set_used((*pool).used() + 1);
         block as *mut u8
     }
 }
@@ -393,22 +481,22 @@ pub unsafe fn init(pool: *mut Pool, heap: *mut Owner, class: usize) {
     let base = page_of(pool);
     debug_assert!(class < NUM_CLASSES && !heap.is_null());
     crate::allocator::valgrind::pool_fresh(base as *const u8, POOL_SIZE);
-    // SAFETY: the header is ours and unused.
+    // SAFETY: the header is ours and unused. The fields the statistics read while it is
+    // set up (the pool counts as in use from its hand-out on) are stored as atomics.
+    // Written field by field through the pointer: a reference to the whole header would
+    // claim it from the statistics' readers.
     unsafe {
-        pool.write(Pool {
-            free: ptr::null_mut(),
-            used: 0,
-            class: class as u8,
-            linked: false,
-            cached: false,
-            _pad: 0,
-            heap,
-            remote: AtomicUsize::new(0),
-            next: ptr::null_mut(),
-            prev: ptr::null_mut(),
-            fresh: base,
-            fresh_last: base + (blocks_per_pool(class) - 1) * class_size(class),
-        });
+        (*pool).free = ptr::null_mut();
+        (*pool).used.store(0, Ordering::Relaxed);
+        (*pool).class.store(class as u8, Ordering::Relaxed);
+        (*pool).linked.store(false, Ordering::Relaxed);
+        (*pool).cached.store(false, Ordering::Relaxed);
+        (*pool).heap.store(heap, Ordering::Relaxed);
+        ptr::addr_of_mut!((*pool).remote).write(AtomicUsize::new(0));
+        (*pool).next = ptr::null_mut();
+        (*pool).prev = ptr::null_mut();
+        (*pool).fresh = base;
+        (*pool).fresh_last = base + (blocks_per_pool(class) - 1) * class_size(class);
     }
 }
 
@@ -440,7 +528,7 @@ pub unsafe extern "C" fn remote_free(block: *mut Block, pool: *mut Pool) {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        Owner::push_delayed((*pool).heap, block);
+                        Owner::push_delayed((*pool).heap(), block);
                         return;
                     }
                     Err(seen) => old = seen,
@@ -489,7 +577,7 @@ pub unsafe fn collect_remote(pool: *mut Pool) -> u32 {
             (*tail).next = (*pool).free;
         }
         (*pool).free = list;
-        (*pool).used -= n;
+        (*pool).set_used((*pool).used() - n);
         n
     }
 }

@@ -207,9 +207,21 @@ pub(crate) unsafe fn free(ptr: *mut c_void) {
     match unsafe { forward::<unsafe extern "C" fn(*mut c_void)>(&FORWARD_FREE) } {
         // SAFETY: the interpreter's PyObject_Free, with the caller's contract.
         Some(f) => unsafe { f(ptr) },
-        // SAFETY: forwarded caller contract; the thread's own heap has no contract.
-        None => unsafe { api::free_inline::<ThreadHeap>(ptr.cast()) },
+        // SAFETY: forwarded caller contract.
+        None => unsafe { free_outside_cpython(ptr) },
     }
+}
+
+/// `PyObject_Free` outside CPython: the thread's heap's free path, out of line. Inlined
+/// beside the interpreter's copy, the two copies' `ret` was shared and the interpreter's
+/// reached it through a jump (docs/decisions.md#pool-fields-the-statistics-read-are-relaxed-atomics).
+///
+/// # Safety
+/// As for [`free`].
+#[inline(never)]
+unsafe fn free_outside_cpython(ptr: *mut c_void) {
+    // SAFETY: forwarded caller contract; the thread's own heap has no contract.
+    unsafe { api::free_inline::<ThreadHeap>(ptr.cast()) }
 }
 
 /// A byte whose address is the `ctx` of the allocator we install in the OBJ domain: a

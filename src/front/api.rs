@@ -191,7 +191,7 @@ pub(crate) unsafe fn realloc_inner<S: Source>(p: *mut u8, n: usize) -> *mut u8 {
         return unsafe { (fb.realloc)(fb.ctx, p.cast(), n).cast() };
     }
     // SAFETY: `p` is a live block of ours, so its pool header is live.
-    let size = class_size(unsafe { (*pool_in(table, p as usize)).class } as usize);
+    let size = class_size(unsafe { (*pool_in(table, p as usize)).class() } as usize);
     let keep = if n <= size {
         // Shrinking: stay unless that would waste more than a quarter of the block.
         if 4 * n > 3 * size {

@@ -208,7 +208,7 @@ fn header(p: usize) -> Option<Header> {
         }
         let pool = pool_of(inner as *const u8);
         // SAFETY: `pool` is a pool of a mapped arena of ours; its header is readable.
-        let (heap, class) = unsafe { ((*pool).heap, (*pool).class as usize) };
+        let (heap, class) = unsafe { ((*pool).heap(), (*pool).class() as usize) };
         // Debug blocks are at least HEAD + TAIL bytes: a smaller class holds none, and
         // reading a header there could run past the pool (even past the arena).
         if heap.is_null() || class_size(class) < HEAD + TAIL || !is_block_start(pool, class, inner)

@@ -108,7 +108,7 @@ pub unsafe fn verify() -> Result<Summary, Failure> {
             let pool = pool::header(base, i);
             sum.pools_in_use += 1;
             // SAFETY: a pool in use of a mapped arena; the allocator is quiescent.
-            let owner = unsafe { (*pool).heap } as usize;
+            let owner = unsafe { (*pool).heap() } as usize;
             let key = pool as usize;
             if vanished && !heaps.contains(&owner) && !linked.contains(&key) && !kept.contains(&key)
             {
@@ -118,7 +118,7 @@ pub unsafe fn verify() -> Result<Summary, Failure> {
             // SAFETY: as above.
             let in_use = unsafe { check_pool(pool, &heaps, &linked, &kept, d, forked) }?;
             // SAFETY: as above.
-            if unsafe { (*pool).linked } {
+            if unsafe { (*pool).linked() } {
                 seen_linked += 1;
             }
             sum.blocks_in_use += in_use;
@@ -160,7 +160,10 @@ unsafe fn check_heap(
         while pool != empty_pool() && !pool.is_null() {
             // SAFETY: pools on a live heap's lists are in use.
             let p = unsafe { &*pool };
-            if p.class as usize != class || p.heap != heap::owner(h) || !p.linked || p.prev != prev
+            if p.class() as usize != class
+                || p.heap() != heap::owner(h)
+                || !p.linked()
+                || p.prev != prev
             {
                 return Err(Failure::Broken(format!(
                     "heap {h:p}: pool {pool:p} misfiled on class list {class}"
@@ -189,11 +192,11 @@ unsafe fn check_heap(
             n += 1;
             // SAFETY: pools on a live heap's cache are in use.
             let p = unsafe { &*pool };
-            if p.class as usize != class
-                || !p.cached
-                || p.linked
-                || p.used != 0
-                || !p.heap.is_null()
+            if p.class() as usize != class
+                || !p.cached()
+                || p.linked()
+                || p.used() != 0
+                || !p.heap().is_null()
             {
                 return Err(Failure::Broken(format!(
                     "heap {h:p}: pool {pool:p} misfiled on cache {class}"
@@ -215,10 +218,10 @@ unsafe fn check_heap(
     for &pool in &releasing[..nreleasing] {
         // SAFETY: as above.
         let p = unsafe { &*pool };
-        if !p.cached
-            || p.linked
-            || p.used != 0
-            || !p.heap.is_null()
+        if !p.cached()
+            || p.linked()
+            || p.used() != 0
+            || !p.heap().is_null()
             || !insert(kept, pool as usize)?
         {
             return Err(Failure::Broken(format!(
@@ -314,12 +317,12 @@ unsafe fn check_pool(
 ) -> Result<u64, Failure> {
     // SAFETY: per the caller.
     let p = unsafe { &*pool };
-    let class = p.class as usize;
+    let class = p.class() as usize;
     // A kept empty pool names no heap (its heap's cache lists it, checked there).
-    if class >= NUM_CLASSES || (!p.cached && !heaps.contains(&(p.heap as usize))) {
+    if class >= NUM_CLASSES || (!p.cached() && !heaps.contains(&(p.heap() as usize))) {
         return Err(Failure::Broken(format!(
             "pool {pool:p}: class {class} / heap {:p} invalid",
-            p.heap
+            p.heap()
         )));
     }
     let cap = blocks_per_pool(class) as u64;
@@ -337,15 +340,15 @@ unsafe fn check_pool(
             p.fresh
         )));
     }
-    if p.cached != kept.contains(&(pool as usize)) {
+    if p.cached() != kept.contains(&(pool as usize)) {
         return Err(Failure::Broken(format!(
             "pool {pool:p}: cached flag disagrees with its heap's cache"
         )));
     }
-    if !p.linked && !p.cached && p.used != pool::PARKED {
+    if !p.linked() && !p.cached() && p.used() != pool::PARKED {
         return Err(Failure::Broken(format!(
             "pool {pool:p}: off its list but used is {}, not PARKED",
-            p.used
+            p.used()
         )));
     }
     // SAFETY: as above.
@@ -387,12 +390,12 @@ unsafe fn check_pool(
             "pool {pool:p}: {remote} remote + {delayed} delayed > {used} used"
         )));
     }
-    if p.linked != linked.contains(&(pool as usize)) {
+    if p.linked() != linked.contains(&(pool as usize)) {
         return Err(Failure::Broken(format!(
             "pool {pool:p}: linked flag disagrees with its heap's lists"
         )));
     }
-    if p.cached && (used != 0 || remote != 0 || delayed != 0) {
+    if p.cached() && (used != 0 || remote != 0 || delayed != 0) {
         return Err(Failure::Broken(format!(
             "pool {pool:p}: kept empty, but {used} blocks are in use"
         )));
@@ -400,7 +403,7 @@ unsafe fn check_pool(
     // A full pool off its list awaits notice of a remote free; in a child after `fork`, a
     // vanished thread may have taken the notice and never delivered its block (see `fork`).
     let notice = remote_word & NOTIFY != 0 || delayed != 0 || forked;
-    if !p.linked && !p.cached && (free != 0 || p.fresh != 0 || !notice) {
+    if !p.linked() && !p.cached() && (free != 0 || p.fresh != 0 || !notice) {
         return Err(Failure::Broken(format!(
             "pool {pool:p}: off its list but neither full nor awaiting notice"
         )));

@@ -82,8 +82,8 @@ unsafe fn cache_push(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
         let class = class_index(pool);
-        (*pool).cached = true;
-        (*pool).heap = ptr::null_mut(); // a free into it is a double free: caught
+        (*pool).set_cached(true);
+        (*pool).set_heap(ptr::null_mut()); // a free into it is a double free: caught
         (*pool).next = ptr::null_mut();
         let tail = (*heap).cache_tail[class];
         if tail.is_null() {
@@ -123,7 +123,7 @@ pub(super) unsafe fn cache_pop(heap: *mut Heap, class: usize) -> *mut Pool {
         }
         h.cached -= 1;
         h.low_water = h.low_water.min(h.cached);
-        (*pool).cached = false;
+        (*pool).set_cached(false);
         pool::init(pool, owner(heap), class);
         pool
     }
@@ -166,8 +166,8 @@ pub(super) unsafe fn fetch(heap: *mut Heap, class: usize) -> *mut Pool {
 pub(super) unsafe fn release(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
-        (*pool).cached = true;
-        (*pool).heap = ptr::null_mut(); // as in the cache
+        (*pool).set_cached(true);
+        (*pool).set_heap(ptr::null_mut()); // as in the cache
         let h = &mut *heap;
         h.releasing[h.nreleasing as usize % POOL_BATCH] = pool;
         h.nreleasing += 1;
@@ -246,7 +246,7 @@ pub(super) unsafe fn heartbeat(heap: *mut Heap) {
     // SAFETY: per the caller, the counter is ours.
     unsafe {
         (*heap).slow_events = (*heap).slow_events.wrapping_add(1);
-        if (*heap).slow_events % HEARTBEAT_EVERY == 0 {
+        if (*heap).slow_events.is_multiple_of(HEARTBEAT_EVERY) {
             age_cache(heap, crate::os::now_ms());
         }
     }

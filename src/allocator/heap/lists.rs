@@ -21,8 +21,8 @@ pub(super) unsafe fn relink(heap: *mut Heap, pool: *mut Pool) {
     // the pool's next remote free through the delayed list.
     // SAFETY: per the caller. Parked, it was full: all its blocks but this one are in use.
     unsafe {
-        debug_assert!(!(*pool).linked && (*pool).used == pool::PARKED - 1);
-        (*pool).used = blocks_per_pool(class_index(pool)) as u32 - 1;
+        debug_assert!(!(*pool).linked() && (*pool).used() == pool::PARKED - 1);
+        (*pool).set_used(blocks_per_pool(class_index(pool)) as u32 - 1);
         push_back(heap, pool);
     }
 }
@@ -34,7 +34,7 @@ pub(super) unsafe fn relink(heap: *mut Heap, pool: *mut Pool) {
 pub(super) unsafe fn push_front(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
-        debug_assert!(!(*pool).linked, "a pool linked twice");
+        debug_assert!(!(*pool).linked(), "a pool linked twice");
         let class = class_index(pool);
         let head = (*heap).lists[class];
         (*pool).prev = ptr::null_mut();
@@ -46,7 +46,7 @@ pub(super) unsafe fn push_front(heap: *mut Heap, pool: *mut Pool) {
             (*head).prev = pool;
         }
         (*heap).lists[class] = pool;
-        (*pool).linked = true;
+        (*pool).set_linked(true);
     }
 }
 
@@ -66,7 +66,7 @@ unsafe fn push_back(heap: *mut Heap, pool: *mut Pool) {
         (*pool).prev = tail;
         (*tail).next = pool;
         (*heap).tails[class] = pool;
-        (*pool).linked = true;
+        (*pool).set_linked(true);
     }
 }
 
@@ -77,7 +77,7 @@ unsafe fn push_back(heap: *mut Heap, pool: *mut Pool) {
 pub(super) unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
-        debug_assert!((*pool).linked, "an unlinked pool taken off its list");
+        debug_assert!((*pool).linked(), "an unlinked pool taken off its list");
         let (prev, next) = ((*pool).prev, (*pool).next);
         let class = class_index(pool);
         if prev.is_null() {
@@ -90,7 +90,7 @@ pub(super) unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
         } else {
             (*next).prev = prev;
         }
-        (*pool).linked = false;
+        (*pool).set_linked(false);
         (*pool).next = ptr::null_mut();
         (*pool).prev = ptr::null_mut();
     }

@@ -284,7 +284,7 @@ unsafe fn alloc_from(heap: *mut Heap, n: usize) -> *mut u8 {
         }
         // No prefetch of `next` here: docs/decisions.md#no-prefetch-on-the-malloc-fast-path.
         (*pool).free = (*block).next;
-        (*pool).used += 1;
+        (*pool).set_used((*pool).used() + 1);
         block.cast()
     }
 }
@@ -325,7 +325,7 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
         if next.is_null() // the last pool of the class (or the empty pool)
             || (*pool).remote.load(Ordering::Relaxed) != pool::NOTIFY
             || !(*heap).owner.delayed.load(Ordering::Relaxed).is_null()
-            || (*heap).slow_events.wrapping_add(1) % HEARTBEAT_EVERY == 0
+            || (*heap).slow_events.wrapping_add(1).is_multiple_of(HEARTBEAT_EVERY)
         {
             return alloc_slow(n, heap);
         }
@@ -336,21 +336,21 @@ unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *
         (*heap).slow_events += 1;
         // Park `pool`: off the list (it is the head and not the tail), full. `NOTIFY` is
         // set, so the next remote free of one of its blocks tells us.
-        debug_assert!((*pool).linked && (*pool).free.is_null() && (*pool).fresh == 0);
+        debug_assert!((*pool).linked() && (*pool).free.is_null() && (*pool).fresh == 0);
         (*heap).lists[class_index(pool)] = next;
         (*next).prev = ptr::null_mut();
-        (*pool).linked = false;
+        (*pool).set_linked(false);
         (*pool).next = ptr::null_mut();
-        (*pool).used = pool::PARKED;
+        (*pool).set_used(pool::PARKED);
         // As `refill` does: the pool after `next` serves next; start loading its header.
         pool::prefetch((*next).next);
         // `block` is cold: when it is the pool's only free block (no uncarved ones, all
         // others in use) its link is null and is not read
         // (docs/decisions.md#a-new-heads-only-free-block-is-not-read).
         let only =
-            (*next).fresh == 0 && (*next).used + 1 == blocks_per_pool(class_index(next)) as u32;
+            (*next).fresh == 0 && (*next).used() + 1 == blocks_per_pool(class_index(next)) as u32;
         (*next).free = if only { ptr::null_mut() } else { (*block).next };
-        (*next).used += 1;
+        (*next).set_used((*next).used() + 1);
         block.cast()
     }
 }
@@ -368,7 +368,7 @@ pub(crate) unsafe fn free<S: Source>(p: *mut u8, table: usize) {
     // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;
     // if `S`'s heap owns it, the calling thread acts as its owner (`S`'s contract).
     unsafe {
-        if (*pool).heap != owner(heap) {
+        if (*pool).heap_unraced() != owner(heap) {
             return free_remote(p.cast(), pool);
         }
         free_local(heap, pool, p.cast());
@@ -392,7 +392,7 @@ unsafe extern "C" fn free_remote(block: *mut Block, pool: *mut Pool) {
     // list of no heap; other double frees are caught only as `remote_free`'s cheap check
     // catches them.
     unsafe {
-        if (*pool).heap.is_null() {
+        if (*pool).heap().is_null() {
             crate::allocator::fault::free_in_free_pool(block.cast());
         }
         pool::remote_free(block, pool)
@@ -419,10 +419,7 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
         // the list. Not "the free list was empty": with lazy carving a linked pool often
         // has an empty list (its blocks come from `fresh`), and a free into it needs
         // nothing more.
-        (*pool).used -= 1;
-        if (*pool).used == 0 {
-            free_slow(heap, pool);
-        }
+        (*pool).release_one(|| free_slow(heap, pool));
     }
 }
 
@@ -435,7 +432,7 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 #[inline(always)]
 unsafe fn class_index(pool: *mut Pool) -> usize {
     // SAFETY: per the caller.
-    unsafe { (*pool).class as usize % NUM_CLASSES }
+    unsafe { (*pool).class() as usize % NUM_CLASSES }
 }
 
 /// Owner: a pool that was full has a free block again, or a pool has become empty.
@@ -449,7 +446,12 @@ unsafe fn class_index(pool: *mut Pool) -> usize {
 unsafe extern "C" fn free_slow(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller, we own both.
     unsafe {
-        if !(*pool).linked && (*heap).slow_events.wrapping_add(1) % HEARTBEAT_EVERY != 0 {
+        if !(*pool).linked()
+            && !(*heap)
+                .slow_events
+                .wrapping_add(1)
+                .is_multiple_of(HEARTBEAT_EVERY)
+        {
             (*heap).slow_events += 1;
             return relink(heap, pool);
         }
@@ -467,10 +469,10 @@ unsafe extern "C" fn free_slow_rest(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller, we own both; list links are ours to change.
     unsafe {
         heartbeat(heap);
-        if !(*pool).linked {
+        if !(*pool).linked() {
             relink(heap, pool);
         }
-        if (*pool).used == 0 {
+        if (*pool).used() == 0 {
             let class = class_index(pool);
             // Keep the last pool of a class: a hot malloc/free cycle must not go to the
             // arena lock on every turn.
@@ -598,8 +600,8 @@ unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
                     continue; // a remote free just arrived: collect it
                 }
                 unlink(heap, pool);
-                debug_assert!((*pool).used == blocks_per_pool(class) as u32);
-                (*pool).used = pool::PARKED;
+                debug_assert!((*pool).used() == blocks_per_pool(class) as u32);
+                (*pool).set_used(pool::PARKED);
                 continue;
             }
             // The next pool of the list serves once this one runs out: start loading its

@@ -152,9 +152,9 @@ pub(super) unsafe fn tidy(heap: *mut Heap) {
             while pool != empty_pool() && !pool.is_null() {
                 let next = (*pool).next;
                 pool::collect_remote(pool);
-                if (*pool).used == 0 {
+                if (*pool).used() == 0 {
                     debug_assert!(
-                        (*pool).linked
+                        (*pool).linked()
                             && (*pool).remote.load(Ordering::Relaxed) & !pool::NOTIFY == 0
                     );
                     unlink(heap, pool);
