@@ -136,6 +136,54 @@ typedef struct pymalloc_stats {
 } pymalloc_stats;
 
 /*
+ What one heap holds (`pymalloc_get_heap_stats`, the report's per-heap table): the pools
+ it owns, partly filled, full and kept empty, and its blocks in use. What it holds beyond
+ its live blocks is the partly filled pools' free room and the kept pools.
+ */
+typedef struct pymalloc_heap_figures {
+  /*
+   Pools serving a class with blocks free (carved or not).
+   */
+  uint64_t pools_partly_filled;
+  /*
+   Pools serving a class with every block in use.
+   */
+  uint64_t pools_full;
+  /*
+   Empty pools kept for reuse: emptied ones and those fetched from the arenas in a batch
+   and not used yet (part of `pymalloc_stats.pools_cached`).
+   */
+  uint64_t pools_kept;
+  /*
+   Blocks handed out from its pools (blocks freed by other threads and not yet taken
+   back count as in use).
+   */
+  uint64_t blocks_in_use;
+  /*
+   Their bytes, at their class size.
+   */
+  uint64_t bytes_in_use;
+} pymalloc_heap_figures;
+
+/*
+ One heap: what it is and what it holds (`pymalloc_get_heap_stats`, the report's per-heap
+ table).
+ */
+typedef struct pymalloc_heap_stats {
+  /*
+   What the heap is: 0 a running thread's; 1 abandoned (its thread exited, waiting for a
+   new thread); 2 the shared heap (exited threads' late allocations, debug mode); 3 the
+   interpreter heap (every call CPython makes under the GIL); 4 vanished (its thread did
+   not survive a `fork`).
+   */
+  uint32_t role;
+  /*
+   What it holds.
+   */
+  struct pymalloc_heap_figures figures;
+} pymalloc_heap_stats;
+
+/*
  What `pymalloc_attribute` ([`attribute`]) counts for one group of addresses (objects).
  */
 typedef struct pymalloc_group_stats {
@@ -164,6 +212,12 @@ typedef struct pymalloc_group_stats {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ `getenv`'s contract. glibc's and musl's `getenv` that answers NULL under `AT_SECURE` (not in the `libc`
+ crate for Linux).
+ */
+extern char *secure_getenv(const char *name);
 
 /*
  `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
@@ -297,6 +351,17 @@ unsigned int pymalloc_installed_domains(void);
  `out` is NULL or points to writable memory for one `pymalloc_stats`.
  */
 void pymalloc_get_stats(struct pymalloc_stats *out);
+
+/*
+ Fills `out[0..max]` with what each heap holds (see `pymalloc_heap_stats`), oldest heap
+ first, and returns how many heaps there are (may exceed `max`: call again with room for
+ them); `SIZE_MAX` when no memory could be had for the snapshot's bookkeeping (nothing
+ written). Heaps of running threads are read while they change: a snapshot.
+
+ # Safety
+ `out` points to writable memory for `max` `pymalloc_heap_stats` (NULL when `max` is 0).
+ */
+size_t pymalloc_get_heap_stats(struct pymalloc_heap_stats *out, size_t max);
 
 /*
  Attributes our pools to groups of addresses in one call (for tools that find which

@@ -5,7 +5,7 @@ use crate::allocator::fallback::AllocatorEx;
 use crate::allocator::heap::ThreadHeap;
 #[cfg(not(loom))]
 use crate::allocator::layout::{self, Descriptor};
-use crate::introspect::stats::{self, GroupStats, Stats};
+use crate::introspect::stats::{self, GroupStats, HeapStats, Stats};
 use crate::{allocator::heap, cpython, cpython::dispatch, front::api, introspect::check};
 use core::ffi::{c_int, c_void};
 
@@ -170,6 +170,25 @@ pub unsafe extern "C" fn pymalloc_get_stats(out: *mut Stats) {
         // SAFETY: per the caller.
         unsafe { out.write(stats::collect()) };
     }
+}
+
+/// Fills `out[0..max]` with what each heap holds (see `pymalloc_heap_stats`), oldest heap
+/// first, and returns how many heaps there are (may exceed `max`: call again with room for
+/// them); `SIZE_MAX` when no memory could be had for the snapshot's bookkeeping (nothing
+/// written). Heaps of running threads are read while they change: a snapshot.
+///
+/// # Safety
+/// `out` points to writable memory for `max` `pymalloc_heap_stats` (NULL when `max` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn pymalloc_get_heap_stats(out: *mut HeapStats, max: usize) -> usize {
+    let Some(heaps) = stats::collect_with_heaps().1 else {
+        return usize::MAX;
+    };
+    for (i, h) in heaps.iter().take(max).enumerate() {
+        // SAFETY: per the caller, room for `max` records.
+        unsafe { out.add(i).write(*h) };
+    }
+    heaps.len()
 }
 
 /// Attributes our pools to groups of addresses in one call (for tools that find which

@@ -46,7 +46,7 @@
 //!   makes no system call and takes no lock, a one-off burst goes back while it is freed,
 //!   and a decay clock (0.4 s epochs, advanced by the heap's own slow paths) ages what is in
 //!   between ("Empty pools" in `heap/cache.rs`).
-//! - **The interpreter heap** ([`heap::interp`]) serves every call CPython makes through
+//! - **The interpreter heap** (`heap/interp.rs`) serves every call CPython makes through
 //!   the OBJ and MEM domains, whichever thread makes it: those calls hold the GIL, so its
 //!   holder acts as the heap's owner, and a pool of worker threads holds one heap's pools,
 //!   not one heap's per thread. From CPython 3.12 it is shared only while the process

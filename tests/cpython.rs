@@ -757,11 +757,12 @@ fn report_option_prints_the_report_at_exit() {
 /// The workers of a Python thread pool, which run one at a time under the GIL, share one
 /// heap: with 256 of them the most bytes stranded (resident in our pools, in no live block)
 /// stay within twice one worker's plus 1 MiB; a heap per thread stranded 20-30 times one
-/// worker's (docs/decisions.md#one-heap-per-interpreter).
+/// worker's (docs/decisions.md#one-heap-per-interpreter); and the one heap holding pools
+/// afterwards is the interpreter heap (`stats()["per_heap"]`).
 #[test]
 fn a_thread_pool_strands_about_what_one_thread_does() {
     over_all_pythons("thread pool", |py, exe| {
-        let most = |threads: u32| -> Result<u64, Problem> {
+        let most = |threads: u32| -> Result<(u64, String), Problem> {
             let out = py.run(
                 python(exe, true)
                     .arg(script("thread_pool_bound.py"))
@@ -770,13 +771,19 @@ fn a_thread_pool_strands_about_what_one_thread_does() {
             );
             ok(&out)?;
             let text = String::from_utf8_lossy(&out.stdout);
-            let first = text.split_whitespace().next().unwrap_or_default();
-            Ok(first
-                .parse()
-                .map_err(|_| format!("unexpected output: {text}"))?)
+            let words: Vec<&str> = text.split_whitespace().collect();
+            match (words.first().map(|w| w.parse()), words.get(2)) {
+                (Some(Ok(most)), Some(roles)) => Ok((most, roles.to_string())),
+                _ => Err(format!("unexpected output: {text}").into()),
+            }
         };
-        let (one, many) = (most(1)?, most(256)?);
-        println!("most bytes stranded: 1 thread {one}, 256 threads {many}");
+        let ((one, _), (many, roles)) = (most(1)?, most(256)?);
+        println!(
+            "most bytes stranded: 1 thread {one}, 256 threads {many}; heaps holding pools: {roles}"
+        );
+        if roles != "interpreter" {
+            return Err(format!("heaps holding pools after 256 workers: {roles}").into());
+        }
         if many > 2 * one + (1 << 20) {
             return Err(format!("256 threads stranded {many} bytes, one thread {one}").into());
         }

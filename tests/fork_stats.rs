@@ -20,8 +20,12 @@ fn a_forked_childs_vanished_threads_heaps_are_not_active() {
         unsafe { ffi::pymalloc_free(p as *mut _) };
     });
     ready_rx.recv().unwrap();
-    let active =
-        |heaps: &[stats::HeapStats]| heaps.iter().filter(|h| h.role == HeapRole::Active).count();
+    let active = |heaps: &[stats::HeapStats]| {
+        heaps
+            .iter()
+            .filter(|h| h.role == HeapRole::Active as u32)
+            .count()
+    };
     let before = stats::collect_with_heaps()
         .1
         .expect("memory for the per-heap table");
@@ -36,7 +40,7 @@ fn a_forked_childs_vanished_threads_heaps_are_not_active() {
             .expect("memory for the per-heap table");
         let vanished = heaps
             .iter()
-            .filter(|h| h.role == HeapRole::Vanished)
+            .filter(|h| h.role == HeapRole::Vanished as u32)
             .count();
         let code = if active(&heaps) == 1 && vanished == active(&before) - 1 {
             0

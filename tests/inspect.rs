@@ -272,7 +272,7 @@ fn another_library_version_one_line_exit_2_naming_both() {
     let mut bytes = std::fs::read(lib()).unwrap();
     let magic = bytes
         .windows(12)
-        .position(|w| w == b"PYMALLOC\x02\0\0\0")
+        .position(|w| w == b"PYMALLOC\x03\0\0\0")
         .expect("the descriptor in the library file");
     bytes[magic + 16..magic + 32].copy_from_slice(b"9.9.9\0\0\0\0\0\0\0\0\0\0\0");
     let other = scratch().join("libpymalloc-9.9.9.so");
@@ -282,7 +282,7 @@ fn another_library_version_one_line_exit_2_naming_both() {
     fails_in_one_line(
         inspect_command(target.pid),
         &[&format!(
-            "runs libpymalloc 9.9.9 (layout 2), this pymalloc reads libpymalloc {} (layout 2)",
+            "runs libpymalloc 9.9.9 (layout 3), this pymalloc reads libpymalloc {} (layout 3)",
             env!("CARGO_PKG_VERSION")
         )],
     );

@@ -118,9 +118,12 @@ owns.restype, owns.argtypes = ctypes.c_bool, [ctypes.c_void_p]
 objs = [str(i) * 3 for i in range(1000)] + [[i] for i in range(1000)] + [float(i) for i in range(1000)]
 assert all(owns(id(o)) for o in objs), "an object outside our pools"
 s = pymalloc_rs.stats()
-keys = set(pymalloc_rs.STATS_FIELDS) | {"classes"}
+keys = set(pymalloc_rs.STATS_FIELDS) | {"classes", "per_heap"}
 assert set(s) == keys, sorted(set(s) ^ keys)
-assert all(type(v) is int for k, v in s.items() if k != "classes")
+assert all(type(v) is int for k, v in s.items() if k not in ("classes", "per_heap"))
+heaps = [h for h in s["per_heap"] if h["pools_partly_filled"] + h["pools_full"]]
+assert [h["role"] for h in heaps] == ["interpreter"], s["per_heap"]
+assert heaps[0]["blocks_in_use"] > 3000 and heaps[0]["bytes_in_use"] >= 16 * heaps[0]["blocks_in_use"]
 assert [c["size"] for c in s["classes"]] == list(range(16, 513, 16))
 assert s["arenas_current"] > 0 and s["bytes_in_use"] > 0 and s["pools_in_use"] > 0
 assert all(sum(c["occupancy"]) == c["pools"] for c in s["classes"])
@@ -485,6 +488,7 @@ fn python_stats_struct_mirrors_the_header() {
     };
     assert_eq!(fields("pymalloc_stats"), tuple("STATS_FIELDS"));
     assert_eq!(fields("pymalloc_class_stats"), tuple("CLASS_FIELDS"));
+    assert_eq!(fields("pymalloc_heap_figures"), tuple("HEAP_FIELDS"));
     assert!(header.contains("struct pymalloc_class_stats classes[32];"));
     assert!(module.contains("NUM_CLASSES = 32"));
 }

@@ -158,7 +158,7 @@ fn text(target: &Target, snap: &Snapshot, elapsed: Duration) -> String {
     let rows = snap
         .heaps
         .iter()
-        .map(|(role, pools, blocks)| (role.as_str(), *pools, *blocks));
+        .map(|(role, figures)| (role.as_str(), *figures));
     let _ = figures::report(&mut o, &snap.stats, Some(rows));
     stranded_by_class(&mut o, target.pid, &snap.stats);
     o
@@ -203,8 +203,9 @@ fn stranded_by_class(o: &mut String, pid: i32, s: &figures::Stats) {
 /// The figures as JSON: `{"pid", "library_version", "read_ms", "rss_bytes",
 /// "skipped_arenas", the fields of pymalloc_stats, "classes": [{"size", "pools",
 /// "blocks_in_use", "blocks_free", "occupancy": [10], "bytes_stranded", "python_objects":
-/// [the common CPython objects of the size]}], "heaps": [{"role", "pools",
-/// "blocks_in_use"}], "python_version": "3.N" or null}`.
+/// [the common CPython objects of the size]}], "heaps": [{"role", "pools_partly_filled",
+/// "pools_full", "pools_kept", "blocks_in_use", "bytes_in_use"}], "python_version": "3.N"
+/// or null}`.
 fn json(target: &Target, snap: &Snapshot, elapsed: Duration) -> String {
     let s = &snap.stats;
     let mut o = format!(
@@ -267,10 +268,15 @@ fn json(target: &Target, snap: &Snapshot, elapsed: Duration) -> String {
     o
 }
 
-fn heap_json((role, pools, blocks): &HeapRow) -> String {
+fn heap_json((role, h): &HeapRow) -> String {
     format!(
-        "{{\"role\": {}, \"pools\": {pools}, \"blocks_in_use\": {blocks}}}",
-        crate::compare::json_string(role)
+        "{{\"role\": {}, \"pools_partly_filled\": {}, \"pools_full\": {}, \"pools_kept\": {}, \"blocks_in_use\": {}, \"bytes_in_use\": {}}}",
+        crate::compare::json_string(role),
+        h.pools_partly_filled,
+        h.pools_full,
+        h.pools_kept,
+        h.blocks_in_use,
+        h.bytes_in_use
     )
 }
 

@@ -11,7 +11,7 @@ use crate::allocator::geometry::{
     POOL_HEADER_SIZE, POOL_SIZE,
 };
 use crate::allocator::layout::{self, Descriptor, LAYOUT_VERSION, MAGIC, SINGLE};
-use crate::introspect::figures::{large_count, Stats};
+use crate::introspect::figures::{large_count, HeapFigures, Stats};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -35,8 +35,8 @@ pub struct Target {
     address: u64,
 }
 
-/// One heap: its role's name, pools and blocks in use (oldest heap first in a snapshot).
-pub type HeapRow = (String, u64, u64);
+/// One heap: its role's name and what it holds (oldest heap first in a snapshot).
+pub type HeapRow = (String, HeapFigures);
 
 /// What one read of the process gives.
 pub struct Snapshot {
@@ -197,7 +197,16 @@ impl Target {
         let heaps = self.heaps();
         let index: std::collections::HashMap<u64, usize> =
             heaps.iter().enumerate().map(|(i, h)| (h.0, i)).collect();
-        let mut rows: Vec<HeapRow> = heaps.iter().map(|h| (h.1.clone(), 0, 0)).collect();
+        let mut rows: Vec<HeapRow> = heaps
+            .iter()
+            .map(|h| {
+                let kept = HeapFigures {
+                    pools_kept: h.3,
+                    ..HeapFigures::default()
+                };
+                (h.1.clone(), kept)
+            })
+            .collect();
 
         let tables = self.arena_tables();
         let pages = read_many(self.pid, &tables, POOL_SIZE);
@@ -231,8 +240,7 @@ impl Target {
                 };
                 let owner = u64_at(e, p.heap as usize);
                 if let (Some(used), Some(&k)) = (s.add_pool(class, used), index.get(&owner)) {
-                    rows[k].1 += 1;
-                    rows[k].2 += used;
+                    rows[k].1.add_pool(class, used);
                 }
             }
         }
@@ -284,8 +292,9 @@ impl Target {
         tables
     }
 
-    /// Every heap: its address, its role's name and its count of large blocks, oldest first.
-    fn heaps(&self) -> Vec<(u64, String, u64)> {
+    /// Every heap: its address, its role's name, its count of large blocks and of the empty
+    /// pools it keeps, oldest first.
+    fn heaps(&self) -> Vec<(u64, String, u64, u64)> {
         let h = &self.descriptor.heaps;
         let all = self.list(self.pointer(h.all), h.next_all);
         let lists: Vec<(String, HashSet<u64>)> = h
@@ -310,7 +319,10 @@ impl Target {
                     .find(|(_, m)| m.contains(&heap))
                     .map_or(default.clone(), |(name, _)| name.clone());
                 let large = self.word(heap.wrapping_add(h.large)).unwrap_or(0);
-                (heap, role, large)
+                let kept = self
+                    .bytes(heap.wrapping_add(h.cached), 4)
+                    .map_or(0, |b| u32::from_ne_bytes(b[..4].try_into().unwrap()));
+                (heap, role, large, u64::from(kept))
             })
             .collect()
     }

@@ -68,6 +68,18 @@ CLASS_FIELDS = (
 #: Size classes: 16, 32, ..., 512 bytes.
 NUM_CLASSES = 32
 
+#: The fields of ``pymalloc_heap_figures``, in header order; each an ``uint64_t``.
+HEAP_FIELDS = (
+    "pools_partly_filled",
+    "pools_full",
+    "pools_kept",
+    "blocks_in_use",
+    "bytes_in_use",
+)
+
+#: The names of ``pymalloc_heap_stats.role``'s numbers.
+HEAP_ROLES = ("active", "abandoned", "shared", "interpreter", "vanished")
+
 
 def _ctypes_field(spec):
     """``("name", type)`` for a header field spelled ``name`` or ``name[n]``."""
@@ -85,6 +97,14 @@ class _Stats(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in STATS_FIELDS] + [
         ("classes", _ClassStats * NUM_CLASSES)
     ]
+
+
+class _HeapFigures(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in HEAP_FIELDS]
+
+
+class _HeapStats(ctypes.Structure):
+    _fields_ = [("role", ctypes.c_uint32), ("figures", _HeapFigures)]
 
 
 class NotActiveError(RuntimeError):
@@ -201,7 +221,13 @@ def stats():
     - ``classes``: a list of 32 dicts, one per size class (16, 32, ..., 512 bytes), with
       ``size`` (bytes), ``pools``, ``blocks_in_use``, ``blocks_free``, ``occupancy`` (a
       list of 10: the pools with 0-9.9 %, 10-19.9 %, ..., 90-100 % of their blocks in
-      use) and ``bytes_stranded`` (the pools' 4096 bytes each minus the blocks in use).
+      use) and ``bytes_stranded`` (the pools' 4096 bytes each minus the blocks in use);
+    - ``per_heap``: a list with a dict per heap, oldest first: ``role`` (``"active"``: a
+      running thread's; ``"abandoned"``: its thread exited; ``"shared"``; ``"interpreter"``:
+      the heap CPython's threads share under the GIL; ``"vanished"``: a thread that did not
+      survive ``fork``), ``pools_partly_filled``, ``pools_full``, ``pools_kept`` (empty
+      pools kept for reuse), ``blocks_in_use`` and ``bytes_in_use``; empty when no memory
+      could be had for it.
 
     The library allocates nothing to read them: a monitoring thread gets them whole also
     when the process has run out of memory (this function's own Python objects aside,
@@ -219,7 +245,31 @@ def stats():
         {name: _plain(getattr(c, name)) for name, _ in _ClassStats._fields_}
         for c in out.classes
     ]
+    result["per_heap"] = _per_heap(lib)
     return result
+
+
+def _per_heap(lib):
+    """``pymalloc_get_heap_stats`` as a list of dicts (see ``stats``)."""
+    get = lib.pymalloc_get_heap_stats
+    get.restype = ctypes.c_size_t
+    get.argtypes = [ctypes.POINTER(_HeapStats), ctypes.c_size_t]
+    room = 16
+    while True:
+        rows = (_HeapStats * room)()
+        n = get(rows, room)
+        if n == ctypes.c_size_t(-1).value:
+            return []
+        if n <= room:
+            break
+        room = n + 16  # threads may start meanwhile
+    return [
+        dict(
+            role=HEAP_ROLES[r.role] if r.role < len(HEAP_ROLES) else str(r.role),
+            **{name: int(getattr(r.figures, name)) for name in HEAP_FIELDS}
+        )
+        for r in rows[:n]
+    ]
 
 
 def _plain(value):

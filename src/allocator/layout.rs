@@ -23,7 +23,7 @@ pub const SYMBOL: &str = "pymalloc_descriptor";
 pub const MAGIC: [u8; 8] = *b"PYMALLOC";
 
 /// The layout of the descriptor and of what it describes; a reader refuses another.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Bytes of [`Descriptor::version`].
 pub const VERSION_BYTES: usize = 16;
@@ -101,6 +101,8 @@ pub struct Heaps {
     pub next_all: u64,
     /// Offset of the heap's `usize` count of large blocks (wrapping).
     pub large: u64,
+    /// Offset of the heap's `u32` count of empty pools it keeps.
+    pub cached: u64,
     /// The role of a heap on no list of `roles`, NUL-padded.
     pub default_role: [u8; 16],
     /// A heap on several lists (a torn read) has the first one's role.

@@ -17,14 +17,31 @@ use core::fmt::{self, Write};
 
 pub mod figures;
 
-pub use figures::{large_count, occupancy_bin, resident_pools, ClassStats, Stats, OCCUPANCY_BINS};
+pub use figures::{
+    large_count, occupancy_bin, resident_pools, ClassStats, HeapFigures, Stats, OCCUPANCY_BINS,
+};
 
-/// One heap's share, for the per-heap summary.
+/// One heap: what it is and what it holds (`pymalloc_get_heap_stats`, the report's per-heap
+/// table).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeapStats {
-    pub role: HeapRole,
-    pub pools: u64,
-    pub blocks_in_use: u64,
+    /// What the heap is: 0 a running thread's; 1 abandoned (its thread exited, waiting for a
+    /// new thread); 2 the shared heap (exited threads' late allocations, debug mode); 3 the
+    /// interpreter heap (every call CPython makes under the GIL); 4 vanished (its thread did
+    /// not survive a `fork`).
+    pub role: u32,
+    /// What it holds.
+    pub figures: HeapFigures,
+}
+
+impl HeapStats {
+    /// The role's name, as the report prints it ("?" for a number no role has).
+    pub fn role_name(&self) -> &'static str {
+        HeapRole::ALL
+            .get(self.role as usize)
+            .map_or("?", |r| r.name())
+    }
 }
 
 /// Takes a snapshot. Allocates nothing, so it works when memory has run out.
@@ -53,9 +70,12 @@ fn gather(per_heap: bool) -> (Stats, Option<Vec<HeapStats>>) {
             }
             addrs.push(h as usize);
             shares.push(HeapStats {
-                role,
-                pools: 0,
-                blocks_in_use: 0,
+                role: role as u32,
+                figures: HeapFigures {
+                    // SAFETY: heaps are never freed.
+                    pools_kept: u64::from(unsafe { crate::allocator::heap::kept_of(h) }),
+                    ..HeapFigures::default()
+                },
             });
         }
     });
@@ -74,8 +94,7 @@ fn gather(per_heap: bool) -> (Stats, Option<Vec<HeapStats>>) {
                 if let Some(used) = s.add_pool(class, used) {
                     if let Some((addrs, shares)) = &mut heaps {
                         if let Some(k) = addrs.iter().position(|&h| h == heap) {
-                            shares[k].pools += 1;
-                            shares[k].blocks_in_use += used;
+                            shares[k].figures.add_pool(class, used);
                         }
                     }
                 }
@@ -238,7 +257,7 @@ pub fn report(o: &mut impl Write, s: &Stats, heaps: Option<&[HeapStats]>) -> fmt
     figures::report(
         o,
         s,
-        heaps.map(|h| h.iter().map(|h| (h.role.name(), h.pools, h.blocks_in_use))),
+        heaps.map(|h| h.iter().map(|h| (h.role_name(), h.figures))),
     )
 }
 
@@ -259,6 +278,37 @@ pub fn print(fd: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_heap_shows_its_partly_filled_full_and_kept_pools() {
+        // A thread of its own, so that its heap holds exactly this: 2 full pools of 512-byte
+        // blocks (8 a pool), one with 4 in use, and the pools fetched with them, kept.
+        let per_pool = blocks_per_pool(31);
+        let (blocks, shares) = std::thread::spawn(move || {
+            let blocks: Vec<usize> = (0..2 * per_pool + 4)
+                .map(|_| crate::front::api::malloc(512) as usize)
+                .collect();
+            (blocks, collect_with_heaps().1.unwrap())
+        })
+        .join()
+        .unwrap();
+        let mine = shares.iter().find(|h| {
+            h.figures.pools_full == 2
+                && h.figures.pools_partly_filled == 1
+                && h.figures.blocks_in_use == 2 * per_pool as u64 + 4
+        });
+        let mine = mine.unwrap_or_else(|| panic!("no heap holds the blocks: {shares:?}"));
+        assert_eq!(mine.role_name(), "active");
+        assert_eq!(mine.figures.bytes_in_use, mine.figures.blocks_in_use * 512);
+        assert!(
+            mine.figures.pools_kept > 0,
+            "the batch's other pools: {mine:?}"
+        );
+        for p in blocks {
+            // SAFETY: live blocks of ours (freed remotely: their thread has exited).
+            unsafe { crate::front::api::free(p as *mut u8) };
+        }
+    }
 
     #[test]
     fn report_has_cpythons_lines() {

@@ -1,7 +1,8 @@
 """A thread pool's pools: THREADS workers of a ThreadPoolExecutor take REQUESTS requests
 (decode a JSON document, build a reply of small dicts, encode it), one running at a time
 under the GIL. Prints one line: the most bytes stranded (resident in our pools but in no
-live block) seen after any request, and the bytes stranded and the heaps at the end. Run with the library preloaded and its Python package on
+live block) seen after any request, the bytes stranded at the end, and the roles of the
+heaps that hold pools at the end (one, the interpreter heap, where the threads share it). Run with the library preloaded and its Python package on
 PYTHONPATH (tests/cpython.rs)."""
 import json
 import sys
@@ -31,4 +32,5 @@ with ThreadPoolExecutor(max_workers=threads) as pool:
     for wave in range(0, requests, threads):
         list(pool.map(handle, range(wave, min(wave + threads, requests))))
 s = pymalloc_rs.stats()
-print(most, s["bytes_stranded"], s["heaps"])
+holding = [h["role"] for h in s["per_heap"] if h["pools_partly_filled"] + h["pools_full"]]
+print(most, s["bytes_stranded"], ",".join(holding))

@@ -37,6 +37,7 @@ use super::{class_index, owner, Heap};
 use crate::allocator::arena;
 use crate::allocator::geometry::NUM_CLASSES;
 use crate::allocator::pool::{self, Pool};
+use crate::allocator::sync::Ordering;
 use core::ptr;
 
 /// Pools fetched from the arenas in one hold of the arena lock, and given back in one: a
@@ -45,6 +46,24 @@ pub(super) const POOL_BATCH: usize = 16;
 
 /// The cache's budget before any reuse was seen, in pools: one batch.
 pub(super) const MIN_BUDGET: u32 = POOL_BATCH as u32;
+
+/// The pools on `heap`'s cache.
+///
+/// # Safety
+/// `heap` is a live heap (any thread may read the count).
+pub(super) unsafe fn kept(heap: *mut Heap) -> u32 {
+    // SAFETY: per the caller.
+    unsafe { (*heap).cached.load(Ordering::Relaxed) }
+}
+
+/// Sets the count of pools on `heap`'s cache (a load and a store: only the owner writes it).
+///
+/// # Safety
+/// The caller acts as `heap`'s owner.
+unsafe fn set_kept(heap: *mut Heap, n: u32) {
+    // SAFETY: per the caller.
+    unsafe { (*heap).cached.store(n, Ordering::Relaxed) }
+}
 
 /// The most pools the cache of `heap` may hold now: none with a decay of 0.
 ///
@@ -66,7 +85,7 @@ unsafe fn budget(heap: *mut Heap) -> u32 {
 pub(super) unsafe fn retire(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
-        if (*heap).cached < budget(heap) {
+        if kept(heap) < budget(heap) {
             return cache_push(heap, pool);
         }
         (*heap).overflow = (*heap).overflow.saturating_add(1);
@@ -93,7 +112,7 @@ unsafe fn cache_push(heap: *mut Heap, pool: *mut Pool) {
         }
         (*heap).cache_tail[class] = pool;
         (*heap).cache_classes |= 1 << class;
-        (*heap).cached += 1;
+        set_kept(heap, kept(heap) + 1);
     }
 }
 
@@ -121,8 +140,9 @@ pub(super) unsafe fn cache_pop(heap: *mut Heap, class: usize) -> *mut Pool {
             h.cache_tail[from] = ptr::null_mut();
             h.cache_classes &= !(1 << from);
         }
-        h.cached -= 1;
-        h.low_water = h.low_water.min(h.cached);
+        let left = h.cached.load(Ordering::Relaxed) - 1;
+        h.cached.store(left, Ordering::Relaxed);
+        h.low_water = h.low_water.min(left);
         (*pool).set_cached(false);
         pool::init(pool, owner(heap), class);
         pool
@@ -142,7 +162,7 @@ pub(super) unsafe fn fetch(heap: *mut Heap, class: usize) -> *mut Pool {
         let grant = h.overflow.min(POOL_BATCH as u32);
         h.overflow -= grant;
         h.budget = h.budget.saturating_add(grant);
-        let room = budget(heap).saturating_sub((*heap).cached) as usize;
+        let room = budget(heap).saturating_sub(kept(heap)) as usize;
         let mut got = [ptr::null_mut(); POOL_BATCH];
         let n = arena::alloc_pools(&mut got[..(room + 1).min(POOL_BATCH)]);
         // In address order, as the cache hands them out.
@@ -200,12 +220,12 @@ unsafe fn flush_releasing(heap: *mut Heap) {
 pub(super) unsafe fn shrink_cache(heap: *mut Heap, n: u32) {
     // SAFETY: per the caller.
     unsafe {
-        for _ in 0..n.min((*heap).cached) {
+        for _ in 0..n.min(kept(heap)) {
             let class = (*heap).cache_classes.trailing_zeros() as usize % NUM_CLASSES;
             release(heap, cache_pop(heap, class));
         }
         flush_releasing(heap);
-        (*heap).low_water = (*heap).cached;
+        (*heap).low_water = kept(heap);
     }
 }
 
@@ -297,13 +317,13 @@ mod tests {
             // A first cycle of 40 pools: fetched in batches, the extras cached.
             let pools = take(h, 40);
             assert_eq!((*h).budget, MIN_BUDGET, "no reuse seen yet");
-            let owned = 40 + (*h).cached;
+            let owned = 40 + kept(h);
             for &p in &pools {
                 retire(h, p);
             }
             // The budget keeps 16; the rest went back (overflow), nothing waits in a batch
             // beyond one.
-            assert_eq!((*h).cached, MIN_BUDGET);
+            assert_eq!(kept(h), MIN_BUDGET);
             assert_eq!((*h).overflow, owned - MIN_BUDGET);
             assert!(((*h).nreleasing as usize) < POOL_BATCH);
             // The second cycle fetches them back: that justifies keeping them.
@@ -312,8 +332,8 @@ mod tests {
                 retire(h, p);
             }
             assert_eq!((*h).overflow, 0, "the second cycle was kept whole");
-            assert!((*h).budget >= 40 && (*h).cached >= 40, "{}", (*h).cached);
-            let kept = (*h).cached;
+            assert!((*h).budget >= 40 && kept(h) >= 40, "{}", kept(h));
+            let kept = kept(h);
             // A third cycle touches 10 pools only, across a whole epoch: the pools it left
             // unused all along (its low-water mark) go back at the epoch's end, and the
             // budget shrinks by as many.
@@ -326,12 +346,12 @@ mod tests {
             }
             let budget = (*h).budget;
             age_cache(h, start + u64::from(arena::DEFAULT_DECAY_MS) - 1);
-            assert_eq!((*h).cached, kept, "before the epoch's end nothing moves");
+            assert_eq!(kept(h), kept, "before the epoch's end nothing moves");
             age_cache(h, start + u64::from(arena::DEFAULT_DECAY_MS));
-            assert_eq!((*h).cached, 10, "only the pools used in the epoch stay");
+            assert_eq!(kept(h), 10, "only the pools used in the epoch stay");
             assert_eq!((*h).budget, (budget - (kept - 10)).max(MIN_BUDGET));
             shrink_cache(h, u32::MAX);
-            assert_eq!((*h).cached, 0);
+            assert_eq!(kept(h), 0);
             assert_eq!((*h).nreleasing, 0);
         }
     }

@@ -15,7 +15,7 @@
 //!   low-water mark, the decay epoch, the batches to and from the arenas);
 //! - `lists`: the class lists of pools (link, unlink, put a parked pool back);
 //! - `registry`: every heap, the abandoned ones, thread exit, the shared heap, trim;
-//! - [`interp`]: the interpreter heap, which every thread uses for the calls it makes under
+//! - `interp`: the interpreter heap, which every thread uses for the calls it makes under
 //!   CPython's GIL;
 //! - `walk`: read-only accessors for the statistics and the invariant walker;
 //! - [`thread`]: the calling thread's heap pointer and state.
@@ -51,8 +51,8 @@ pub(crate) use registry::{forget_vanished_threads, REGISTRY, SHARED};
 #[cfg(not(loom))]
 pub use walk::layout;
 pub use walk::{
-    cache_of, delayed_of, each_heap_role, for_each_heap, in_forked_child, large_in_heaps, lists_of,
-    HeapRole,
+    cache_of, delayed_of, each_heap_role, for_each_heap, in_forked_child, kept_of, large_in_heaps,
+    lists_of, HeapRole,
 };
 
 /// A thread's heap.
@@ -73,7 +73,7 @@ pub use walk::{
 /// - `tails[c]` is the last pool of `lists[c]`, null when the list is empty.
 /// - `slow_events` counts the owner's slow-path calls (wrapping), for the decay heartbeat.
 /// - `large` is, as a wrapping two's-complement count, the fallback blocks this heap's
-///   threads had served for us minus the foreign pointers they freed (see [`count_large`]);
+///   threads had served for us minus the foreign pointers they freed (see `count_large`);
 ///   only the owner writes it, with a plain load and store.
 /// - `cache[c]` heads a queue (through `Pool::next`, its last pool `cache_tail[c]`, null
 ///   when empty) of empty pools of class `c` this heap owns, each `cached`, not `linked`,
@@ -93,7 +93,9 @@ pub struct Heap {
     cache: [*mut Pool; NUM_CLASSES],
     cache_tail: [*mut Pool; NUM_CLASSES],
     cache_classes: u32,
-    cached: u32,
+    /// The pools on the cache (an atomic that only the owner writes, with a load and a
+    /// store: the statistics read it from other threads).
+    cached: unmodeled::AtomicU32,
     /// Most pools the cache may hold.
     budget: u32,
     /// Fewest pools cached since the epoch began: those stayed unused all along.
@@ -149,7 +151,7 @@ crate::allocator::sync::const_unless_loom! {
             cache: [ptr::null_mut(); NUM_CLASSES],
             cache_tail: [ptr::null_mut(); NUM_CLASSES],
             cache_classes: 0,
-            cached: 0,
+            cached: unmodeled::AtomicU32::new(0),
             budget: MIN_BUDGET,
             low_water: 0,
             overflow: 0,

@@ -7,7 +7,7 @@ use crate::allocator::geometry::NUM_CLASSES;
 use crate::allocator::pool::{Block, Pool};
 use crate::allocator::sync::Ordering;
 
-/// The sum of every heap's `large` count (see [`count_large`](super::count_large)), read
+/// The sum of every heap's `large` count (see `heap::count_large`), read
 /// without stopping the owners: a statistic, current to within the blocks being counted
 /// meanwhile.
 pub fn large_in_heaps() -> isize {
@@ -19,22 +19,33 @@ pub fn large_in_heaps() -> isize {
     sum as isize
 }
 
-/// What a heap is doing now, for the statistics.
+/// What a heap is doing now, for the statistics (`pymalloc_heap_stats.role` holds the
+/// number).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub enum HeapRole {
     /// Owned by a running thread.
-    Active,
+    Active = 0,
     /// Its thread exited; waiting for a new thread to adopt it.
-    Abandoned,
+    Abandoned = 1,
     /// The shared heap (exited threads' late allocations, debug mode).
-    Shared,
+    Shared = 2,
     /// The interpreter heap: every thread's calls under CPython's GIL (see `heap::interp`).
-    Interpreter,
+    Interpreter = 3,
     /// Its thread did not survive a `fork`: owned by nobody, never adopted (see `fork`).
-    Vanished,
+    Vanished = 4,
 }
 
 impl HeapRole {
+    /// Every role, in the order of their numbers.
+    pub const ALL: [HeapRole; 5] = [
+        HeapRole::Active,
+        HeapRole::Abandoned,
+        HeapRole::Shared,
+        HeapRole::Interpreter,
+        HeapRole::Vanished,
+    ];
+
     /// The role's name in the statistics' report.
     pub const fn name(self) -> &'static str {
         match self {
@@ -62,6 +73,7 @@ pub const fn layout() -> crate::allocator::layout::Heaps {
             all: addr_of!((*reg).all).cast(),
             next_all: offset_of!(Heap, next_all) as u64,
             large: offset_of!(Heap, large) as u64,
+            cached: offset_of!(Heap, cached) as u64,
             default_role: padded(HeapRole::Active.name()),
             roles: [
                 RoleList {
@@ -118,6 +130,16 @@ pub fn each_heap_role(mut f: impl FnMut(*mut Heap, HeapRole)) {
     }
 }
 
+/// The empty pools `heap` keeps (its cache), read while its owner may be changing it: a
+/// statistic.
+///
+/// # Safety
+/// `heap` is a live heap (heaps are never freed).
+pub unsafe fn kept_of(heap: *mut Heap) -> u32 {
+    // SAFETY: per the caller.
+    unsafe { super::cache::kept(heap) }
+}
+
 /// Whether this process is a child made by `fork`, for the invariant walker.
 pub fn in_forked_child() -> bool {
     REGISTRY.lock().forked
@@ -159,7 +181,7 @@ pub unsafe fn cache_of(
     unsafe {
         let h = &*heap;
         let n = (h.nreleasing as usize).min(POOL_BATCH);
-        (h.cache, h.cached, h.releasing, n)
+        (h.cache, h.cached.load(Ordering::Relaxed), h.releasing, n)
     }
 }
 

@@ -5,7 +5,8 @@
 //! command does not link the library).
 
 use crate::allocator::geometry::{
-    blocks_per_pool, ARENA_SIZE, NUM_CLASSES, POOL_HEADER_SIZE, POOL_SIZE, SMALL_REQUEST_THRESHOLD,
+    blocks_per_pool, class_size, ARENA_SIZE, NUM_CLASSES, POOL_HEADER_SIZE, POOL_SIZE,
+    SMALL_REQUEST_THRESHOLD,
 };
 use core::fmt::{self, Write};
 
@@ -32,6 +33,40 @@ pub struct ClassStats {
     /// (`blocks_in_use * size`): free blocks, the never-carved rest and the remainder a
     /// class size leaves at a page's end. What sparse pools cost beyond their live data.
     pub bytes_stranded: u64,
+}
+
+/// What one heap holds (`pymalloc_get_heap_stats`, the report's per-heap table): the pools
+/// it owns, partly filled, full and kept empty, and its blocks in use. What it holds beyond
+/// its live blocks is the partly filled pools' free room and the kept pools.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapFigures {
+    /// Pools serving a class with blocks free (carved or not).
+    pub pools_partly_filled: u64,
+    /// Pools serving a class with every block in use.
+    pub pools_full: u64,
+    /// Empty pools kept for reuse: emptied ones and those fetched from the arenas in a batch
+    /// and not used yet (part of `pymalloc_stats.pools_cached`).
+    pub pools_kept: u64,
+    /// Blocks handed out from its pools (blocks freed by other threads and not yet taken
+    /// back count as in use).
+    pub blocks_in_use: u64,
+    /// Their bytes, at their class size.
+    pub bytes_in_use: u64,
+}
+
+impl HeapFigures {
+    /// Counts a pool of the heap serving `class` with `used` blocks in use, as counted by
+    /// [`Stats::add_pool`] (which has checked the class).
+    pub fn add_pool(&mut self, class: usize, used: u64) {
+        if used >= blocks_per_pool(class) as u64 {
+            self.pools_full += 1;
+        } else {
+            self.pools_partly_filled += 1;
+        }
+        self.blocks_in_use += used;
+        self.bytes_in_use += used * class_size(class) as u64;
+    }
 }
 
 /// Occupancy bins per class in [`ClassStats::occupancy`]: tenths.
@@ -215,7 +250,7 @@ impl Write for Width {
 pub fn report<'a>(
     o: &mut impl Write,
     s: &Stats,
-    heaps: Option<impl IntoIterator<Item = (&'a str, u64, u64)>>,
+    heaps: Option<impl IntoIterator<Item = (&'a str, HeapFigures)>>,
 ) -> fmt::Result {
     writeln!(
         o,
@@ -342,11 +377,16 @@ pub fn report<'a>(
     let Some(heaps) = heaps else {
         return o.write_str("\n(per-heap table left out: no memory for it)\n");
     };
-    for (i, (role, pools, blocks)) in heaps.into_iter().enumerate() {
+    for (i, (role, h)) in heaps.into_iter().enumerate() {
         if i == 0 {
-            o.write_str("\nheap   role        pools   blocks in use\n----   ---------   -----   -------------\n")?;
+            o.write_str("\nheap   role          partly filled    full    kept   blocks in use\n")?;
+            o.write_str("----   -----------   -------------   -----   -----   -------------\n")?;
         }
-        writeln!(o, "{i:4}   {role:<9} {pools:7} {blocks:15}")?;
+        writeln!(
+            o,
+            "{i:4}   {role:<11} {:15} {:7} {:7} {:15}",
+            h.pools_partly_filled, h.pools_full, h.pools_kept, h.blocks_in_use
+        )?;
     }
     Ok(())
 }
