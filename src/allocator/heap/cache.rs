@@ -333,23 +333,23 @@ mod tests {
             }
             assert_eq!((*h).overflow, 0, "the second cycle was kept whole");
             assert!((*h).budget >= 40 && kept(h) >= 40, "{}", kept(h));
-            let kept = kept(h);
+            let held = kept(h);
             // A third cycle touches 10 pools only, across a whole epoch: the pools it left
             // unused all along (its low-water mark) go back at the epoch's end, and the
             // budget shrinks by as many.
             let start = 1_000_000;
             age_cache(h, start); // an epoch begins
-            assert_eq!((*h).low_water, kept);
+            assert_eq!((*h).low_water, held);
             let few = take(h, 10);
             for &p in &few {
                 retire(h, p);
             }
             let budget = (*h).budget;
             age_cache(h, start + u64::from(arena::DEFAULT_DECAY_MS) - 1);
-            assert_eq!(kept(h), kept, "before the epoch's end nothing moves");
+            assert_eq!(kept(h), held, "before the epoch's end nothing moves");
             age_cache(h, start + u64::from(arena::DEFAULT_DECAY_MS));
             assert_eq!(kept(h), 10, "only the pools used in the epoch stay");
-            assert_eq!((*h).budget, (budget - (kept - 10)).max(MIN_BUDGET));
+            assert_eq!((*h).budget, (budget - (held - 10)).max(MIN_BUDGET));
             shrink_cache(h, u32::MAX);
             assert_eq!(kept(h), 0);
             assert_eq!((*h).nreleasing, 0);
