@@ -214,12 +214,6 @@ extern "C" {
 #endif // __cplusplus
 
 /*
- `getenv`'s contract. glibc's and musl's `getenv` that answers NULL under `AT_SECURE` (not in the `libc`
- crate for Linux).
- */
-extern char *secure_getenv(const char *name);
-
-/*
  `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
  interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
  `PYTHONMALLOC` chose; see `src/cpython/dispatch.rs`).

@@ -188,3 +188,74 @@ fn large_blocks_are_counted_wherever_they_are_freed() {
     with_heap.join().unwrap();
     assert_eq!(in_use(), before);
 }
+
+/// The threads of a pool that run one at a time under one lock (CPython's GIL) share the
+/// interpreter heap: what a worker freed before going idle serves the next worker, so 64
+/// workers, each building and dropping the same structure in turn and then idling, hold the
+/// pools one worker needs; with a heap each (`api::malloc`) every idle worker keeps its own.
+#[test]
+fn idle_workers_holdings_serve_the_running_one() {
+    extern "C" fn held() -> std::ffi::c_int {
+        1 // trim is called here only by the thread that holds `gil` or alone
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: before any interpreter-heap call in this process.
+    assert!(unsafe { api::enable_interpreter_heap(held) });
+    let gil = std::sync::Arc::new(Mutex::new(()));
+    // Each worker, holding the lock: 4,000 blocks of 16-512 bytes, touched, then freed.
+    let run = |shared: bool| {
+        let before = arena::counts().pools_in_use;
+        let workers: Vec<_> = (0..64)
+            .map(|w| {
+                let gil = gil.clone();
+                thread::spawn(move || {
+                    let _gil = gil.lock().unwrap();
+                    let blocks: Vec<usize> = (0..4000)
+                        .map(|i| {
+                            let n = 16 + (i * 7 + w) % 497;
+                            // SAFETY: the lock is held, as every interpreter-heap call holds it.
+                            let p = if shared {
+                                unsafe { api::malloc_interpreter(n) }
+                            } else {
+                                api::malloc(n)
+                            };
+                            // SAFETY: `n` bytes were just allocated.
+                            unsafe { p.write_bytes(w as u8, n) };
+                            p as usize
+                        })
+                        .collect();
+                    for p in blocks {
+                        // SAFETY: live blocks of ours, freed once, under the lock.
+                        unsafe {
+                            if shared {
+                                api::free_interpreter(p as *mut u8)
+                            } else {
+                                api::free(p as *mut u8)
+                            }
+                        }
+                    }
+                    // Idle, holding on to its heap (a thread-pool worker waiting for work).
+                    drop(_gil);
+                    std::thread::park_timeout(std::time::Duration::from_millis(200));
+                })
+            })
+            .collect();
+        // Measured while the workers idle (before their threads exit and tidy their heaps).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let held = arena::counts().pools_in_use.saturating_sub(before);
+        for w in workers {
+            w.join().unwrap();
+        }
+        held
+    };
+    let shared = run(true);
+    let apart = run(false);
+    println!("pools held while 64 workers idle: shared {shared}, a heap each {apart}");
+    // One worker's structure is about 4,000 blocks of 264 bytes on average: ~260 pools.
+    assert!(shared < 600, "the interpreter heap held {shared} pools");
+    assert!(
+        apart > 4 * shared,
+        "a heap each held {apart}, shared {shared}"
+    );
+    verify().unwrap();
+}
