@@ -806,3 +806,18 @@ fn subinterpreters_with_their_own_gil_do_not_share_the_interpreter_heap() {
         Ok(())
     });
 }
+
+/// A fork while a thread pool's workers allocate: in the child, where the forking thread
+/// holds the GIL, the interpreter heap goes on serving and the walker finds it consistent
+/// (20 children per interpreter).
+#[test]
+fn a_fork_amid_a_thread_pool_leaves_the_interpreter_heap_consistent() {
+    over_all_pythons("fork amid a pool", |py, exe| {
+        let out = py.run(python(exe, true).arg(script("fork_pool.py")));
+        ok(&out)?;
+        if String::from_utf8_lossy(&out.stdout).trim() != "ok" {
+            return Err("the script did not finish".to_string().into());
+        }
+        Ok(())
+    });
+}
