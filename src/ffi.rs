@@ -1,5 +1,8 @@
-//! The C ABI: the functions `include/pymalloc.h` declares. Thin wrappers over [`crate::front::api`];
-//! no logic lives here.
+//! Every symbol the library exports, and the only place one is defined (`#[no_mangle]`;
+//! `tests/layers.rs` fails on one anywhere else): the C ABI `include/pymalloc.h` declares,
+//! CPython's `PyObject_*` names and its two statistics hooks, and the descriptor
+//! `pymalloc inspect` reads. Thin wrappers over [`crate::front::api`], [`crate::cpython`]
+//! and [`crate::introspect`]; no logic lives here.
 
 use crate::allocator::fallback::AllocatorEx;
 use crate::allocator::heap::ThreadHeap;
@@ -9,10 +12,39 @@ use crate::introspect::stats::{self, GroupStats, HeapStats, Stats};
 use crate::{allocator::heap, cpython, cpython::dispatch, front::api, introspect::check};
 use core::ffi::{c_int, c_void};
 
-/// The exported `PyObject_*` names, defined with the dispatch they follow.
-pub use crate::cpython::dispatch::{
-    PyObject_Calloc, PyObject_Free, PyObject_Malloc, PyObject_Realloc,
-};
+/// `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
+/// interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
+/// `PYTHONMALLOC` chose; see `src/cpython/dispatch.rs`).
+#[no_mangle]
+pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
+    dispatch::malloc(size)
+}
+
+/// `PyObject_Calloc`: see [`PyObject_Malloc`].
+#[no_mangle]
+pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
+    dispatch::calloc(nelem, elsize)
+}
+
+/// `PyObject_Realloc`: see [`PyObject_Malloc`].
+///
+/// # Safety
+/// As for `pymalloc_realloc`.
+#[no_mangle]
+pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded caller contract.
+    unsafe { dispatch::realloc(ptr, size) }
+}
+
+/// `PyObject_Free`: see [`PyObject_Malloc`].
+///
+/// # Safety
+/// As for `pymalloc_free`.
+#[no_mangle]
+pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
+    // SAFETY: forwarded caller contract.
+    unsafe { dispatch::free(ptr) }
+}
 
 /// The descriptor `pymalloc inspect PID` finds the allocator's state by, from outside the
 /// process (see `allocator::layout`): read-only, never read by the library itself.
@@ -247,47 +279,13 @@ pub extern "C" fn pymalloc_print_stats(fd: c_int) {
 /// `out` is a valid `FILE*`.
 #[no_mangle]
 pub unsafe extern "C" fn _PyObject_DebugMallocStats(out: *mut libc::FILE) -> c_int {
-    if cpython::installed() {
-        // SAFETY: `out` is a valid stream; flush it so our text lands after its own.
-        unsafe {
-            libc::fflush(out);
-            stats::print(libc::fileno(out));
-        }
-        return 1;
-    }
-    let theirs = cpython::interpreter_symbol(
-        c"_PyObject_DebugMallocStats",
-        _PyObject_DebugMallocStats as *const () as usize,
-    );
-    if theirs.is_null() {
-        return 0;
-    }
-    // SAFETY: the interpreter's function of this signature.
-    unsafe {
-        core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut libc::FILE) -> c_int>(theirs)(
-            out,
-        )
-    }
+    // SAFETY: forwarded caller contract.
+    unsafe { cpython::debug_malloc_stats(out) }
 }
 
 /// CPython's `sys.getallocatedblocks()` hook (up to 3.11, where interposition reaches):
 /// the blocks in our pools plus those in the interpreter's own.
 #[no_mangle]
 pub extern "C" fn _Py_GetAllocatedBlocks() -> isize {
-    let theirs = cpython::interpreter_symbol(
-        c"_Py_GetAllocatedBlocks",
-        _Py_GetAllocatedBlocks as *const () as usize,
-    );
-    let theirs = if theirs.is_null() {
-        0
-    } else {
-        // SAFETY: the interpreter's function of this signature.
-        unsafe { core::mem::transmute::<*mut c_void, extern "C" fn() -> isize>(theirs)() }
-    };
-    let ours = if cpython::installed() {
-        stats::blocks_in_use() as isize
-    } else {
-        0
-    };
-    theirs + ours
+    cpython::allocated_blocks()
 }

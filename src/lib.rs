@@ -93,9 +93,9 @@
 //! | 7 | `front` | [`debug`] debug mode |
 //! | 8 | `front` | [`api`] CPython's semantics |
 //! | 9 | `introspect` | [`stats`] the statistics · [`check`] the invariant walker |
-//! | 10 | `cpython` | [`config`] the environment variables · [`dispatch`] the exported `PyObject_*` names' dispatch through the interpreter's OBJ domain |
-//! | 11 | `cpython` | [`cpython`] injection into CPython, statistics at exit |
-//! | 12 | top | [`ffi`] the C ABI · [`fork`] `pthread_atfork` handlers and the global lock order · [`runtime`] the panic handler and `alloc`'s allocator |
+//! | 10 | `cpython` | [`config`] the environment variables · [`dispatch`] the `PyObject_*` names' dispatch through the interpreter's OBJ domain |
+//! | 11 | `cpython` | [`cpython`] injection into CPython, its statistics hooks, statistics at exit |
+//! | 12 | top | [`ffi`] every exported symbol (the C ABI, CPython's names), and only it · [`fork`] `pthread_atfork` handlers and the global lock order · [`runtime`] the panic handler and `alloc`'s allocator |
 //!
 //! ## No `std`
 //!

@@ -209,6 +209,56 @@ fn no_module_uses_one_of_its_own_or_a_higher_layer() {
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
+/// The `#[no_mangle]` (or `export_name`) attributes in `sources` outside `ffi`, as
+/// `module: line`.
+fn exports_outside_ffi(sources: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (module, text) in sources {
+        if module == "ffi" {
+            continue;
+        }
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("no_mangle") || code.contains("export_name") {
+                found.push(format!("{module}: {}", line.trim()));
+            }
+        }
+    }
+    found
+}
+
+/// Every exported symbol is defined in `src/ffi.rs` (one file for the whole ABI, as
+/// mimalloc's `alloc-override.c`): a `#[no_mangle]` anywhere else fails.
+#[test]
+fn every_exported_symbol_is_defined_in_ffi() {
+    let sources = sources(&support::root().join("src"));
+    assert!(
+        sources
+            .iter()
+            .any(|(m, text)| m == "ffi" && text.contains("#[no_mangle]")),
+        "src/ffi.rs exports nothing"
+    );
+    let found = exports_outside_ffi(&sources);
+    assert!(
+        found.is_empty(),
+        "exported outside src/ffi.rs:\n{}",
+        found.join("\n")
+    );
+    // The check itself finds one, in either spelling.
+    let planted = [
+        (
+            "cpython".to_string(),
+            "#[no_mangle]\npub extern \"C\" fn f() {}".to_string(),
+        ),
+        (
+            "front::api".to_string(),
+            "#[unsafe(export_name = \"g\")]".to_string(),
+        ),
+        ("ffi".to_string(), "#[no_mangle]".to_string()),
+    ];
+    assert_eq!(exports_outside_ffi(&planted).len(), 2);
+}
+
 /// The checker itself: an upward use, a sideways one and an unplaced module are found,
 /// through every way of naming a module.
 #[test]

@@ -362,39 +362,3 @@ fn segment_of(addr: usize) -> Option<(usize, usize)> {
     unsafe { libc::dl_iterate_phdr(Some(visit), (&mut s as *mut Search).cast()) };
     s.found
 }
-
-// The exported `PyObject_*` names (part of the C ABI, in `include/pymalloc.h`).
-
-/// `PyObject_Malloc`: ours for C programs linked against this library; inside CPython the
-/// interpreter's dispatch through its OBJ domain (ours, tracemalloc's hooks, or whatever
-/// `PYTHONMALLOC` chose; see `src/cpython/dispatch.rs`).
-#[no_mangle]
-pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    malloc(size)
-}
-
-/// `PyObject_Calloc`: see [`PyObject_Malloc`].
-#[no_mangle]
-pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    calloc(nelem, elsize)
-}
-
-/// `PyObject_Realloc`: see [`PyObject_Malloc`].
-///
-/// # Safety
-/// As for `pymalloc_realloc`.
-#[no_mangle]
-pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: forwarded caller contract.
-    unsafe { realloc(ptr, size) }
-}
-
-/// `PyObject_Free`: see [`PyObject_Malloc`].
-///
-/// # Safety
-/// As for `pymalloc_free`.
-#[no_mangle]
-pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    // SAFETY: forwarded caller contract.
-    unsafe { free(ptr) }
-}

@@ -119,18 +119,36 @@ fn lookup(handle: *mut c_void, name: &CStr) -> *mut c_void {
     unsafe { libc::dlsym(handle, name.as_ptr()) }
 }
 
-/// The interpreter's definition of `name`, skipping our own export of it.
-pub fn interpreter_symbol(name: &CStr, ours: usize) -> *mut c_void {
+/// The interpreter's definition of `name`, skipping our own export of it: the first
+/// definition in the process's lookup order that lies outside the object (shared library,
+/// or the program a static build of it is linked into) that our code is in.
+pub fn interpreter_symbol(name: &CStr) -> *mut c_void {
     let p = lookup(libc::RTLD_DEFAULT, name);
-    if !p.is_null() && p as usize != ours {
+    if !p.is_null() && !in_our_object(p) {
         return p;
     }
     let p = lookup(libc::RTLD_NEXT, name);
-    if p as usize == ours {
+    if in_our_object(p) {
         ptr::null_mut()
     } else {
         p
     }
+}
+
+/// Whether `p` lies in the object our code is in (false for null).
+fn in_our_object(p: *mut c_void) -> bool {
+    /// The base address of the object that contains `p`, null if none does.
+    fn base_of(p: *const c_void) -> *mut c_void {
+        let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
+        // SAFETY: dladdr accepts any address and fills `info` when it returns non-zero.
+        if p.is_null() || unsafe { libc::dladdr(p, info.as_mut_ptr()) } == 0 {
+            return ptr::null_mut();
+        }
+        // SAFETY: filled by dladdr.
+        unsafe { info.assume_init() }.dli_fbase
+    }
+    let base = base_of(p);
+    !base.is_null() && base == base_of(in_our_object as *const c_void)
 }
 
 /// `PyMem_GetAllocator` and `PyMem_SetAllocator`, if this is a CPython process.
@@ -414,31 +432,59 @@ fn interpreter_count(minor: u32) -> Option<*const i64> {
 
 /// Points the exported `PyObject_*` names at the interpreter's own.
 fn resolve_forwarding() {
-    let slots: [(&AtomicPtr<c_void>, &CStr, *const ()); 4] = [
-        (
-            &dispatch::FORWARD_MALLOC,
-            c"PyObject_Malloc",
-            dispatch::PyObject_Malloc as _,
-        ),
-        (
-            &dispatch::FORWARD_CALLOC,
-            c"PyObject_Calloc",
-            dispatch::PyObject_Calloc as _,
-        ),
-        (
-            &dispatch::FORWARD_REALLOC,
-            c"PyObject_Realloc",
-            dispatch::PyObject_Realloc as _,
-        ),
-        (
-            &dispatch::FORWARD_FREE,
-            c"PyObject_Free",
-            dispatch::PyObject_Free as _,
-        ),
+    let slots: [(&AtomicPtr<c_void>, &CStr); 4] = [
+        (&dispatch::FORWARD_MALLOC, c"PyObject_Malloc"),
+        (&dispatch::FORWARD_CALLOC, c"PyObject_Calloc"),
+        (&dispatch::FORWARD_REALLOC, c"PyObject_Realloc"),
+        (&dispatch::FORWARD_FREE, c"PyObject_Free"),
     ];
-    for (slot, name, ours) in slots {
-        slot.store(interpreter_symbol(name, ours as usize), Ordering::Release);
+    for (slot, name) in slots {
+        slot.store(interpreter_symbol(name), Ordering::Release);
     }
+}
+
+/// CPython's `sys._debugmallocstats()` hook (the exported `_PyObject_DebugMallocStats`):
+/// our statistics while we are installed, the interpreter's own otherwise.
+///
+/// # Safety
+/// `out` is a valid `FILE*`.
+pub unsafe fn debug_malloc_stats(out: *mut libc::FILE) -> c_int {
+    if installed() {
+        // SAFETY: `out` is a valid stream; flush it so our text lands after its own.
+        unsafe {
+            libc::fflush(out);
+            stats::print(libc::fileno(out));
+        }
+        return 1;
+    }
+    let theirs = interpreter_symbol(c"_PyObject_DebugMallocStats");
+    if theirs.is_null() {
+        return 0;
+    }
+    // SAFETY: the interpreter's function of this signature.
+    unsafe {
+        core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut libc::FILE) -> c_int>(theirs)(
+            out,
+        )
+    }
+}
+
+/// CPython's `sys.getallocatedblocks()` hook (the exported `_Py_GetAllocatedBlocks`): the
+/// blocks in our pools plus those in the interpreter's own.
+pub fn allocated_blocks() -> isize {
+    let theirs = interpreter_symbol(c"_Py_GetAllocatedBlocks");
+    let theirs = if theirs.is_null() {
+        0
+    } else {
+        // SAFETY: the interpreter's function of this signature.
+        unsafe { core::mem::transmute::<*mut c_void, extern "C" fn() -> isize>(theirs)() }
+    };
+    let ours = if installed() {
+        stats::blocks_in_use() as isize
+    } else {
+        0
+    };
+    theirs + ours
 }
 
 /// Why CPython will replace the allocators after our constructor, if it will: its own
