@@ -1,16 +1,21 @@
-//! Per-thread heaps: the heap structure, the allocation and free fast paths and their slow
-//! paths, and everything a thread does without a lock.
+//! Heaps: the heap structure and its invariants, where a call finds its heap (`Source`),
+//! and the modules that hold the allocation and free paths and everything a thread does
+//! without a lock.
 //!
 //! Each thread allocates from its own [`Heap`]: per size class, a list of pools it owns,
 //! headed by the pool it currently carves from. A free of a block whose pool the calling
 //! thread owns is a plain push on the pool's free list — no lock, no atomic read-modify-
-//! write. A free from any other thread goes through [`pool::remote_free`]. When a thread
-//! exits, its heap is abandoned whole (pools, blocks left behind and all) and the next new
-//! thread adopts it, so a thread's exit leaks nothing and memory does not grow with the
-//! number of threads that ever lived.
+//! write. A free from any other thread goes through
+//! [`pool::remote_free`](crate::allocator::pool::remote_free). When a thread exits, its
+//! heap is abandoned whole (pools, blocks left behind and all) and the next new thread
+//! adopts it, so a thread's exit leaks nothing and memory does not grow with the number of
+//! threads that ever lived. The threads of CPython share the interpreter heap instead
+//! (`interp`).
 //!
 //! The rest of the heap, one job per module:
 //!
+//! - `alloc`: the allocation fast path and its slow paths;
+//! - `free`: the free fast path, the owner's slow paths and the remote free;
 //! - `cache`: the empty pools a heap keeps for reuse ("Empty pools": the budget, the
 //!   low-water mark, the decay epoch, the batches to and from the arenas);
 //! - `lists`: the class lists of pools (link, unlink, put a parked pool back);
@@ -26,22 +31,23 @@
 //! pad, so the fast paths end in plain tail jumps and need no stack frame
 //! (docs/decisions.md#frameless-fast-paths).
 
-use crate::allocator::geometry::{blocks_per_pool, class_of, class_size, NUM_CLASSES};
-use crate::allocator::pool::{self, pool_of, Block, Owner, Pool};
+use crate::allocator::geometry::NUM_CLASSES;
+use crate::allocator::pool::{Owner, Pool};
 use crate::allocator::sync::{unmodeled, Ordering};
-use cache::{cache_pop, fetch, heartbeat, retire, HEARTBEAT_EVERY, MIN_BUDGET, POOL_BATCH};
+use cache::{MIN_BUDGET, POOL_BATCH};
 use core::ptr;
-use lists::{push_front, relink, unlink};
-use registry::attach;
-use thread::ThreadState;
 
+mod alloc;
 mod cache;
+mod free;
 pub(crate) mod interp;
 mod lists;
 mod registry;
 pub mod thread;
 mod walk;
 
+pub(crate) use alloc::alloc;
+pub(crate) use free::free;
 #[cfg(loom)]
 pub use registry::exit_thread;
 pub use registry::{alloc_shared, trim};
@@ -62,10 +68,10 @@ pub use walk::{
 ///   heap owns for class `c` that are `linked`; the empty list is [`empty_pool`], never
 ///   null, so the fast path needs no null test. Owned pools that are not on the list are
 ///   full and have `NOTIFY` set or a block of theirs on `delayed`; pools on the list may
-///   have `NOTIFY` set too (it is sticky, see [`pool::NOTIFY`]).
+///   have `NOTIFY` set too (it is sticky, see [`pool::NOTIFY`](crate::allocator::pool::NOTIFY)).
 /// - `owner.delayed` holds blocks freed by other threads into this heap's pools that had
 ///   `NOTIFY` set (full ones, or linked ones whose bit stayed set); each is still counted
-///   in its pool's `used` ([`pool::Owner`]). `owner` is the first field, so a heap's
+///   in its pool's `used` ([`pool::Owner`](crate::allocator::pool::Owner)). `owner` is the first field, so a heap's
 ///   address is its owner's (the pools' `heap` field).
 /// - Only the owning thread (or, for an abandoned heap, whoever holds the registry lock)
 ///   touches anything but `delayed`, `large` (read by the statistics) and the registry
@@ -164,24 +170,16 @@ crate::allocator::sync::const_unless_loom! {
     }
 }
 
-/// Public only so that the thread slot ([`thread`]) can name it as its initial value.
-#[doc(hidden)]
+/// The empty heap ([`Heap::empty`]), a static that the slots declared in assembly
+/// ([`thread`], `interp`) name as their initial value.
 #[cfg(not(loom))]
-pub static EMPTY_HEAP: Sentinel<Heap> = Sentinel(blank_heap());
+static EMPTY_HEAP: Sentinel<Heap> = Sentinel(blank_heap());
 #[cfg(loom)]
 loom::lazy_static! {
     static ref EMPTY_HEAP: Sentinel<Heap> = Sentinel(blank_heap());
 }
 
-/// The heap of threads that have none: owns no pool, and every list of it is empty.
-#[cfg(not(loom))]
-pub const EMPTY_HEAP_PTR: *mut Heap = &EMPTY_HEAP.0 as *const Heap as *mut Heap;
-
 impl Heap {
-    /// See [`EMPTY_HEAP_PTR`].
-    #[cfg(not(loom))]
-    pub const EMPTY: *mut Heap = EMPTY_HEAP_PTR;
-
     crate::allocator::sync::const_unless_loom! {
         /// The heap of threads that have none: owns no pool, and every list of it is empty.
         #[inline(always)]
@@ -256,175 +254,6 @@ unsafe impl Source for ThreadHeap {
     }
 }
 
-/// Allocates a block for a request of `n` bytes, `1 <= n <= 512`, from `S`'s heap.
-/// When no arena can be mapped the block comes from the fallback allocator instead; NULL
-/// only if that fails too.
-///
-/// # Safety
-/// The caller meets `S`'s contract (none for [`ThreadHeap`]).
-#[inline(always)]
-pub(crate) unsafe fn alloc<S: Source>(n: usize) -> *mut u8 {
-    // SAFETY: per `S`'s contract the calling thread acts as the owner of `S::heap()` (or it
-    // is the empty heap, which owns nothing).
-    unsafe { alloc_from(S::heap(), n) }
-}
-
-/// Pops a block for `n` bytes from `heap`, or takes the slow path (which gets `n`, not just
-/// its class, because debug mode records the requested size).
-///
-/// # Safety
-/// The caller acts as `heap`'s owner, or `heap` is the empty heap; `1 <= n <= 512`.
-#[inline(always)]
-unsafe fn alloc_from(heap: *mut Heap, n: usize) -> *mut u8 {
-    // SAFETY: `lists[class]` is always a pool whose header is readable; a non-null `free`
-    // means the pool is one `heap` owns (the empty pool's `free` is always null).
-    unsafe {
-        let pool = (*heap).lists[class_of(n)];
-        let block = (*pool).free;
-        if block.is_null() {
-            return alloc_fresh(n, heap, pool);
-        }
-        // No prefetch of `next` here: docs/decisions.md#no-prefetch-on-the-malloc-fast-path.
-        (*pool).free = (*block).next;
-        (*pool).set_used((*pool).used() + 1);
-        block.cast()
-    }
-}
-
-/// The free list of the head pool of `n`'s class is empty: hand out its next never-used
-/// block, or take the slow path. Not `#[cold]`: a fresh pool serves all its blocks once
-/// from here. (Its own function so that the fast path stays frameless and this one needs
-/// no registers saved.)
-///
-/// # Safety
-/// As for [`alloc_from`]; `pool` heads `heap`'s list for `n`'s class.
-#[inline(never)]
-unsafe extern "C" fn alloc_fresh(n: usize, heap: *mut Heap, pool: *mut Pool) -> *mut u8 {
-    // SAFETY: per the caller we own `pool` (or it is the empty pool, never carved).
-    let block = unsafe { pool::carve(pool, class_size(class_of(n))) };
-    if block.is_null() {
-        // SAFETY: forwarded caller contract; `pool` has no free and no uncarved block.
-        return unsafe { alloc_next(n, heap, pool) };
-    }
-    block
-}
-
-/// The head pool of `n`'s class is used up: park it and pop a block of the next pool on
-/// the list. In random-lifetime churn this is one allocation in two, so the common case is
-/// kept here, small and frameless (docs/decisions.md#frameless-fast-paths), and everything
-/// else (remote or delayed frees to take back, `NOTIFY` not yet set, no next pool or an
-/// empty one, the decay's heartbeat due, the empty heap) goes to [`alloc_slow`].
-///
-/// # Safety
-/// As for [`alloc_from`]; `pool` heads `heap`'s list for `n`'s class and has no block on
-/// its free list and none uncarved.
-#[inline(never)]
-unsafe extern "C" fn alloc_next(n: usize, heap: *mut Heap, pool: *mut Pool) -> *mut u8 {
-    // SAFETY: per the caller we act as `heap`'s owner, so its lists and the pools on them
-    // are ours; `pool` is the head of its class list (or the empty pool).
-    unsafe {
-        let next = (*pool).next;
-        if next.is_null() // the last pool of the class (or the empty pool)
-            || (*pool).remote.load(Ordering::Relaxed) != pool::NOTIFY
-            || !(*heap).owner.delayed.load(Ordering::Relaxed).is_null()
-            || (*heap).slow_events.wrapping_add(1).is_multiple_of(HEARTBEAT_EVERY)
-        {
-            return alloc_slow(n, heap);
-        }
-        let block = (*next).free;
-        if block.is_null() {
-            return alloc_slow(n, heap);
-        }
-        (*heap).slow_events += 1;
-        // Park `pool`: off the list (it is the head and not the tail), full. `NOTIFY` is
-        // set, so the next remote free of one of its blocks tells us.
-        debug_assert!((*pool).linked() && (*pool).free.is_null() && (*pool).fresh == 0);
-        (*heap).lists[class_index(pool)] = next;
-        (*next).prev = ptr::null_mut();
-        (*pool).set_linked(false);
-        (*pool).next = ptr::null_mut();
-        (*pool).set_used(pool::PARKED);
-        // As `refill` does: the pool after `next` serves next; start loading its header.
-        pool::prefetch((*next).next);
-        // `block` is cold: when it is the pool's only free block (no uncarved ones, all
-        // others in use) its link is null and is not read
-        // (docs/decisions.md#a-new-heads-only-free-block-is-not-read).
-        let only =
-            (*next).fresh == 0 && (*next).used() + 1 == blocks_per_pool(class_index(next)) as u32;
-        (*next).free = if only { ptr::null_mut() } else { (*block).next };
-        (*next).set_used((*next).used() + 1);
-        block.cast()
-    }
-}
-
-/// Frees `p`, a block of one of our pools, in the arena whose header table is `table`: into
-/// `S`'s heap if it owns the pool, else as a remote free.
-///
-/// # Safety
-/// `p` lies in our arena whose header table ([`crate::allocator::geometry::header_table`]) is `table`
-/// and is a block handed out and not yet freed; the caller meets `S`'s contract.
-#[inline(always)]
-pub(crate) unsafe fn free<S: Source>(p: *mut u8, table: usize) {
-    let pool = pool::pool_in(table, p as usize);
-    let heap = S::heap();
-    // SAFETY: per the caller, `pool` is in use while `p` is, so its header is readable;
-    // if `S`'s heap owns it, the calling thread acts as its owner (`S`'s contract).
-    unsafe {
-        if (*pool).heap_unraced() != owner(heap) {
-            return free_remote(p.cast(), pool);
-        }
-        free_local(heap, pool, p.cast());
-    }
-}
-
-/// A free from a thread that does not own the block's pool, or any free in debug mode
-/// (where no thread owns a pool).
-///
-/// # Safety
-/// As for [`free`].
-#[inline(never)]
-unsafe extern "C" fn free_remote(block: *mut Block, pool: *mut Pool) {
-    if let Some(to) = diverted() {
-        // SAFETY: forwarded caller contract.
-        return unsafe { (to.free)(block.cast()) };
-    }
-    // SAFETY: per the caller the header is mapped. A pool given back to its arena has a
-    // null `heap`, so a second free of a block whose pool emptied and went back in between
-    // (and was not handed out again) is seen here, instead of being pushed on the delayed
-    // list of no heap; other double frees are caught only as `remote_free`'s cheap check
-    // catches them.
-    unsafe {
-        if (*pool).heap().is_null() {
-            crate::allocator::fault::free_in_free_pool(block.cast());
-        }
-        pool::remote_free(block, pool)
-    }
-}
-
-/// Pushes `block` back on its pool's free list: the owner's side of every free.
-///
-/// # Safety
-/// The caller acts as `heap`'s owner, `heap` owns `pool`, and `block` is a used block of it.
-#[inline(always)]
-unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
-    // SAFETY: per the caller.
-    unsafe {
-        let next = (*pool).free;
-        // The cheap double-free check: freeing the block that was freed last.
-        if block == next {
-            return crate::allocator::fault::double_free(block.cast());
-        }
-        (*block).next = next;
-        (*pool).free = block;
-        // One test (see `pool::PARKED`) for both slow cases: the pool became empty, or it
-        // is parked (off its class list because it ran out) and takes this block back onto
-        // the list. Not "the free list was empty": with lazy carving a linked pool often
-        // has an empty list (its blocks come from `fresh`), and a free into it needs
-        // nothing more.
-        (*pool).release_one(|| free_slow(heap, pool));
-    }
-}
-
 /// The class of `pool` as an index the compiler knows to be below [`NUM_CLASSES`] (a class
 /// always is; the modulo is an `and`): without it, the bounds checks of the class tables
 /// bring panic calls, and with them stack frames, into the transition paths.
@@ -435,56 +264,6 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 unsafe fn class_index(pool: *mut Pool) -> usize {
     // SAFETY: per the caller.
     unsafe { (*pool).class() as usize % NUM_CLASSES }
-}
-
-/// Owner: a pool that was full has a free block again, or a pool has become empty.
-/// The common case, a parked pool taking a block back (one free in two in random-lifetime
-/// churn), is handled here without a stack frame; the rest in [`free_slow_rest`].
-///
-/// # Safety
-/// The caller acts as `heap`'s owner (its thread, or the holder of the lock that guards an
-/// abandoned or the shared heap), and `heap` owns `pool`.
-#[inline(never)]
-unsafe extern "C" fn free_slow(heap: *mut Heap, pool: *mut Pool) {
-    // SAFETY: per the caller, we own both.
-    unsafe {
-        if !(*pool).linked()
-            && !(*heap)
-                .slow_events
-                .wrapping_add(1)
-                .is_multiple_of(HEARTBEAT_EVERY)
-        {
-            (*heap).slow_events += 1;
-            return relink(heap, pool);
-        }
-        free_slow_rest(heap, pool)
-    }
-}
-
-/// [`free_slow`]'s other cases: the pool has become empty (it goes back to its arena
-/// unless it is the last of its class), or the decay's heartbeat is due.
-///
-/// # Safety
-/// As for [`free_slow`].
-#[cold]
-unsafe extern "C" fn free_slow_rest(heap: *mut Heap, pool: *mut Pool) {
-    // SAFETY: per the caller, we own both; list links are ours to change.
-    unsafe {
-        heartbeat(heap);
-        if !(*pool).linked() {
-            relink(heap, pool);
-        }
-        if (*pool).used() == 0 {
-            let class = class_index(pool);
-            // Keep the last pool of a class: a hot malloc/free cycle must not go to the
-            // arena lock on every turn.
-            if (*heap).lists[class] == pool && (*pool).next.is_null() {
-                return;
-            }
-            unlink(heap, pool);
-            retire(heap, pool);
-        }
-    }
 }
 
 /// Counts `p`, a block the fallback just handed out for us (NULL: none), in the statistics'
@@ -539,109 +318,4 @@ unsafe fn add_large(heap: *mut Heap, delta: isize) {
         large.load(Ordering::Relaxed).wrapping_add(delta as usize),
         Ordering::Relaxed,
     );
-}
-
-/// The slow path of [`alloc_from`]: the head pool of the class has no free block, or the
-/// thread has no heap yet (always the case in debug mode, see [`crate::front::debug`]).
-///
-/// # Safety
-/// As for [`alloc_from`].
-#[cold]
-#[inline(never)]
-unsafe extern "C" fn alloc_slow(n: usize, heap: *mut Heap) -> *mut u8 {
-    let class = class_of(n);
-    if heap == Heap::empty() {
-        if let Some(to) = diverted() {
-            return (to.malloc)(n);
-        }
-        if thread::thread_state() == ThreadState::Exited || !attach() {
-            return alloc_shared(n);
-        }
-        // SAFETY: the thread's own heap has no contract.
-        return unsafe { alloc::<ThreadHeap>(n) };
-    }
-    // A trim asked for by signal (`trim_signal`), done by a thread on its own heap or on
-    // the interpreter heap (under the GIL), which holds no lock of ours here (the shared
-    // heap's holds the shared heap's lock).
-    if crate::allocator::trim_signal::take_if(|| {
-        heap == thread::thread_heap() || heap == interp::get()
-    }) {
-        trim_all();
-    }
-    // SAFETY: per the caller we act as `heap`'s owner.
-    let p = unsafe { refill(heap, n) };
-    if p.is_null() {
-        // No arena to be had: serve the request as CPython does, from the fallback.
-        let fb = crate::allocator::fallback::get();
-        // SAFETY: the fallback accepts any size; the block is counted in `heap`, which we
-        // act as the owner of.
-        return unsafe { count_large_in(heap, (fb.malloc)(fb.ctx, class_size(class)).cast()) };
-    }
-    p
-}
-
-/// Finds a block for `n` bytes in `heap`'s pools, taking back delayed and remote frees, or
-/// in a fresh pool from an arena.
-///
-/// # Safety
-/// The caller owns `heap`.
-unsafe fn refill(heap: *mut Heap, n: usize) -> *mut u8 {
-    let class = class_of(n);
-    // SAFETY: the caller owns `heap` and so every pool on its lists.
-    unsafe {
-        heartbeat(heap);
-        interp::take_trim_request(heap);
-        drain_delayed(heap);
-        loop {
-            let pool = (*heap).lists[class];
-            if pool == empty_pool() {
-                break;
-            }
-            if (*pool).free.is_null() && (*pool).fresh == 0 && pool::collect_remote(pool) == 0 {
-                if !pool::try_mark_full(pool) {
-                    continue; // a remote free just arrived: collect it
-                }
-                unlink(heap, pool);
-                debug_assert!((*pool).used() == blocks_per_pool(class) as u32);
-                (*pool).set_used(pool::PARKED);
-                continue;
-            }
-            // The next pool of the list serves once this one runs out: start loading its
-            // header now, so that slow path does not stall on it.
-            pool::prefetch((*pool).next);
-            return alloc_from(heap, n);
-        }
-        let mut pool = cache_pop(heap, class);
-        if pool.is_null() {
-            pool = fetch(heap, class);
-            if pool.is_null() {
-                return ptr::null_mut();
-            }
-        }
-        push_front(heap, pool);
-        alloc_from(heap, n)
-    }
-}
-
-/// Takes back every block other threads put on this heap's delayed list.
-///
-/// # Safety
-/// The caller owns `heap`.
-unsafe fn drain_delayed(heap: *mut Heap) {
-    // SAFETY: the swap hands us the list; each block is a live block of one of our pools,
-    // published by the freer's release exchange.
-    unsafe {
-        if (*heap).owner.delayed.load(Ordering::Relaxed).is_null() {
-            return;
-        }
-        let mut block = (*heap)
-            .owner
-            .delayed
-            .swap(ptr::null_mut(), Ordering::Acquire);
-        while !block.is_null() {
-            let next = (*block).next;
-            free_local(heap, pool_of(block), block);
-            block = next;
-        }
-    }
 }

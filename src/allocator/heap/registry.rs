@@ -2,10 +2,12 @@
 //! allocation and abandoned at its exit, the abandoned heaps adopted by new threads, the
 //! shared heap under its lock, and trim.
 
+use super::alloc::alloc_from;
 use super::cache::{release, shrink_cache};
+use super::free::drain_delayed;
 use super::lists::unlink;
 use super::thread::{self, ThreadState};
-use super::{alloc_from, blank_heap, drain_delayed, empty_pool, Heap};
+use super::{blank_heap, empty_pool, Heap};
 use crate::allocator::geometry::NUM_CLASSES;
 use crate::allocator::pool;
 use crate::allocator::sync::{self, Locked, Ordering};
