@@ -27,7 +27,7 @@ fn run(python: &Path, code: &str, limit_kib: u64, preload: bool) -> (bool, Strin
     if preload {
         c.env("LD_PRELOAD", library());
     }
-    let out = c.output().expect("sh runs");
+    let out = support::run(&mut c);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),

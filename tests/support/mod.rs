@@ -8,8 +8,9 @@ pub mod debian_root;
 pub mod prereq;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The project root.
 pub fn root() -> PathBuf {
@@ -164,14 +165,152 @@ pub fn pyenv_python(minor: u32) -> Result<PathBuf, prereq::Missing> {
     }
 }
 
-/// Runs `cmd` and returns its output, printing it for the test log.
+/// Runs `cmd` and returns its output, printing it for the test log; as [`run_within`]
+/// with no time limit.
 pub fn run(cmd: &mut Command) -> Output {
-    let output = cmd
-        .output()
+    run_within(cmd, None).0
+}
+
+/// Runs `cmd` (stdin empty, stdout and stderr captured) in a process group of its own and
+/// returns its output, printing it for the test log, and whether it ran past `limit`. Past
+/// the limit every process it started is killed: its group and, found through their
+/// parents, the descendants that left it (as regrtest's workers do, each in a session of
+/// its own) with their groups. When it ends, whatever it left in its group is killed; a
+/// process that escaped the group and still holds its output open fails the test, as does
+/// a group that does not die: nothing it started outlives the call.
+pub fn run_within(cmd: &mut Command, limit: Option<Duration>) -> (Output, bool) {
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as i32;
+    let stdout = Drain::start(child.stdout.take().unwrap());
+    let stderr = Drain::start(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Waits in a thread, so that the child stays unreaped (its pid not reused) until it
+    // ends, and the kill below cannot reach a stranger.
+    std::thread::spawn(move || tx.send(child.wait()));
+    let waited = match limit {
+        Some(limit) => rx.recv_timeout(limit).ok(),
+        None => rx.recv().ok(),
+    };
+    let timed_out = waited.is_none();
+    if timed_out {
+        kill_tree(pid);
+    }
+    let status = match waited {
+        Some(s) => s,
+        None => rx.recv().expect("the waiting thread answers"),
+    }
+    .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"));
+    kill_group(pid, cmd);
+    let output = Output {
+        status,
+        stdout: stdout.finish(cmd),
+        stderr: stderr.finish(cmd),
+    };
     print!("{}", String::from_utf8_lossy(&output.stdout));
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    output
+    (output, timed_out)
+}
+
+/// A thread reading a pipe to its end, keeping what it read where [`Drain::finish`] finds
+/// it even if the end never comes.
+struct Drain {
+    thread: std::thread::JoinHandle<()>,
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Drain {
+    fn start(mut pipe: impl std::io::Read + Send + 'static) -> Drain {
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Drain { thread, bytes }
+    }
+
+    /// What was read, once the pipe is closed: by then the command and its group are gone,
+    /// so a writer still holding it escaped the group.
+    fn finish(self, cmd: &Command) -> Vec<u8> {
+        let start = Instant::now();
+        while !self.thread.is_finished() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "a process started by {cmd:?} left its process group and outlived it, holding its output open"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::mem::take(&mut *self.bytes.lock().unwrap())
+    }
+}
+
+/// `(pid, parent, process group, state)` of every process, from `/proc`.
+fn processes() -> Vec<(i32, i32, i32, char)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name, which may hold spaces and parentheses.
+        let mut f = stat[stat.rfind(')')? + 2..].split(' ');
+        let state = f.next()?.chars().next()?;
+        let parent = f.next()?.parse().ok()?;
+        let group = f.next()?.parse().ok()?;
+        Some((pid, parent, group, state))
+    })
+    .collect()
+}
+
+/// Kills `root`, its descendants and their process groups (never the caller's own).
+fn kill_tree(root: i32) {
+    let all = processes();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(all.iter().filter(|p| p.1 == parent).map(|p| p.0));
+        i += 1;
+    }
+    // SAFETY: plain system calls.
+    let own = unsafe { libc::getpgrp() };
+    for &pid in &tree {
+        if let Some(&(_, _, group, _)) = all.iter().find(|p| p.0 == pid) {
+            if group > 1 && group != own {
+                // SAFETY: a plain system call.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+            }
+        }
+        // SAFETY: a plain system call.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Kills what is left in the process group `group` (the group of a command that has
+/// ended) and waits until none of it remains, failing the test if it does not die.
+fn kill_group(group: i32, cmd: &Command) {
+    // SAFETY: a plain system call; the group is the command's own, never the caller's.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let start = Instant::now();
+    while processes()
+        .iter()
+        .any(|p| p.2 == group && p.3 != 'Z' && p.3 != 'X')
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "processes of {cmd:?} survive SIGKILL to their group"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The path of a program on PATH, if any.
