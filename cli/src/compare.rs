@@ -175,34 +175,6 @@ fn how_it_ended(status: i32) -> String {
         format!("wait status {status:#x}")
     }
 }
-
-pub fn find_python() -> Result<String, String> {
-    if let Ok(p) = std::env::var("PYMALLOC_PYTHON") {
-        return Ok(real_executable(&p).unwrap_or(p));
-    }
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("python3").is_file()));
-    if !on_path {
-        return Err("no python3 found on PATH (set PYMALLOC_PYTHON=/path/to/python)".into());
-    }
-    Ok(real_executable("python3").unwrap_or_else(|| "python3".into()))
-}
-
-/// The interpreter binary behind `python`, as `sys.executable` names it. `python3` on the
-/// PATH may be a wrapper (pyenv's shim is a shell script that runs several processes): run
-/// through it, every measurement would include the wrapper's start-up, which is longer
-/// than a short workload, and the preloaded allocator would be timed in the shell too.
-fn real_executable(python: &str) -> Option<String> {
-    let out = Command::new(python)
-        .args(["-c", "import sys; print(sys.executable)"])
-        .env_remove("LD_PRELOAD")
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let path = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && Path::new(&path).is_file()).then_some(path)
-}
-
 /// Geometric mean.
 fn geomean(v: &[f64]) -> f64 {
     (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
@@ -269,7 +241,7 @@ pub fn main(args: Args) -> ExitCode {
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("python"));
             if is_python {
-                if let Some(real) = real_executable(&argv[0]) {
+                if let Some(real) = crate::interpreter::real_executable(&argv[0]) {
                     argv[0] = real;
                 }
                 python = Some(argv[0].clone());
@@ -277,7 +249,7 @@ pub fn main(args: Args) -> ExitCode {
             vec![(label, argv)]
         }
         None => {
-            let python_exe = match find_python() {
+            let python_exe = match crate::interpreter::find_python() {
                 Ok(p) => p,
                 Err(e) => return fail(&e, 2),
             };

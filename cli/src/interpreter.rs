@@ -7,6 +7,7 @@
 
 use crate::fail;
 use std::fmt;
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
 /// Run by the interpreter described, without our library: one fact per line.
@@ -150,7 +151,7 @@ pub struct Args {
 pub fn main(args: Args) -> ExitCode {
     let python = match args.python {
         Some(p) => p,
-        None => match crate::compare::find_python() {
+        None => match find_python() {
             Ok(p) => p,
             Err(e) => return fail(&e, 2),
         },
@@ -162,4 +163,34 @@ pub fn main(args: Args) -> ExitCode {
         }
         Err(e) => fail(&format!("interpreter: {e}"), 1),
     }
+}
+
+/// The interpreter the commands run when none is named: `$PYMALLOC_PYTHON`, else `python3`
+/// on the PATH, each as its real executable ([`real_executable`]); the error line when
+/// there is none.
+pub fn find_python() -> Result<String, String> {
+    if let Ok(p) = std::env::var("PYMALLOC_PYTHON") {
+        return Ok(real_executable(&p).unwrap_or(p));
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("python3").is_file()));
+    if !on_path {
+        return Err("no python3 found on PATH (set PYMALLOC_PYTHON=/path/to/python)".into());
+    }
+    Ok(real_executable("python3").unwrap_or_else(|| "python3".into()))
+}
+
+/// The interpreter binary behind `python`, as `sys.executable` names it. `python3` on the
+/// PATH may be a wrapper (pyenv's shim is a shell script that runs several processes): run
+/// through it, every measurement would include the wrapper's start-up, which is longer
+/// than a short workload, and the preloaded allocator would be timed in the shell too.
+pub fn real_executable(python: &str) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .env_remove("LD_PRELOAD")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let path = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && Path::new(&path).is_file()).then_some(path)
 }
