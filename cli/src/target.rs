@@ -140,6 +140,22 @@ impl Target {
                     descriptor.layout
                 ));
             }
+            // The header fields read lie inside one 64-byte header entry: the snapshot
+            // indexes a header page with these offsets.
+            let p = &descriptor.pools;
+            let inside =
+                |offset: u64, size: u64| offset.saturating_add(size) <= POOL_HEADER_SIZE as u64;
+            if !(inside(p.used, 4)
+                && inside(p.class, 1)
+                && inside(p.linked, 1)
+                && inside(p.cached, 1)
+                && inside(p.heap, 8)
+                && inside(descriptor.arenas.free_pools, 8))
+            {
+                return Err(format!(
+                    "process {pid}: the descriptor's header offsets lie outside a header"
+                ));
+            }
             return Ok(Target {
                 pid,
                 library: PathBuf::from(path),
