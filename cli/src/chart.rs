@@ -175,8 +175,9 @@ pub fn document(charts: &[BarChart]) -> String {
 }
 
 /// Parses the text `pymalloc chart` reads: lines of tab-separated fields,
-/// `chart TITLE` starting a chart, `series NAME...` naming its series, `row LABEL
-/// VALUE...` adding a group (one value per series). Blank lines are skipped.
+/// `chart TITLE` starting a bar chart (`lines TITLE` a line chart), `series NAME...` naming
+/// its series, `row LABEL VALUE...` adding a group (one value per series). Blank lines are
+/// skipped.
 pub fn parse(text: &str) -> Result<Vec<BarChart>, String> {
     let mut charts: Vec<BarChart> = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -184,12 +185,12 @@ pub fn parse(text: &str) -> Result<Vec<BarChart>, String> {
         let err = |what: &str| format!("line {}: {what}: {line:?}", i + 1);
         match fields[0] {
             "" if fields.len() == 1 => {}
-            "chart" if fields.len() == 2 => charts.push(BarChart {
+            "chart" | "lines" if fields.len() == 2 => charts.push(BarChart {
                 title: fields[1].to_string(),
                 series: Vec::new(),
                 groups: Vec::new(),
                 reference: None,
-                lines: false,
+                lines: fields[0] == "lines",
             }),
             "series" | "row" if charts.is_empty() => return Err(err("before any `chart` line")),
             "series" => {
@@ -208,11 +209,9 @@ pub fn parse(text: &str) -> Result<Vec<BarChart>, String> {
                 }
                 chart.groups.push((fields[1].to_string(), values));
             }
-            _ => {
-                return Err(err(
-                    "expected `chart TITLE`, `series NAME...` or `row LABEL VALUE...`",
-                ))
-            }
+            _ => return Err(err(
+                "expected `chart TITLE`, `lines TITLE`, `series NAME...` or `row LABEL VALUE...`",
+            )),
         }
     }
     if charts.is_empty() {
@@ -221,11 +220,13 @@ pub fn parse(text: &str) -> Result<Vec<BarChart>, String> {
     Ok(charts)
 }
 
-/// Draws bar charts described on stdin (see `pymalloc chart --help`) as SVG.
+/// Draws bar and line charts described on stdin (see `pymalloc chart --help`) as SVG.
 ///
-/// Input: lines of tab-separated fields: `chart<TAB>TITLE` starts a chart,
+/// Input: lines of tab-separated fields: `chart<TAB>TITLE` starts a bar chart,
+/// `lines<TAB>TITLE` a line chart (a timeline: one line per series),
 /// `series<TAB>NAME<TAB>...` names its series, `row<TAB>LABEL<TAB>VALUE<TAB>...` adds a
-/// group of bars (one value per series). Charts are drawn one under the other.
+/// group of bars, or a point to each line (one value per series). Charts are drawn one
+/// under the other.
 #[derive(Parser)]
 pub struct Args {
     /// Write the SVG into FILE (default: stdout).
@@ -269,6 +270,10 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].groups, vec![("one".to_string(), vec![1.0, 2.5])]);
         assert!(c[1].groups.is_empty());
+        assert!(!c[0].lines);
+        let l = parse("lines\tT\nseries\tx\nrow\t0 s\t1\nrow\t1 s\t2\n").unwrap();
+        assert!(l[0].lines && l[0].groups.len() == 2);
+        assert!(document(&l).contains("<polyline"));
         for bad in [
             "row\tx\t1",
             "chart\tA\nseries\tx\nrow\tl\t1\t2",

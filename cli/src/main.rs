@@ -1,10 +1,10 @@
 //! The `pymalloc` command: `pymalloc run [--stats] [--debug] [--verbose] -- CMD…` runs a
 //! command with the library preloaded; `pymalloc compare [-n RUNS] [--svg FILE]
-//! [--json FILE] [-- CMD…]` compares allocators on it; `pymalloc chart` draws bar charts
-//! described on stdin as SVG; `pymalloc interpreter [PYTHON]` says which interpreter and
-//! build (static or shared, PGO, LTO) the measurements run on; `pymalloc inspect PID
-//! [--json] [--watch SECONDS [--svg FILE]]` reads a running process's allocator from
-//! outside, and `pymalloc trim PID` asks one that opted in to give its free pools back.
+//! [--json FILE] [-- CMD…]` compares allocators on it; `pymalloc chart` draws bar and
+//! line charts described on stdin as SVG; `pymalloc interpreter [PYTHON]` says which
+//! interpreter and build (static or shared, PGO, LTO) the measurements run on; `pymalloc
+//! inspect PID [--json] [--watch SECONDS [--svg FILE]]` reads a running process's allocator
+//! from outside, and `pymalloc trim PID` asks one that opted in to give its free pools back.
 //! Arguments are parsed by clap.
 
 extern crate alloc;
