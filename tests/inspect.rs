@@ -447,3 +447,23 @@ fn watch_with_no_interval_is_refused_in_one_line() {
     cmd.args(["inspect", "1", "--watch", "1", "--every", "0"]);
     fails_in_one_line(cmd, &["--every SECONDS > 0"]);
 }
+
+#[test]
+fn reading_a_process_that_changes_under_it_never_fails() {
+    for (place, python) in pythons("inspect a busy process") {
+        let mut cmd = Command::new(&python);
+        cmd.arg(support::root().join("tests/python/churn_target.py"))
+            .env("LD_PRELOAD", lib())
+            .env("PYMALLOC_LIB", lib());
+        let target = Target::spawn(place.command(&cmd));
+        assert_eq!(target.line(), "churning");
+        let pid = target.pid.to_string();
+        for _ in 0..10 {
+            let out = inspect(&[&pid, "--json"]);
+            assert!(out.status.success(), "{}", python.display());
+            let json = String::from_utf8_lossy(&out.stdout);
+            assert!(figure(&json, "arenas_current") > 10, "{json}");
+            assert!(figure(&json, "heaps") >= 1 && figure(&json, "bytes_in_use") > 0);
+        }
+    }
+}
