@@ -157,7 +157,7 @@ pub unsafe extern "C" fn pymalloc_check() -> c_int {
 /// `ctx` is NULL and ignored).
 #[no_mangle]
 pub extern "C" fn pymalloc_allocator() -> AllocatorEx {
-    dispatch::allocator::<ThreadHeap>()
+    dispatch::ctx::allocator::<ThreadHeap>()
 }
 
 /// Installs this allocator into the running CPython (OBJ and MEM domains, or those

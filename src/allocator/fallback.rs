@@ -30,43 +30,106 @@ unsafe impl Sync for AllocatorEx {}
 // SAFETY: as above.
 unsafe impl Send for AllocatorEx {}
 
-unsafe extern "C" fn system_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: malloc accepts any size.
-    unsafe { libc::malloc(size.max(1)) }
-}
+/// Defines module `$name` holding a `PyMemAllocatorEx`'s four functions, which ignore
+/// `ctx` and run the bodies given (`malloc(n)`, `calloc(nelem, elsize)`, `realloc(ptr, n)`,
+/// `free(ptr)`; the pointers are `*mut c_void`, the results too), generic over `$g` when
+/// one is named, and `allocator()`, them as an [`AllocatorEx`] with `ctx` NULL. Every such
+/// set of the crate is made with it: the C library's here, the allocator itself per heap
+/// source (`cpython::dispatch`) and debug mode's per CPython domain (`front::debug`). The
+/// callers' contract is the allocator's: the bodies hold the `unsafe` blocks it allows.
+macro_rules! allocator_ex {
+    (
+        $(#[$m:meta])* $vis:vis mod $name:ident $(<$g:ident: $bound:path>)? {
+            malloc($n:ident) $malloc:block
+            calloc($nelem:ident, $elsize:ident) $calloc:block
+            realloc($p:ident, $size:ident) $realloc:block
+            free($q:ident) $free:block
+        }
+    ) => {
+        $(#[$m])*
+        $vis mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use core::ffi::c_void;
 
-unsafe extern "C" fn system_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    let (nelem, elsize) = if nelem == 0 || elsize == 0 {
-        (1, 1)
-    } else {
-        (nelem, elsize)
+            /// `malloc`.
+            ///
+            /// # Safety
+            /// The allocator's contract (see the module).
+            pub unsafe extern "C" fn malloc$(<$g: $bound>)?(
+                _ctx: *mut c_void,
+                $n: usize,
+            ) -> *mut c_void $malloc
+            /// `calloc`.
+            ///
+            /// # Safety
+            /// The allocator's contract (see the module).
+            pub unsafe extern "C" fn calloc$(<$g: $bound>)?(
+                _ctx: *mut c_void,
+                $nelem: usize,
+                $elsize: usize,
+            ) -> *mut c_void $calloc
+            /// `realloc`.
+            ///
+            /// # Safety
+            /// The allocator's contract (see the module).
+            pub unsafe extern "C" fn realloc$(<$g: $bound>)?(
+                _ctx: *mut c_void,
+                $p: *mut c_void,
+                $size: usize,
+            ) -> *mut c_void $realloc
+            /// `free`.
+            ///
+            /// # Safety
+            /// The allocator's contract (see the module).
+            pub unsafe extern "C" fn free$(<$g: $bound>)?(_ctx: *mut c_void, $q: *mut c_void) $free
+
+            /// The four as a `PyMemAllocatorEx`, `ctx` NULL.
+            #[inline(always)]
+            #[allow(clippy::redundant_field_names)] // `malloc: malloc::<G>` with a generic
+            pub const fn allocator$(<$g: $bound>)?() -> $crate::allocator::fallback::AllocatorEx {
+                $crate::allocator::fallback::AllocatorEx {
+                    ctx: core::ptr::null_mut(),
+                    malloc: malloc$(::<$g>)?,
+                    calloc: calloc$(::<$g>)?,
+                    realloc: realloc$(::<$g>)?,
+                    free: free$(::<$g>)?,
+                }
+            }
+        }
     };
-    // SAFETY: calloc checks the product for overflow itself.
-    unsafe { libc::calloc(nelem, elsize) }
 }
+pub(crate) use allocator_ex;
 
-unsafe extern "C" fn system_realloc(
-    _ctx: *mut c_void,
-    ptr: *mut c_void,
-    size: usize,
-) -> *mut c_void {
-    // SAFETY: the caller passes NULL or a pointer from this allocator.
-    unsafe { libc::realloc(ptr, size.max(1)) }
-}
-
-unsafe extern "C" fn system_free(_ctx: *mut c_void, ptr: *mut c_void) {
-    // SAFETY: the caller passes NULL or a pointer from this allocator.
-    unsafe { libc::free(ptr) }
+allocator_ex! {
+    /// The C library's allocator with CPython's raw-domain rules (a size of 0 is 1).
+    mod system {
+        malloc(size) {
+            // SAFETY: malloc accepts any size.
+            unsafe { libc::malloc(size.max(1)) }
+        }
+        calloc(nelem, elsize) {
+            let (nelem, elsize) = if nelem == 0 || elsize == 0 {
+                (1, 1)
+            } else {
+                (nelem, elsize)
+            };
+            // SAFETY: calloc checks the product for overflow itself.
+            unsafe { libc::calloc(nelem, elsize) }
+        }
+        realloc(ptr, size) {
+            // SAFETY: the caller passes NULL or a pointer from this allocator.
+            unsafe { libc::realloc(ptr, size.max(1)) }
+        }
+        free(ptr) {
+            // SAFETY: the caller passes NULL or a pointer from this allocator.
+            unsafe { libc::free(ptr) }
+        }
+    }
 }
 
 /// The C library's allocator with CPython's raw-domain rules.
-pub static SYSTEM: AllocatorEx = AllocatorEx {
-    ctx: core::ptr::null_mut(),
-    malloc: system_malloc,
-    calloc: system_calloc,
-    realloc: system_realloc,
-    free: system_free,
-};
+pub static SYSTEM: AllocatorEx = system::allocator();
 
 /// The fallback in force. Invariant: it always points to an allocator that lives for the
 /// rest of the process (`SYSTEM`, or the replaced CPython allocator copied into a static),

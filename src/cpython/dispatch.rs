@@ -40,45 +40,28 @@ type CallocFn = unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
 type ReallocFn = unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void, *mut c_void);
 
-// The allocator's functions as a `PyMemAllocatorEx` holds them, each with the heap source
-// `S`: the callers meet its contract (the interpreter heap's: they hold the GIL).
-unsafe extern "C" fn ctx_malloc<S: Source>(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: per the caller.
-    unsafe { api::malloc_inline::<S>(size).cast() }
-}
-unsafe extern "C" fn ctx_calloc<S: Source>(
-    _ctx: *mut c_void,
-    nelem: usize,
-    elsize: usize,
-) -> *mut c_void {
-    // SAFETY: per the caller.
-    unsafe { api::calloc_inline::<S>(nelem, elsize).cast() }
-}
-unsafe extern "C" fn ctx_realloc<S: Source>(
-    _ctx: *mut c_void,
-    ptr: *mut c_void,
-    size: usize,
-) -> *mut c_void {
-    // SAFETY: the caller passes a block it may reallocate, and meets `S`'s contract.
-    unsafe { api::realloc_inner::<S>(ptr.cast(), size).cast() }
-}
-unsafe extern "C" fn ctx_free<S: Source>(_ctx: *mut c_void, ptr: *mut c_void) {
-    // SAFETY: the caller passes a block it may free, and meets `S`'s contract.
-    unsafe { api::free_inline::<S>(ptr.cast()) }
-}
-
-/// This allocator as a `PyMemAllocatorEx` whose functions use the heap of `S` (`ctx` NULL,
-/// ignored): [`ThreadHeap`] for embedders, who may install it in any domain, the GIL-less
-/// RAW one too; [`Interpreter`] for the OBJ and MEM domains, which CPython calls with the
-/// GIL held.
-#[inline(always)]
-pub(crate) fn allocator<S: Source>() -> AllocatorEx {
-    AllocatorEx {
-        ctx: ptr::null_mut(),
-        malloc: ctx_malloc::<S>,
-        calloc: ctx_calloc::<S>,
-        realloc: ctx_realloc::<S>,
-        free: ctx_free::<S>,
+crate::allocator::fallback::allocator_ex! {
+    /// This allocator as a `PyMemAllocatorEx` whose functions use the heap of `S`:
+    /// [`ThreadHeap`] for embedders, who may install it in any domain, the GIL-less RAW one
+    /// too; [`Interpreter`] for the OBJ and MEM domains, which CPython calls with the GIL
+    /// held. The callers meet `S`'s contract (the interpreter heap's: they hold the GIL).
+    pub(crate) mod ctx<S: Source> {
+        malloc(size) {
+            // SAFETY: per the caller.
+            unsafe { api::malloc_inline::<S>(size).cast() }
+        }
+        calloc(nelem, elsize) {
+            // SAFETY: per the caller.
+            unsafe { api::calloc_inline::<S>(nelem, elsize).cast() }
+        }
+        realloc(ptr, size) {
+            // SAFETY: the caller passes a block it may reallocate, and meets `S`'s contract.
+            unsafe { api::realloc_inner::<S>(ptr.cast(), size).cast() }
+        }
+        free(ptr) {
+            // SAFETY: the caller passes a block it may free, and meets `S`'s contract.
+            unsafe { api::free_inline::<S>(ptr.cast()) }
+        }
     }
 }
 
@@ -109,7 +92,7 @@ unsafe fn forward<F: Copy>(slot: &AtomicPtr<c_void>) -> Option<F> {
 pub(crate) fn malloc(size: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.malloc.load(Ordering::Relaxed);
-        if f == ctx_malloc::<Interpreter> as *const () as usize {
+        if f == ctx::malloc::<Interpreter> as *const () as usize {
             // SAFETY: the caller of `PyObject_Malloc` in CPython holds the GIL.
             return unsafe { api::malloc_inline::<Interpreter>(size).cast() };
         }
@@ -132,7 +115,7 @@ pub(crate) fn malloc(size: usize) -> *mut c_void {
 pub(crate) fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.calloc.load(Ordering::Relaxed);
-        if f == ctx_calloc::<Interpreter> as *const () as usize {
+        if f == ctx::calloc::<Interpreter> as *const () as usize {
             // SAFETY: the caller of `PyObject_Calloc` in CPython holds the GIL.
             return unsafe { api::calloc_inline::<Interpreter>(nelem, elsize).cast() };
         }
@@ -161,7 +144,7 @@ pub(crate) fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
 pub(crate) unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     if let Some(obj) = obj_domain() {
         let f = obj.realloc.load(Ordering::Relaxed);
-        if f == ctx_realloc::<Interpreter> as *const () as usize {
+        if f == ctx::realloc::<Interpreter> as *const () as usize {
             // SAFETY: per the caller, a block of the OBJ domain's allocator, which is ours:
             // one of our pools', or one `api` hands on to the allocator we replaced; the
             // caller of `PyObject_Realloc` in CPython holds the GIL.
@@ -194,7 +177,7 @@ pub(crate) unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
 pub(crate) unsafe fn free(ptr: *mut c_void) {
     if let Some(obj) = obj_domain() {
         let f = obj.free.load(Ordering::Relaxed);
-        if f == ctx_free::<Interpreter> as *const () as usize {
+        if f == ctx::free::<Interpreter> as *const () as usize {
             // SAFETY: per the caller, a block of the OBJ domain's allocator, which is ours:
             // one of our pools', or one `api` hands on to the allocator we replaced; the
             // caller of `PyObject_Free` in CPython holds the GIL.

@@ -207,8 +207,8 @@ const FREE_THREADED: &str = "not installing: a free-threaded CPython (its garbag
 /// Whether an allocator is ours (plain or debug).
 fn is_ours(a: &AllocatorEx) -> bool {
     [
-        dispatch::allocator::<Interpreter>(),
-        dispatch::allocator::<ThreadHeap>(),
+        dispatch::ctx::allocator::<Interpreter>(),
+        dispatch::ctx::allocator::<ThreadHeap>(),
         debug::allocator(true),
         debug::allocator(false),
     ]
@@ -310,10 +310,10 @@ pub fn install(domains: Domains) -> Outcome {
             // A `ctx` of our own, by which `dispatch::locate` recognises the struct.
             AllocatorEx {
                 ctx: dispatch::obj_ctx(),
-                ..dispatch::allocator::<Interpreter>()
+                ..dispatch::ctx::allocator::<Interpreter>()
             }
         } else {
-            dispatch::allocator::<Interpreter>()
+            dispatch::ctx::allocator::<Interpreter>()
         };
         // SAFETY: PyMem_SetAllocator copies the struct.
         unsafe { set(domain, &mut ours) };

@@ -584,69 +584,47 @@ pub fn usable_size(p: *const u8) -> usize {
     }
 }
 
+/// Debug mode's allocator for one CPython domain, `$api` its calls' [`Api`].
 macro_rules! domain_allocator {
-    ($name:ident, $api:expr) => {
-        /// A CPython domain's debug allocator (`PyMemAllocatorEx` functions).
-        pub mod $name {
-            use super::*;
-            use core::ffi::c_void;
-            /// `malloc` of the domain.
-            pub extern "C" fn malloc(_: *mut c_void, n: usize) -> *mut c_void {
-                super::malloc(n, $api).cast()
-            }
-            /// `calloc` of the domain.
-            pub extern "C" fn calloc(_: *mut c_void, a: usize, b: usize) -> *mut c_void {
-                super::calloc(a, b, $api).cast()
-            }
-            /// `realloc` of the domain.
-            ///
-            /// # Safety
-            /// As for [`super::free`].
-            pub unsafe extern "C" fn realloc(
-                _: *mut c_void,
-                p: *mut c_void,
-                n: usize,
-            ) -> *mut c_void {
-                // SAFETY: forwarded caller contract.
-                unsafe { super::realloc(p.cast(), n, $api).cast() }
-            }
-            /// `free` of the domain.
-            ///
-            /// # Safety
-            /// As for [`super::free`].
-            pub unsafe extern "C" fn free(_: *mut c_void, p: *mut c_void) {
-                // SAFETY: forwarded caller contract.
-                unsafe { super::free(p.cast(), $api) }
+    ($(#[$m:meta])* $name:ident, $api:expr) => {
+        crate::allocator::fallback::allocator_ex! {
+            $(#[$m])*
+            pub mod $name {
+                malloc(n) {
+                    super::malloc(n, $api).cast()
+                }
+                calloc(nelem, elsize) {
+                    super::calloc(nelem, elsize, $api).cast()
+                }
+                realloc(p, n) {
+                    // SAFETY: the caller passes a block of this domain it may reallocate.
+                    unsafe { super::realloc(p.cast(), n, $api).cast() }
+                }
+                free(p) {
+                    // SAFETY: the caller passes a block of this domain it may free.
+                    unsafe { super::free(p.cast(), $api) }
+                }
             }
         }
     };
 }
-domain_allocator!(mem, Api::Mem);
-domain_allocator!(obj, Api::Obj);
+domain_allocator!(
+    /// The MEM domain's debug allocator.
+    mem,
+    Api::Mem
+);
+domain_allocator!(
+    /// The OBJ domain's debug allocator.
+    obj,
+    Api::Obj
+);
 
 /// The debug allocator for CPython's MEM (`obj == false`) or OBJ domain.
 pub fn allocator(obj: bool) -> fallback::AllocatorEx {
-    let (malloc, calloc, realloc, free) = if obj {
-        (
-            obj::malloc as _,
-            obj::calloc as _,
-            obj::realloc as _,
-            obj::free as _,
-        )
+    if obj {
+        obj::allocator()
     } else {
-        (
-            mem::malloc as _,
-            mem::calloc as _,
-            mem::realloc as _,
-            mem::free as _,
-        )
-    };
-    fallback::AllocatorEx {
-        ctx: ptr::null_mut(),
-        malloc,
-        calloc,
-        realloc,
-        free,
+        mem::allocator()
     }
 }
 
