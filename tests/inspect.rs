@@ -314,21 +314,40 @@ fn no_permission_one_line_exit_2_explaining_ptrace() {
     ) else {
         return;
     };
+    let as_nobody = |program: &Path| {
+        let mut cmd = Command::new(&setpriv);
+        cmd.args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program);
+        cmd
+    };
     let target = Target::start(&Place::Here, &python, 1000, &lib(), &[]);
     target.wait_stopped();
-    let mut cmd = Command::new(setpriv);
-    cmd.args([
-        "--reuid",
-        "nobody",
-        "--regid",
-        "nogroup",
-        "--clear-groups",
-        "--",
-    ])
-    .arg(support::command())
-    .arg("inspect")
-    .arg(target.pid.to_string());
+    let mut cmd = as_nobody(&support::command());
+    cmd.arg("inspect").arg(target.pid.to_string());
     fails_in_one_line(cmd, &["ptrace_scope", "same user", "CAP_SYS_PTRACE"]);
+    // The same user may read (this kernel has no Yama, or it is at 0), with no privilege:
+    // the library's file is then found without /proc/PID/map_files, which needs one.
+    let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope");
+    if yama.as_deref().map_or(true, |s| s.trim() == "0") {
+        let mut cmd = as_nobody(&python);
+        cmd.arg(support::root().join("tests/python/inspect_target.py"))
+            .arg("1000")
+            .env("LD_PRELOAD", lib())
+            .env("PYMALLOC_LIB", lib());
+        let theirs = Target::spawn(cmd);
+        theirs.wait_stopped();
+        let mut cmd = as_nobody(&support::command());
+        let out = run(cmd.args(["inspect", &theirs.pid.to_string(), "--json"]));
+        assert!(out.status.success(), "nobody reads nobody's process");
+        assert!(figure(&String::from_utf8_lossy(&out.stdout), "arenas_current") > 0);
+    }
 }
 
 /// The figures of `pymalloc inspect PID --json`, by name (the scalar ones).
