@@ -891,8 +891,14 @@ fn a_thread_pool_strands_about_what_one_thread_does() {
 /// consistent afterwards. On 3.8-3.11 the script only says "ok".
 #[test]
 fn subinterpreters_with_their_own_gil_do_not_share_the_interpreter_heap() {
-    over_all_pythons("subinterpreters", |py, exe| {
-        let out = py.run(python(exe, true).arg(script("subinterpreters.py")));
+    script_says_ok("subinterpreters", "subinterpreters.py");
+}
+
+/// Runs the script `name` of `tests/python` under the preload on every interpreter, and
+/// checks that it ends well and prints "ok".
+fn script_says_ok(check: &str, name: &str) {
+    over_all_pythons(check, |py, exe| {
+        let out = py.run(python(exe, true).arg(script(name)));
         ok(&out)?;
         if String::from_utf8_lossy(&out.stdout).trim() != "ok" {
             return Err("the script did not finish".to_string().into());
@@ -906,12 +912,5 @@ fn subinterpreters_with_their_own_gil_do_not_share_the_interpreter_heap() {
 /// (20 children per interpreter).
 #[test]
 fn a_fork_amid_a_thread_pool_leaves_the_interpreter_heap_consistent() {
-    over_all_pythons("fork amid a pool", |py, exe| {
-        let out = py.run(python(exe, true).arg(script("fork_pool.py")));
-        ok(&out)?;
-        if String::from_utf8_lossy(&out.stdout).trim() != "ok" {
-            return Err("the script did not finish".to_string().into());
-        }
-        Ok(())
-    });
+    script_says_ok("fork amid a pool", "fork_pool.py");
 }
