@@ -34,7 +34,7 @@
 //! what glibc's malloc does with the arenas of vanished threads too. The child's handler puts
 //! them on the registry's vanished list, so the statistics call them vanished, not active,
 //! and the walker (`pymalloc_check`) checks none of their half-done books, only what the
-//! surviving heaps hold ([`check::verify`](crate::check::verify)). A remote free that a
+//! surviving heaps hold ([`check::verify`](crate::introspect::check::verify)). A remote free that a
 //! vanished thread had begun into a full pool, and not finished (it took the pool's notice,
 //! `NOTIFY`, and had not yet put the block on the owner's delayed list), loses its block,
 //! and the pool stays off its owner's list for good: its blocks leak in the child, as the

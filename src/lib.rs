@@ -21,18 +21,18 @@
 //! ```
 //!
 //! `p & !0x3ffff` is the arena of a block, `(p >> 12) & 63` its pool's index, and the pool's
-//! header sits at `arena + 4096 * h + 64 * index` ([`pool::pool_of`]; the ownership map
-//! hands out `arena + 4096 * h` directly); `p >> 18` numbers its slot in the ownership map. Every lookup is arithmetic plus two loads ([`ownership`]). Requests of
+//! header sits at `arena + 4096 * h + 64 * index` ([`pool::pool_of`](allocator::pool::pool_of); the ownership map
+//! hands out `arena + 4096 * h` directly); `p >> 18` numbers its slot in the ownership map. Every lookup is arithmetic plus two loads ([`ownership`](allocator::ownership)). Requests of
 //! 1..=512 bytes are served from pools; size 0 and larger requests go to the fallback
-//! allocator ([`fallback`]: the C library's, or inside CPython the allocator we replaced).
+//! allocator ([`fallback`](allocator::fallback): the C library's, or inside CPython the allocator we replaced).
 //!
 //! ## Who owns what
 //!
-//! - **Arenas** are global, guarded by the arena lock ([`arena`]). A heap takes free pools
+//! - **Arenas** are global, guarded by the arena lock ([`arena`](allocator::arena)). A heap takes free pools
 //!   in batches of up to 16 from the fullest arena that has one, in address order, and
 //!   gives them back in batches; a pool that reaches its arena has its page given back to
 //!   the OS at once, and an arena all of whose pools are free is unmapped at once.
-//! - **Pools** belong to one thread heap at a time ([`pool`]). The owner pops and pushes the
+//! - **Pools** belong to one thread heap at a time ([`pool`](allocator::pool)). The owner pops and pushes the
 //!   pool's free list with plain loads and stores. Another thread freeing a block pushes it
 //!   on the pool's lock-free `remote` list; if the pool has ever run out (it may be off the
 //!   owner's lists, and its `NOTIFY` bit says so), the first such freer puts the block on
@@ -51,7 +51,7 @@
 //!   holder acts as the heap's owner, and a pool of worker threads holds one heap's pools,
 //!   not one heap's per thread. From CPython 3.12 it is shared only while the process
 //!   has had one interpreter (a subinterpreter may have a GIL of its own).
-//! - **Heaps** belong to one thread ([`heap`]). A thread's first allocation gives it a heap;
+//! - **Heaps** belong to one thread ([`heap`](allocator::heap)). A thread's first allocation gives it a heap;
 //!   at its exit (a pthread key destructor) the heap is tidied and abandoned whole, and the
 //!   next new thread adopts it, blocks left behind and all. Heaps are never unmapped.
 //!
@@ -61,13 +61,13 @@
 //!
 //! ## Invariants
 //!
-//! Each structure states its invariants where it is defined: [`arena::Arena`] and the
-//! arenas' global state (`arena`), [`pool::Pool`], [`pool::Owner`], [`heap::Heap`],
-//! [`ownership`], [`dispatch`] (the interpreter's struct), and the fallback's counters.
-//! [`check::verify`] (C: `pymalloc_check`) walks everything and checks them; the tests call
+//! Each structure states its invariants where it is defined: [`arena::Arena`](allocator::arena::Arena) and the
+//! arenas' global state (`arena`), [`pool::Pool`](allocator::pool::Pool), [`pool::Owner`](allocator::pool::Owner), [`heap::Heap`](allocator::heap::Heap),
+//! [`ownership`](allocator::ownership), [`dispatch`](cpython::dispatch) (the interpreter's struct), and the fallback's counters.
+//! [`check::verify`](introspect::check::verify) (C: `pymalloc_check`) walks everything and checks them; the tests call
 //! it between phases, and `debug_assert!`s check each pool state change as it happens (CI
 //! runs a subset of the tests in the debug profile). Every lock-guarded global is a
-//! [`sync::Locked`], whose data is reached only through its lock's guard; the order in
+//! [`sync::Locked`](allocator::sync::Locked), whose data is reached only through its lock's guard; the order in
 //! which the locks nest is in [`fork`].
 //!
 //! ## Layers
@@ -75,7 +75,7 @@
 //! The modules form layers, and a module uses only modules of layers below its own (and
 //! its own submodules): nothing calls up, and there is no import cycle. Where a lower layer
 //! must reach a higher one it is handed a pointer: debug mode diverts the heap's slow paths
-//! through [`heap::Divert`], which it sets. The folders show the layers: `allocator/` below
+//! through [`heap::Divert`](allocator::heap::Divert), which it sets. The folders show the layers: `allocator/` below
 //! `front/` below `introspect/` and `cpython/`, with the C ABI and the fork handlers on
 //! top. `tests/layers.rs` reads this table and every `crate::` path in `src/`, and fails on
 //! an import that goes up or sideways, and on a module the table does not place. Bottom
@@ -83,17 +83,17 @@
 //!
 //! | layer | folder | modules |
 //! |---|---|---|
-//! | 0 | `allocator` | [`geometry`] constants, size classes and address arithmetic · [`fault`] misuse reports · [`valgrind`] client requests · [`layout`] the descriptor an outside reader (`pymalloc inspect`) follows |
-//! | 1 | `allocator` | [`sync`] every concurrency primitive (swapped for loom's under `--cfg loom`) |
-//! | 2 | `allocator` | [`os`] mmap/madvise and the clock · [`trim_signal`] the opt-in signal that asks for a trim |
-//! | 3 | `allocator` | [`ownership`] the map · [`meta`] metadata memory · [`fallback`] the system/replaced allocator |
-//! | 4 | `allocator` | [`pool`] pool headers and the remote-free protocol |
-//! | 5 | `allocator` | [`arena`] arenas and their policy |
-//! | 6 | `allocator` | [`heap`] per-thread heaps, the thread slot and the fast paths |
-//! | 7 | `front` | [`debug`] debug mode |
-//! | 8 | `front` | [`api`] CPython's semantics |
-//! | 9 | `introspect` | [`stats`] the statistics · [`check`] the invariant walker |
-//! | 10 | `cpython` | [`config`] the environment variables · [`dispatch`] the `PyObject_*` names' dispatch through the interpreter's OBJ domain |
+//! | 0 | `allocator` | [`geometry`](allocator::geometry) constants, size classes and address arithmetic · [`fault`](allocator::fault) misuse reports · [`valgrind`](allocator::valgrind) client requests · [`layout`](allocator::layout) the descriptor an outside reader (`pymalloc inspect`) follows |
+//! | 1 | `allocator` | [`sync`](allocator::sync) every concurrency primitive (swapped for loom's under `--cfg loom`) |
+//! | 2 | `allocator` | [`os`](allocator::os) mmap/madvise and the clock · [`trim_signal`](allocator::trim_signal) the opt-in signal that asks for a trim |
+//! | 3 | `allocator` | [`ownership`](allocator::ownership) the map · [`meta`](allocator::meta) metadata memory · [`fallback`](allocator::fallback) the system/replaced allocator |
+//! | 4 | `allocator` | [`pool`](allocator::pool) pool headers and the remote-free protocol |
+//! | 5 | `allocator` | [`arena`](allocator::arena) arenas and their policy |
+//! | 6 | `allocator` | [`heap`](allocator::heap) per-thread heaps, the thread slot and the fast paths |
+//! | 7 | `front` | [`debug`](front::debug) debug mode |
+//! | 8 | `front` | [`api`](front::api) CPython's semantics |
+//! | 9 | `introspect` | [`stats`](introspect::stats) the statistics · [`check`](introspect::check) the invariant walker |
+//! | 10 | `cpython` | [`config`](cpython::config) the environment variables · [`dispatch`](cpython::dispatch) the `PyObject_*` names' dispatch through the interpreter's OBJ domain |
 //! | 11 | `cpython` | [`cpython`] injection into CPython, its statistics hooks, statistics at exit |
 //! | 12 | top | [`ffi`] every exported symbol (the C ABI, CPython's names), and only it · [`fork`] `pthread_atfork` handlers and the global lock order · [`runtime`] the panic handler and `alloc`'s allocator |
 //!
@@ -112,6 +112,9 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+// The design page and the items' docs are about the inside, whose modules are the crate's
+// own: they are read with `cargo doc --document-private-items`, where these links resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 // The test harness (tests and benches always unwind): its panic handler and allocator.
 #[cfg(panic = "unwind")]
@@ -122,7 +125,7 @@ extern crate alloc;
 
 /// `format!` through `core::fmt::Write`: `alloc`'s own calls a function the toolchain ships
 /// precompiled with unwinding, which would make the library need the unwinder. Without
-/// memory the text is cut short, never an abort ([`fault::Text`]).
+/// memory the text is cut short, never an abort ([`fault::Text`](allocator::fault::Text)).
 macro_rules! format {
     ($($arg:tt)*) => {{
         let mut text = $crate::allocator::fault::Text::default();
@@ -138,9 +141,13 @@ macro_rules! eprintln {
     };
 }
 
+// Every module is the crate's own: what a program may use is the C ABI (`include/pymalloc.h`,
+// the `#[no_mangle]` items of `ffi`); the tests, benches and examples reach the inside
+// through one facade, `internals`.
+
 /// The allocator: geometry and shared structures, concurrency primitives, the OS, the
 /// ownership map, metadata memory, the fallback, pools, arenas and heaps.
-pub mod allocator {
+pub(crate) mod allocator {
     pub mod arena;
     pub mod fallback;
     pub mod fault;
@@ -156,26 +163,35 @@ pub mod allocator {
     pub mod valgrind;
 }
 /// The allocator's front: CPython's semantics and debug mode.
-pub mod front {
+pub(crate) mod front {
     pub mod api;
     pub mod debug;
 }
 /// Looking inside: statistics and the invariant walker.
-pub mod introspect {
+pub(crate) mod introspect {
     pub mod check;
     pub mod stats;
 }
-pub mod cpython;
-pub mod ffi;
+pub(crate) mod cpython;
+pub(crate) mod ffi;
 #[cfg(not(loom))]
-pub mod fork;
-pub mod runtime;
+pub(crate) mod fork;
+pub(crate) mod runtime;
 
-// The modules under their short names, for the tests, benches and tools.
-pub use allocator::{
-    arena, fallback, fault, geometry, heap, layout, meta, os, ownership, pool, sync, trim_signal,
-    valgrind,
-};
-pub use cpython::{config, dispatch};
-pub use front::{api, debug};
-pub use introspect::{check, stats};
+/// The library's inside for its own tests, benches and examples: not an interface (a
+/// program uses the C ABI, `include/pymalloc.h`). One door, so that what the tests touch
+/// is in one list.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::allocator::{
+        arena, fallback, fault, geometry, heap, layout, meta, os, ownership, pool, sync,
+        trim_signal, valgrind,
+    };
+    pub use crate::cpython::{config, dispatch};
+    pub use crate::front::{api, debug};
+    pub use crate::introspect::{check, stats};
+    /// The C entry points, as Rust functions.
+    pub mod ffi {
+        pub use crate::ffi::*;
+    }
+}

@@ -3,10 +3,10 @@
 //! decommitted in runs, an arena unmapped when all its pools are free), or, with a decay of
 //! "never", only on trim. (Its own test binary: it reasons about every arena in the process.)
 
-use pymalloc::arena::{self, USABLE_POOLS};
-use pymalloc::check;
-use pymalloc::geometry::{ARENA_MASK, POOL_SIZE};
-use pymalloc::pool::{self, Pool};
+use pymalloc::internals::arena::{self, USABLE_POOLS};
+use pymalloc::internals::check;
+use pymalloc::internals::geometry::{ARENA_MASK, POOL_SIZE};
+use pymalloc::internals::pool::{self, Pool};
 
 /// The invariant walker, between phases.
 fn verify() -> Result<check::Summary, check::Failure> {
@@ -127,7 +127,7 @@ fn fullest_arena_first_given_back_at_once() {
     arena::set_decay_ms(arena::DEFAULT_DECAY_MS);
     give(live.remove(0));
     assert_eq!(arena::counts().current, 0);
-    assert!(!pymalloc::api::owns(bases[2] as *const u8));
+    assert!(!pymalloc::internals::api::owns(bases[2] as *const u8));
     // Pools handed out here had no heap, so the walker runs only once all are back.
     verify().unwrap();
 }

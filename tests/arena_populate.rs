@@ -2,9 +2,9 @@
 //! small programs commit only what they touch. (Its own test binary: it counts every arena
 //! in the process.)
 
-use pymalloc::arena::{self, USABLE_POOLS};
-use pymalloc::geometry::{ARENA_MASK, ARENA_SIZE, POOL_SIZE};
-use pymalloc::pool::Pool;
+use pymalloc::internals::arena::{self, USABLE_POOLS};
+use pymalloc::internals::geometry::{ARENA_MASK, ARENA_SIZE, POOL_SIZE};
+use pymalloc::internals::pool::Pool;
 
 /// Pages of the arena at `base` that are resident.
 fn resident_pages(base: usize) -> usize {

@@ -4,7 +4,7 @@
 //! that go unused age out with the decay; a decay of 0 keeps none. (Its own test binary: it
 //! counts every arena and system call of the process.)
 
-use pymalloc::{api, arena, check, os};
+use pymalloc::internals::{api, arena, check, os};
 
 /// Allocates `n` blocks of 64 bytes, writes each, frees them all in allocation order, and
 /// returns their addresses in allocation order.
@@ -53,7 +53,7 @@ fn steady_oscillation_makes_no_system_call(n: usize) {
     cycle(n);
     cycle(n);
     let (calls, counts) = (os::calls(), arena::counts());
-    let kept = pymalloc::stats::collect().pools_cached;
+    let kept = pymalloc::internals::stats::collect().pools_cached;
     assert!(
         kept as usize >= n / 64 - 1,
         "the statistics count {kept} kept pools after a cycle of {n}"

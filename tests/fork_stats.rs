@@ -2,8 +2,8 @@
 //! the statistics, not as active. Its own test binary: it forks, and the statistics are
 //! process-wide.
 
-use pymalloc::heap::HeapRole;
-use pymalloc::{ffi, stats};
+use pymalloc::internals::heap::HeapRole;
+use pymalloc::internals::{ffi, stats};
 use std::sync::mpsc;
 
 #[test]

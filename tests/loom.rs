@@ -16,7 +16,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use pymalloc::{api, arena, check, heap};
+use pymalloc::internals::{api, arena, check, heap};
 
 /// The invariant walker, at the end of a model.
 fn verify() -> Result<check::Summary, check::Failure> {
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 /// Class 31 (512 bytes): 8 blocks per pool, so a pool fills up in a few steps.
 const BIG: usize = 512;
-const PER_POOL: usize = pymalloc::geometry::blocks_per_pool(31);
+const PER_POOL: usize = pymalloc::internals::geometry::blocks_per_pool(31);
 
 /// A loom cell standing for a block's memory.
 struct Cell(loom::cell::UnsafeCell<u64>);
@@ -139,13 +139,13 @@ fn assert_all_returned() {
 #[test]
 fn lock_excludes_and_publishes() {
     model(|| {
-        struct Counter(pymalloc::sync::Lock, loom::cell::UnsafeCell<u32>);
+        struct Counter(pymalloc::internals::sync::Lock, loom::cell::UnsafeCell<u32>);
         // SAFETY: the cell is only touched with the lock held.
         unsafe impl Sync for Counter {}
         // SAFETY: as above.
         unsafe impl Send for Counter {}
         let c = Arc::new(Counter(
-            pymalloc::sync::Lock::new(),
+            pymalloc::internals::sync::Lock::new(),
             loom::cell::UnsafeCell::new(0),
         ));
         let c2 = c.clone();

@@ -3,7 +3,7 @@
 //! against what was written, live blocks never overlapping, and the invariant walker run
 //! along the way. Deterministic seeds, so a failure names its seed and reproduces.
 
-use pymalloc::{api, check};
+use pymalloc::internals::{api, check};
 
 /// The invariant walker, between steps.
 fn verify() -> Result<check::Summary, check::Failure> {

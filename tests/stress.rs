@@ -3,7 +3,7 @@
 //! Every block carries a pattern checked before its free; the invariant walker runs after
 //! each phase and must find nothing in use.
 
-use pymalloc::{api, check};
+use pymalloc::internals::{api, check};
 
 /// The invariant walker, between phases.
 fn verify() -> Result<check::Summary, check::Failure> {

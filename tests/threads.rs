@@ -2,7 +2,7 @@
 //! with the invariant walker between phases and mapped memory not growing with the number
 //! of threads that lived.
 
-use pymalloc::{api, arena, check};
+use pymalloc::internals::{api, arena, check};
 
 /// The invariant walker, between phases.
 fn verify() -> Result<check::Summary, check::Failure> {
@@ -96,14 +96,14 @@ fn worker(t: u8) -> Vec<Block> {
 /// owner's delayed list (clearing the bit), and nothing is lost.
 #[test]
 fn relinked_pools_wait_at_the_tail_and_keep_notify() {
-    use pymalloc::heap;
-    use pymalloc::pool::{pool_of, NOTIFY};
+    use pymalloc::internals::heap;
+    use pymalloc::internals::pool::{pool_of, NOTIFY};
     use std::sync::atomic::Ordering;
     let _serial = SERIAL.lock().unwrap();
     // A fresh thread: a heap of its own, with no pool of class 31 yet.
     thread::spawn(|| {
         let big = 512;
-        let per = pymalloc::geometry::blocks_per_pool(big / 16 - 1);
+        let per = pymalloc::internals::geometry::blocks_per_pool(big / 16 - 1);
         let before = verify().unwrap().blocks_in_use;
         let a: Vec<usize> = (0..per).map(|_| api::malloc(big) as usize).collect();
         let b0 = api::malloc(big);
@@ -134,7 +134,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
         // SAFETY: this thread's heap, read while no other thread touches it.
         unsafe {
             assert_eq!(
-                heap::delayed_of(pymalloc::heap::thread::thread_heap()) as usize,
+                heap::delayed_of(pymalloc::internals::heap::thread::thread_heap()) as usize,
                 victim
             );
             assert_eq!(
@@ -158,7 +158,9 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
         heap::trim();
         // Every block came back, the delayed one included.
         // SAFETY: this thread's heap, read while no other thread touches it.
-        unsafe { assert!(heap::delayed_of(pymalloc::heap::thread::thread_heap()).is_null()) };
+        unsafe {
+            assert!(heap::delayed_of(pymalloc::internals::heap::thread::thread_heap()).is_null())
+        };
         assert_eq!(verify().unwrap().blocks_in_use, before, "blocks lost");
     })
     .join()
@@ -171,7 +173,7 @@ fn relinked_pools_wait_at_the_tail_and_keep_notify() {
 #[test]
 fn large_blocks_are_counted_wherever_they_are_freed() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let in_use = || pymalloc::stats::collect().large_in_use;
+    let in_use = || pymalloc::internals::stats::collect().large_in_use;
     let before = in_use();
     let blocks: Vec<usize> = (0..10).map(|_| alloc(4096, 7).0).collect();
     assert_eq!(in_use(), before + 10);

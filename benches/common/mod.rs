@@ -114,9 +114,9 @@ pub fn load(name: &str) -> Result<Alloc, String> {
         // (`api::malloc`/`free` are out-of-line wrappers for Rust callers).
         "pymalloc-rs" => Ok(Alloc {
             name: "pymalloc-rs",
-            malloc: pymalloc::ffi::pymalloc_malloc,
-            free: pymalloc::ffi::pymalloc_free,
-            realloc: pymalloc::ffi::pymalloc_realloc,
+            malloc: pymalloc::internals::ffi::pymalloc_malloc,
+            free: pymalloc::internals::ffi::pymalloc_free,
+            realloc: pymalloc::internals::ffi::pymalloc_realloc,
         }),
         "glibc" => Ok(Alloc {
             name: "glibc",

@@ -267,7 +267,7 @@ pub(super) unsafe fn heartbeat(heap: *mut Heap) {
     unsafe {
         (*heap).slow_events = (*heap).slow_events.wrapping_add(1);
         if (*heap).slow_events.is_multiple_of(HEARTBEAT_EVERY) {
-            age_cache(heap, crate::os::now_ms());
+            age_cache(heap, crate::allocator::os::now_ms());
         }
     }
 }

@@ -12,7 +12,7 @@
 //! before the next one's reads. Threads that do not hold it (a C thread calling
 //! `pymalloc_free`) free into its pools through the remote-free protocol, as into any
 //! other thread's heap. Its slow paths run its decay clock like any heap's; `trim` from a
-//! thread that may not hold the lock asks the next holder to do it ([`request_trim`]).
+//! thread that may not hold the lock asks the next holder to do it ([`trim`]).
 //!
 //! One lock for all of a process's Python threads is what CPython up to 3.11 has. From 3.12
 //! an interpreter may have a GIL of its own, and two threads could then use the heap at
@@ -96,7 +96,7 @@ pub static ONE: i64 = 1;
 static NEVER: i64 = i64::MAX;
 
 crate::allocator::sync::global! {
-    /// A trim was asked for by a thread that may not hold the lock (see [`request_trim`]).
+    /// A trim was asked for by a thread that may not hold the lock (see [`trim`]).
     static TRIM: AtomicBool = AtomicBool::new(false);
 }
 
