@@ -204,47 +204,55 @@ fn idle_workers_holdings_serve_the_running_one() {
     // SAFETY: before any interpreter-heap call in this process.
     assert!(unsafe { api::enable_interpreter_heap(held) });
     let gil = std::sync::Arc::new(Mutex::new(()));
-    // Each worker, holding the lock: 4,000 blocks of 16-512 bytes, touched, then freed.
+    // Each worker, holding the lock: 4,000 blocks of 16-512 bytes, touched, then freed; then
+    // it says so and idles until told to exit (a thread-pool worker waiting for work).
     let run = |shared: bool| {
         let before = arena::counts().pools_in_use;
+        let (done, idle) = mpsc::channel();
+        let exit = std::sync::Arc::new(std::sync::Barrier::new(65));
         let workers: Vec<_> = (0..64)
             .map(|w| {
-                let gil = gil.clone();
+                let (gil, done, exit) = (gil.clone(), done.clone(), exit.clone());
                 thread::spawn(move || {
-                    let _gil = gil.lock().unwrap();
-                    let blocks: Vec<usize> = (0..4000)
-                        .map(|i| {
-                            let n = 16 + (i * 7 + w) % 497;
-                            // SAFETY: the lock is held, as every interpreter-heap call holds it.
-                            let p = if shared {
-                                unsafe { api::malloc_interpreter(n) }
-                            } else {
-                                api::malloc(n)
-                            };
-                            // SAFETY: `n` bytes were just allocated.
-                            unsafe { p.write_bytes(w as u8, n) };
-                            p as usize
-                        })
-                        .collect();
-                    for p in blocks {
-                        // SAFETY: live blocks of ours, freed once, under the lock.
-                        unsafe {
-                            if shared {
-                                api::free_interpreter(p as *mut u8)
-                            } else {
-                                api::free(p as *mut u8)
+                    {
+                        let _gil = gil.lock().unwrap();
+                        let blocks: Vec<usize> = (0..4000)
+                            .map(|i| {
+                                let n = 16 + (i * 7 + w) % 497;
+                                // SAFETY: the lock is held, as every interpreter-heap call
+                                // holds it.
+                                let p = if shared {
+                                    unsafe { api::malloc_interpreter(n) }
+                                } else {
+                                    api::malloc(n)
+                                };
+                                // SAFETY: `n` bytes were just allocated.
+                                unsafe { p.write_bytes(w as u8, n) };
+                                p as usize
+                            })
+                            .collect();
+                        for p in blocks {
+                            // SAFETY: live blocks of ours, freed once, under the lock.
+                            unsafe {
+                                if shared {
+                                    api::free_interpreter(p as *mut u8)
+                                } else {
+                                    api::free(p as *mut u8)
+                                }
                             }
                         }
                     }
-                    // Idle, holding on to its heap (a thread-pool worker waiting for work).
-                    drop(_gil);
-                    std::thread::park_timeout(std::time::Duration::from_millis(200));
+                    done.send(()).unwrap();
+                    exit.wait(); // idle, holding on to its heap
                 })
             })
             .collect();
-        // Measured while the workers idle (before their threads exit and tidy their heaps).
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        for _ in 0..64 {
+            idle.recv().unwrap();
+        }
+        // Every worker has run and idles (its thread has not exited and tidied its heap).
         let held = arena::counts().pools_in_use.saturating_sub(before);
+        exit.wait();
         for w in workers {
             w.join().unwrap();
         }

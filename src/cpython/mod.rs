@@ -29,7 +29,7 @@ use crate::allocator::fallback::{self, AllocatorEx};
 use crate::allocator::heap::interp::{self, Interpreter};
 use crate::allocator::heap::ThreadHeap;
 use crate::allocator::meta;
-use crate::allocator::sync::unmodeled::{AtomicPtr, AtomicU8};
+use crate::allocator::sync::unmodeled::{AtomicI64, AtomicPtr, AtomicU8};
 use crate::allocator::sync::{Locked, Ordering};
 use crate::{front::debug, introspect::stats};
 use alloc::string::String;
@@ -408,23 +408,24 @@ fn interpreter_count(minor: u32) -> Option<*const i64> {
         return None;
     }
     type Get = unsafe extern "C" fn() -> *mut c_void;
-    // SAFETY: `_PyRuntime` is at least `offset + 8` bytes in this version (the table), and
-    // the two functions are CPython's `PyInterpreterState *f(void)`, which read the runtime
-    // only.
+    // SAFETY: `_PyRuntime` is at least `offset + 8` bytes in this version (the table), its
+    // words 8-aligned; the interpreter writes them under its own lock while other threads
+    // may run, so they are read as relaxed atomics. The two functions are CPython's
+    // `PyInterpreterState *f(void)`, which read the runtime only.
     unsafe {
         let count = runtime.cast::<u8>().add(offset).cast::<i64>();
-        let words = count.cast::<*mut c_void>();
+        let word = |back: usize| {
+            AtomicPtr::from_ptr(count.cast::<*mut c_void>().sub(back)).load(Ordering::Relaxed)
+        };
         let (head_now, main_now) = (
             core::mem::transmute::<*mut c_void, Get>(head)(),
             core::mem::transmute::<*mut c_void, Get>(main)(),
         );
-        let n = count.read_volatile();
+        let n = AtomicI64::from_ptr(count).load(Ordering::Relaxed);
         let laid_out = if n == -1 {
-            words.sub(2).read_volatile().is_null() && words.sub(1).read_volatile().is_null()
+            word(2).is_null() && word(1).is_null()
         } else {
-            n >= 1
-                && words.sub(2).read_volatile() == head_now
-                && words.sub(1).read_volatile() == main_now
+            n >= 1 && word(2) == head_now && word(1) == main_now
         };
         laid_out.then_some(count.cast_const())
     }
